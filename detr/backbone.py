@@ -1,0 +1,57 @@
+"""ResNet backbone from torchvision, joined with the position encoding.
+
+Module names reproduce the official checkpoints: ``backbone.0.body.<resnet layers>`` for the
+ResNet and ``backbone.1`` for the (parameter-free) sine encoding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .position_encoding import PositionEmbeddingSine
+
+#: Parameters outside these stages (stem and layer1) stay frozen when fine-tuning, as in DETR
+#: and Faster R-CNN (facebookresearch/detr#236).
+TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+
+class Backbone(nn.Module):
+    """A torchvision ResNet truncated after ``layer4``; returns the stride-32 (16 with dilation) map."""
+
+    def __init__(self, name: str, *, dilation: bool = False, norm: str = "frozen", train: bool = True):
+        super().__init__()
+        norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+        resnet = getattr(torchvision.models, name)(
+            weights=None, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer
+        )
+        for param_name, param in resnet.named_parameters():
+            # A pretrained stem and layer1 stay frozen; a randomly initialised backbone
+            # (trainable norm) must learn every stage.
+            frozen_stem = norm == "frozen" and not param_name.startswith(TRAINABLE_STAGES)
+            if not train or frozen_stem:
+                param.requires_grad_(False)
+        self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+
+    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.body(images)["0"]
+        small_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        return features, small_mask
+
+
+class Joiner(nn.Sequential):
+    """``backbone.0`` = ResNet, ``backbone.1`` = position encoding (the official layout)."""
+
+    def __init__(self, backbone: Backbone, position_embedding: PositionEmbeddingSine):
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+
+    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        features, small_mask = self[0](images, mask)
+        pos = self[1](small_mask, dtype=features.dtype)
+        return features, small_mask, pos

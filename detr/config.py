@@ -1,0 +1,175 @@
+"""Typed, validated configuration for the model and the training recipe.
+
+Every file the project writes stores these as plain JSON dicts (``to_dict``), and
+``from_dict`` rejects unknown keys by name, so a typo never passes silently.
+CLI flags and trainer job options map onto the same fields: defaults live here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, TypeVar
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+SCHEDULES = ("step", "cosine")
+
+#: ImageNet statistics used by torchvision backbones and the official DETR checkpoints.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Official DETR checkpoint, for fine-tuning (`--pretrained`) and the default detector function.
+DETR_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
+
+_C = TypeVar("_C", bound="_ConfigBase")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid or unknown."""
+
+
+class _ConfigBase:
+    _section = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_C], data: Mapping[str, Any]) -> _C:
+        known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        for key in data:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {key!r} in {cls._section} config; known keys: {', '.join(known)}"
+                )
+        values = dict(data)
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in values and isinstance(values[f.name], list):
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+    def replace(self: _C, **changes: Any) -> _C:
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _check(condition: bool, section: str, name: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise ConfigError(f"{section} config: {name}={value!r} is invalid; {rule}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_ConfigBase):
+    """Architecture of a DETR model. Defaults are the official DETR-R50 ones."""
+
+    _section = "model"
+
+    num_classes: int = 91
+    """Number of object classes K; the class head has K+1 outputs (last = no-object)."""
+    backbone: str = "resnet50"
+    """torchvision ResNet: resnet18, resnet34, resnet50 or resnet101."""
+    dilation: bool = False
+    """DC5 variant: dilate the last ResNet stage instead of striding it."""
+    backbone_norm: str = "frozen"
+    """'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."""
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    num_queries: int = 100
+    pre_norm: bool = False
+    aux_loss: bool = True
+    """Predict boxes after every decoder layer during training (deep supervision)."""
+
+    def __post_init__(self) -> None:
+        s = self._section
+        _check(self.num_classes >= 1, s, "num_classes", self.num_classes, "need at least one class")
+        _check(self.backbone in BACKBONES, s, "backbone", self.backbone, f"choose one of {', '.join(BACKBONES)}")
+        _check(self.backbone_norm in ("frozen", "batch"), s, "backbone_norm", self.backbone_norm,
+               "choose 'frozen' or 'batch'")
+        _check(self.hidden_dim > 0 and self.nheads > 0 and self.hidden_dim % self.nheads == 0, s, "hidden_dim",
+               self.hidden_dim, f"must be a positive multiple of nheads={self.nheads}")
+        _check(self.hidden_dim % 2 == 0, s, "hidden_dim", self.hidden_dim, "must be even (sine position encoding)")
+        _check(self.enc_layers >= 0, s, "enc_layers", self.enc_layers, "must be >= 0")
+        _check(self.dec_layers >= 1, s, "dec_layers", self.dec_layers, "must be >= 1")
+        _check(self.dim_feedforward > 0, s, "dim_feedforward", self.dim_feedforward, "must be > 0")
+        _check(0.0 <= self.dropout < 1.0, s, "dropout", self.dropout, "must be in [0, 1)")
+        _check(self.num_queries >= 1, s, "num_queries", self.num_queries, "must be >= 1")
+
+    @property
+    def backbone_channels(self) -> int:
+        return 512 if self.backbone in ("resnet18", "resnet34") else 2048
+
+
+@dataclass(frozen=True)
+class TrainConfig(_ConfigBase):
+    """The training recipe: optimisation, schedule, losses, input size and bookkeeping."""
+
+    _section = "train"
+
+    epochs: int = 50
+    batch_size: int = 2
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    """Learning rate of ResNet stages 2-4; 0 freezes the whole backbone."""
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    """'step' (x0.1 at lr_drop of the epochs) or 'cosine'."""
+    lr_drop: float = 2 / 3
+    """Fraction of the epochs after which the 'step' schedule drops the learning rate."""
+    warmup_steps: int = 0
+    clip_max_norm: float = 0.1
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on CPU)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights; 0 turns it off, 0.9998 is typical."""
+    seed: int = 42
+    num_workers: int = 2
+    image_size: int = 800
+    """Shortest side at evaluation; training samples sizes up to this."""
+    max_size: int = 1333
+    """Longest side cap."""
+    random_crop: bool = True
+    hflip: bool = True
+    set_cost_class: float = 1.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    ce_loss_coef: float = 1.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+    eos_coef: float = 0.1
+    """Weight of the no-object class in the classification loss."""
+    eval_every: int = 1
+    patience: int = 0
+    """Stop after this many evaluations without a better mAP; 0 never stops early."""
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        s = self._section
+        _check(self.epochs >= 1, s, "epochs", self.epochs, "must be >= 1")
+        _check(self.batch_size >= 1, s, "batch_size", self.batch_size, "must be >= 1")
+        _check(self.lr > 0, s, "lr", self.lr, "must be > 0")
+        _check(self.lr_backbone >= 0, s, "lr_backbone", self.lr_backbone, "must be >= 0")
+        _check(self.weight_decay >= 0, s, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.schedule in SCHEDULES, s, "schedule", self.schedule, f"choose one of {', '.join(SCHEDULES)}")
+        _check(0 < self.lr_drop <= 1, s, "lr_drop", self.lr_drop, "must be a fraction in (0, 1]")
+        _check(self.warmup_steps >= 0, s, "warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(self.clip_max_norm >= 0, s, "clip_max_norm", self.clip_max_norm, "must be >= 0 (0 = off)")
+        _check(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
+        _check(self.num_workers >= 0, s, "num_workers", self.num_workers, "must be >= 0")
+        _check(32 <= self.image_size <= 4096, s, "image_size", self.image_size, "must be in [32, 4096] pixels")
+        _check(self.max_size >= self.image_size, s, "max_size", self.max_size,
+               f"must be >= image_size={self.image_size}")
+        _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
+        _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
+        _check(self.patience >= 0, s, "patience", self.patience, "must be >= 0")
+        _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), s, "device",
+               self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+#: The tiny configuration used by the quickstart and the tests: learns shapes in minutes on a CPU.
+TINY_MODEL = ModelConfig(
+    backbone="resnet18", backbone_norm="batch", hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2,
+    dim_feedforward=512, num_queries=20, dropout=0.0,
+)
