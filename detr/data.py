@@ -101,11 +101,11 @@ def load_detection_data(
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
     next_id = 1
-    for split, files in subsets.items():
+    for subset_split, files in subsets.items():
         for f in files:
             records = _parse_coco(f, documents[f], root, labels, warnings, first_id=next_id)
-            next_id += len(records)
-            (val if split == "val" else train).extend(records)
+            next_id += len(documents[f].get("images", []))
+            (val if subset_split == "val" else train).extend(records)
 
     if not train and not val:
         raise DatasetError(f"{root}: the annotation files list no usable images; export the task with images")
