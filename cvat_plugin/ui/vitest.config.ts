@@ -9,6 +9,7 @@ export default defineConfig({
     test: {
         environment: 'jsdom',
         globals: true,
+        testTimeout: 30000,
         include: ['tests/**/*.test.ts?(x)'],
         setupFiles: ['./tests/setup.ts'],
         server: { deps: { inline: [/\/antd\//, /\/@ant-design\//, /\/rc-[^/]+\//, /\/@rc-component\//] } },

@@ -1,5 +1,9 @@
 import '@testing-library/jest-dom/vitest';
-import { cleanup } from '@testing-library/react';
+import { cleanup, configure } from '@testing-library/react';
+
+// Role queries skip the visibility check, which calls jsdom's slow getComputedStyle on every
+// ancestor (seconds per query under antd's injected styles); the 2-core CI machine gets time.
+configure({ defaultHidden: true, asyncUtilTimeout: 5000 });
 
 afterEach(() => {
     cleanup();
