@@ -1,6 +1,6 @@
 /** A finished job: the published model and where to use it, or what went wrong. */
 import React from 'react';
-import { Button, Result, Typography } from 'antd';
+import { Button, Result, Space, Typography } from 'antd';
 
 import { formatMetric } from './format';
 import { Job, metricValue } from './gateway-types';
@@ -38,47 +38,41 @@ function summaryLine(job: Job): string {
     return `Best validation mAP ${formatMetric(best)} (AP50 ${formatMetric(ap50)}) after ${job.epochs} epochs.`;
 }
 
-export function JobOutcome({ job, onTrainAgain, onClose }: Props): JSX.Element {
-    const actions = [
-        <Button key='again' onClick={onTrainAgain}>Train again</Button>,
-        <Button key='close' type='primary' onClick={onClose}>Close</Button>,
-    ];
-    if (job.state === 'succeeded') {
-        return (
-            <Result status='success' title='Training finished' subTitle={summaryLine(job)} extra={actions}>
-                <Succeeded job={job} />
-            </Result>
-        );
-    }
+function describe(job: Job): { status: 'success' | 'error' | 'warning'; title: string; detail: string } {
+    if (job.state === 'succeeded') return { status: 'success', title: 'Training finished', detail: summaryLine(job) };
     if (job.state === 'failed') {
-        return (
-            <Result
-                status='error'
-                title='Training failed'
-                subTitle={job.error ?? 'The trainer gave no reason; ask a CVAT admin to check the trainer function’s logs.'}
-                extra={actions}
-            />
-        );
+        return {
+            status: 'error',
+            title: 'Training failed',
+            detail: job.error ?? 'The trainer gave no reason; ask a CVAT admin to check the trainer function’s logs.',
+        };
     }
     if (job.state === 'cancelled') {
-        return (
-            <Result
-                status='warning'
-                title='Training cancelled'
-                subTitle={`Stopped during epoch ${Math.max(job.epoch, 1)} of ${job.epochs}; nothing was published.`}
-                extra={actions}
-            />
-        );
+        return {
+            status: 'warning',
+            title: 'Training cancelled',
+            detail: `Stopped during epoch ${Math.max(job.epoch, 1)} of ${job.epochs}; nothing was published.`,
+        };
     }
+    return {
+        status: 'warning',
+        title: 'Training interrupted',
+        detail: 'The trainer stopped while this job ran (for example, it was restarted). It resumes interrupted ' +
+            'jobs from their last checkpoint when it starts again; reopen Train DETR later to follow it.',
+    };
+}
+
+export function JobOutcome({ job, onTrainAgain, onClose }: Props): JSX.Element {
+    const { status, title, detail } = describe(job);
     return (
-        <Result
-            status='warning'
-            title='Training interrupted'
-            subTitle={
-                'The trainer stopped while this job ran (for example, it was restarted). It resumes interrupted ' +
-                'jobs from their last checkpoint when it starts again; reopen Train DETR later to follow it.'
-            }
-            extra={actions}
-        />
+        <div className='detr-job-outcome'>
+            <Result status={status} title={title} subTitle={detail} style={{ padding: '16px 24px' }}>
+                {job.state === 'succeeded' && <Succeeded job={job} />}
+            </Result>
+            <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
+                <Button onClick={onTrainAgain}>Train again</Button>
+                <Button type='primary' onClick={onClose}>Close</Button>
+            </Space>
+        </div>
     );
 }

@@ -96,13 +96,13 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
             >
                 <Space size='large' align='start' wrap>
                     <Form.Item label='Epochs' name='epochs' rules={[rule(checkEpochs)]}>
-                        <InputNumber min={LIMITS.epochs.min} max={LIMITS.epochs.max} precision={0} />
+                        <InputNumber min={LIMITS.epochs.min} max={LIMITS.epochs.max} precision={0} style={{ width: 120 }} />
                     </Form.Item>
                     <Form.Item label='Image size' name='image_size' rules={[rule(checkImageSize)]} tooltip='Shorter image side after resizing'>
-                        <InputNumber min={LIMITS.imageSize.min} max={LIMITS.imageSize.max} precision={0} step={32} addonAfter='px' />
+                        <InputNumber min={LIMITS.imageSize.min} max={LIMITS.imageSize.max} precision={0} step={32} addonAfter='px' style={{ width: 150 }} />
                     </Form.Item>
                     <Form.Item label='Validation share' name='val_percent' rules={[rule(checkValPercent)]}>
-                        <InputNumber min={LIMITS.valPercent.min} max={LIMITS.valPercent.max} addonAfter='%' />
+                        <InputNumber min={LIMITS.valPercent.min} max={LIMITS.valPercent.max} addonAfter='%' style={{ width: 130 }} />
                     </Form.Item>
                 </Space>
                 <Form.Item
