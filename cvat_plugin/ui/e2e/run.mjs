@@ -96,7 +96,9 @@ async function trainThroughTheDialog(page, origin, options, shot) {
 
     const running = page.getByText(/^Epoch \d+ of \d+/);
     const finished = page.getByText(/^Training (finished|failed|cancelled|interrupted)$/);
-    await running.or(finished).first().waitFor({ timeout: options.timeoutMs });
+    const refused = page.locator('.ant-modal .ant-alert-error');
+    await running.or(finished).or(refused).first().waitFor({ timeout: options.timeoutMs });
+    if (await refused.isVisible()) throw new Error(`starting failed: ${await refused.innerText()}`);
     if (await running.isVisible()) {
         await shot('train-detr-progress.png');
         // Close while training, reopen: the dialog must find the running job again.
