@@ -31,8 +31,10 @@ def test_train_detr_end_to_end_in_chromium() -> None:
     started = time.time()
 
     with StubGateway(queue_s=1.0, epoch_s=1.5) as gateway:
+        command = ["node", "e2e/run.mjs", "--base-url", gateway.api_url, "--task", "42", "--epochs", "3",
+                   "--timeout-s", "120"]
         result = run(
-            ["node", "e2e/run.mjs", "--base-url", gateway.api_url, "--task", "42", "--epochs", "3", "--timeout-s", "120"],
+            command,
             timeout=420,
             env={**os.environ, "DETR_UI_ARTIFACTS": str(artifacts), "CHROMIUM_PATH": CHROMIUM},
         )

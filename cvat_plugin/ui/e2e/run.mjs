@@ -12,7 +12,7 @@
  * `--cookie` sets the CVAT session the browser holds (default: made-up sessionid and csrftoken).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -127,6 +127,7 @@ async function checkOlderMenuContract(page, origin, options, shot) {
 async function main() {
     const options = parseOptions();
     await mkdir(options.artifacts, { recursive: true });
+    await rm(path.join(options.artifacts, 'failure.png'), { force: true });
     if (options.build) {
         log('building the harness');
         await build({ configFile: path.join(UI_DIR, 'e2e', 'vite.config.ts'), logLevel: 'warn' });

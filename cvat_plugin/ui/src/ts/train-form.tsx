@@ -127,6 +127,7 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                 </Form.Item>
                 {error && <Alert type='error' showIcon style={{ marginBottom: 12 }} message={error.message} />}
                 <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
+                    {/* The form's `disabled` reaches every antd control in it; Close stays usable. */}
                     <Button onClick={onClose} disabled={false}>Close</Button>
                     <Button type='primary' htmlType='submit' loading={submitting} disabled={nothingToTrainOn}>
                         Start training
