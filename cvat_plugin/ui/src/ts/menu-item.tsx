@@ -28,8 +28,12 @@ export function shouldRenderTrainDetr(props: TaskActionsTargetProps | undefined)
     return (props?.taskInstance?.dimension ?? props?.taskDimension) !== '3d' && taskIdOf(props) !== undefined;
 }
 
-export function TrainDetrItem({ targetProps }: { key?: number | string; targetProps?: TaskActionsTargetProps }):
-MenuItemObject | JSX.Element | null {
+interface ItemProps {
+    key?: number | string;
+    targetProps?: TaskActionsTargetProps;
+}
+
+export function TrainDetrItem({ targetProps }: ItemProps): MenuItemObject | JSX.Element | null {
     const taskId = taskIdOf(targetProps);
     if (taskId === undefined) return null;
     const onClick = (): void => openTrainDialog(taskId);

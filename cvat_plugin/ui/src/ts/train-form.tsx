@@ -45,7 +45,6 @@ function describeLastJob(job: Job): string {
 }
 
 export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClose }: Props): JSX.Element {
-    const [form] = Form.useForm<FormValues>();
     const totalBoxes = summary.labels.reduce((sum, label) => sum + label.boxes, 0);
     const nothingToTrainOn = totalBoxes === 0;
 
@@ -87,7 +86,6 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                 <Alert type='info' style={{ marginBottom: 12 }} message={describeLastJob(lastJob)} />
             )}
             <Form<FormValues>
-                form={form}
                 name='detr-train'
                 layout='vertical'
                 initialValues={toFormValues(summary.defaults)}
