@@ -1,0 +1,80 @@
+"""Generated task content for the fake CVAT: small images of coloured shapes and the
+CVAT shapes that annotate them, in every shape kind the dataset builder must handle."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tests.fakes.cvat_export import cvat_rle_encode
+from tests.fakes.cvat_server import Frame, Shape
+
+#: One colour per label index; the generated objects of label k are drawn in COLORS[k].
+COLORS = [(230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40), (200, 40, 200), (40, 200, 200)]
+
+
+def encode_image(image: Image.Image, ext: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if ext.lower() == ".png" else "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def make_frames(
+    num_frames: int,
+    num_labels: int,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (64, 48),
+    kinds: Sequence[str] = ("rectangle",),
+    negatives_every: int = 0,
+    names: Sequence[str] = (),
+) -> tuple[list[Frame], list[Shape]]:
+    """``num_frames`` frames with one or two filled boxes each (label k drawn in ``COLORS[k]``),
+    annotated with shapes cycling through ``kinds`` ("rectangle", "rotated", "polygon", "mask",
+    "ellipse"). Every ``negatives_every``-th frame is left empty. Shapes use ``label_id=-(k+1)``,
+    which ``FakeCvat.add_task`` resolves to the k-th label."""
+    rng = random.Random(seed)
+    width, height = size
+    frames: list[Frame] = []
+    shapes: list[Shape] = []
+    kind_cycle = 0
+    for index in range(num_frames):
+        name = names[index] if index < len(names) else f"frame_{index:04d}.jpg"
+        background = tuple(rng.randint(0, 60) for _ in range(3))
+        image = Image.new("RGB", size, background)
+        draw = ImageDraw.Draw(image)
+        empty = negatives_every and index % negatives_every == negatives_every - 1
+        for _ in range(0 if empty else rng.randint(1, 2)):
+            label = rng.randrange(num_labels)
+            w, h = rng.randint(width // 5, width // 2), rng.randint(height // 5, height // 2)
+            x0, y0 = rng.randint(0, width - w - 1), rng.randint(0, height - h - 1)
+            box = [float(x0), float(y0), float(x0 + w), float(y0 + h)]
+            draw.rectangle([x0, y0, x0 + w - 1, y0 + h - 1], fill=COLORS[label % len(COLORS)])
+            kind = kinds[kind_cycle % len(kinds)]
+            kind_cycle += 1
+            shapes.append(_shape(kind, index, -(label + 1), box, width, height))
+        ext = "." + name.rsplit(".", 1)[-1]
+        frames.append(Frame(name=name, width=width, height=height, data=encode_image(image, ext)))
+    return frames, shapes
+
+
+def _shape(kind: str, frame: int, label_id: int, box: list[float], width: int, height: int) -> Shape:
+    x0, y0, x1, y1 = box
+    if kind == "rectangle":
+        return Shape("rectangle", frame, label_id, box)
+    if kind == "rotated":
+        return Shape("rectangle", frame, label_id, box, rotation=30.0)
+    if kind == "polygon":
+        return Shape("polygon", frame, label_id, [x0, y0, x1, y0, x1, y1, x0, y1])
+    if kind == "ellipse":
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        return Shape("ellipse", frame, label_id, [cx, cy, x1, y0])
+    if kind == "mask":
+        mask = np.zeros((height, width), dtype=bool)
+        mask[int(y0):int(y1), int(x0):int(x1)] = True
+        return Shape("mask", frame, label_id, cvat_rle_encode(mask))
+    raise ValueError(f"unknown shape kind {kind!r}")
