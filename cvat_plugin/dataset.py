@@ -176,7 +176,15 @@ def _extract(export_zip: Path, dest: Path) -> None:
 
 
 def _import(root: Path, export_name: str):
-    from datumaro.components.dataset import StreamDataset
+    try:
+        from datumaro.components.dataset import StreamDataset
+        from datumaro.util.image import IMAGE_BACKEND, ImageBackend
+    except ImportError as e:
+        raise DatasetError("reading CVAT exports needs Datumaro: pip install 'cvat-detr[cvat]'") from e
+    # Datumaro sets its image backend at import, in the importing thread's context only;
+    # a build in another thread (the gateway's workers) would fail on the first image decode.
+    if IMAGE_BACKEND.get(None) is None:
+        IMAGE_BACKEND.set(ImageBackend.cv2)  # what Datumaro picks when OpenCV (its dependency) is present
 
     if not list(root.glob("annotations/instances_*.json")):
         raise DatasetError(f"{export_name} has no annotations/instances_<subset>.json: it is not a CVAT "

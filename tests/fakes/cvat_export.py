@@ -125,7 +125,12 @@ def export_task_zip(task: "Task", dest: Path, *, save_images: bool, include_dele
     from datumaro.components.annotation import AnnotationType, LabelCategories
     from datumaro.components.dataset import Dataset
     from datumaro.components.media import Image
+    from datumaro.util.image import IMAGE_BACKEND, ImageBackend
 
+    # Datumaro sets its image backend at import, in the importing thread's context only;
+    # the fake's request threads start with an empty one.
+    if IMAGE_BACKEND.get(None) is None:
+        IMAGE_BACKEND.set(ImageBackend.cv2)  # what Datumaro picks when OpenCV (its dependency) is present
     frames = [i for i in range(len(task.frames)) if include_deleted or i not in task.deleted_frames]
     categories = LabelCategories(attributes={"occluded"})
     for label in task.top_labels():

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import random
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from tests.fakes.cvat_export import cvat_rle_encode
 from tests.fakes.cvat_server import Frame, Shape
+
+if TYPE_CHECKING:
+    from tests.fakes.cvat_server import FakeCvat, Task, User
 
 #: One colour per label index; the generated objects of label k are drawn in COLORS[k].
 COLORS = [(230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40), (200, 40, 200), (40, 200, 200)]
@@ -78,3 +81,22 @@ def _shape(kind: str, frame: int, label_id: int, box: list[float], width: int, h
         mask[int(y0):int(y1), int(x0):int(x1)] = True
         return Shape("mask", frame, label_id, cvat_rle_encode(mask))
     raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def add_shapes_task(
+    fake: "FakeCvat",
+    owner: "User",
+    *,
+    name: str = "shapes",
+    num_frames: int = 12,
+    labels: Sequence = ("car", "person", "bike"),
+    kinds: Sequence[str] = ("rectangle",),
+    seed: int = 0,
+    size: tuple[int, int] = (64, 48),
+    negatives_every: int = 0,
+    **task_options,
+) -> "Task":
+    """A task of generated frames (see ``make_frames``) with one label per entry of ``labels``."""
+    frames, shapes = make_frames(num_frames, len(labels), seed=seed, size=size, kinds=kinds,
+                                 negatives_every=negatives_every)
+    return fake.add_task(name, owner=owner, labels=list(labels), frames=frames, shapes=shapes, **task_options)
