@@ -186,9 +186,15 @@ def _import(root: Path, export_name: str):
     if IMAGE_BACKEND.get(None) is None:
         IMAGE_BACKEND.set(ImageBackend.cv2)  # what Datumaro picks when OpenCV (its dependency) is present
 
+    if not any(path.is_file() for path in root.rglob("*")):
+        raise DatasetError(f"{export_name} is empty: the task has no frames to export (or all were deleted); "
+                           f"add frames to the task in CVAT")
     if not list(root.glob("annotations/instances_*.json")):
         raise DatasetError(f"{export_name} has no annotations/instances_<subset>.json: it is not a CVAT "
                            f"'COCO 1.0' export. Export the task with format 'COCO 1.0' and images")
+    if not (root / "images").is_dir():
+        raise DatasetError(f"{export_name} has no images/ folder: the export was made without images; export "
+                           f"with images ('Save images' / save_images=true)")
     try:
         return StreamDataset.import_from(str(root), "coco_instances")
     except Exception as e:  # Datumaro raises many types for malformed input
