@@ -362,6 +362,9 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, s
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=stderr,
                         format="%(levelname)s: %(message)s", force=True)
+    if not args.verbose:  # their retry and import chatter is ours to summarise
+        for noisy in ("urllib3", "datumaro"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     pbar = NullProgressReporter() if args.quiet else TqdmProgressReporter(file=stderr, leave=False)
 
     from detr.config import ConfigError

@@ -512,13 +512,14 @@ class _Handler(BaseHTTPRequestHandler):
             if candidate.username == body.get("username") and candidate.password == body.get("password"):
                 sessionid, csrftoken = secrets.token_hex(16), secrets.token_hex(16)
                 self.fake.sessions[sessionid] = (candidate, csrftoken)
-                cookies = {"Set-Cookie": f"sessionid={sessionid}; Path=/; HttpOnly"}
+                payload = json.dumps({"key": candidate.token}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", JSON_TYPE)
-                payload = json.dumps({"key": candidate.token}).encode()
                 self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Set-Cookie", cookies["Set-Cookie"])
-                self.send_header("Set-Cookie", f"csrftoken={csrftoken}; Path=/")
+                # Django's order and attributes; clients that join the headers with ", " must still parse them.
+                self.send_header("Set-Cookie", f"csrftoken={csrftoken}; Max-Age=31449600; Path=/; SameSite=Lax")
+                self.send_header("Set-Cookie", f"sessionid={sessionid}; HttpOnly; Max-Age=1209600; Path=/; "
+                                               f"SameSite=Lax")
                 self.end_headers()
                 self.wfile.write(payload)
                 self._status = 200
@@ -588,8 +589,16 @@ class _Handler(BaseHTTPRequestHandler):
         task = self.fake.task_for(user, int(self.query.get("task_id", 0)))
         self._paginated("/api/jobs", [
             {"url": f"{self.base}/api/jobs/{job.id}", "id": job.id, "task_id": job.task_id,
-             "start_frame": job.start_frame, "stop_frame": job.stop_frame, "state": job.state,
-             "stage": job.stage, "type": "annotation", "assignee": None}
+             "project_id": task.project_id, "assignee": None, "guide_id": None, "dimension": "2d",
+             "bug_tracker": None, "status": "annotation", "stage": job.stage, "state": job.state,
+             "mode": "annotation", "frame_count": job.stop_frame - job.start_frame + 1,
+             "start_frame": job.start_frame, "stop_frame": job.stop_frame, "data_chunk_size": 72,
+             "data_compressed_chunk_type": "imageset", "data_original_chunk_type": "imageset",
+             "created_date": task.created, "updated_date": task.created, "type": "annotation",
+             "organization": None, "target_storage": None, "source_storage": None,
+             "assignee_updated_date": None, "parent_job_id": None, "consensus_replicas": 0,
+             "issues": {"count": 0, "url": f"{self.base}/api/issues?job_id={job.id}"},
+             "labels": {"url": f"{self.base}/api/labels?job_id={job.id}"}}
             for job in task.jobs
         ])
 
