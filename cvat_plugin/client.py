@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The first server with ``POST /api/tasks/{id}/dataset/export`` + ``/api/requests`` (CHANGELOG 2.16.0, #7537).
 CURRENT_EXPORT_SINCE = (2, 16)
+#: Personal access tokens landed after 2.42 (PR #9680); the exact release is not pinned down.
+ACCESS_TOKENS_SINCE = (2, 43)
 #: (connect, read) seconds for every call; a large export download streams, so read is per chunk.
 DEFAULT_TIMEOUT = (10.0, 120.0)
 #: Retries after the first attempt, on connection errors, 429 and 5xx (never on other 4xx).
@@ -125,37 +127,37 @@ class Credentials:
 
 
 @dataclass(frozen=True, repr=False)
-class AccessToken(Credentials):
-    """A personal access token, sent as ``Authorization: Bearer`` (CVAT newer than 2.42)."""
-
+class _HeaderToken(Credentials):
     token: str
-    source: str = "--access-token / CVAT_ACCESS_TOKEN"
+    scheme = ""
+    what = ""
 
     def apply(self, session: requests.Session, host: str) -> None:
-        session.headers["Authorization"] = f"Bearer {self.token}"
+        session.headers["Authorization"] = f"{self.scheme} {self.token}"
 
     def describe(self) -> str:
-        return "the personal access token"
+        return self.what
 
     def __repr__(self) -> str:
-        return "AccessToken(token=***)"
+        return f"{type(self).__name__}(token=***)"
 
 
 @dataclass(frozen=True, repr=False)
-class LegacyToken(Credentials):
+class AccessToken(_HeaderToken):
+    """A personal access token, sent as ``Authorization: Bearer`` (CVAT newer than 2.42)."""
+
+    source: str = "--access-token / CVAT_ACCESS_TOKEN"
+    scheme = "Bearer"
+    what = "the personal access token"
+
+
+@dataclass(frozen=True, repr=False)
+class LegacyToken(_HeaderToken):
     """An API key from ``POST /api/auth/login``, sent as ``Authorization: Token`` (deprecated in 2.41)."""
 
-    token: str
     source: str = "--token / CVAT_TOKEN"
-
-    def apply(self, session: requests.Session, host: str) -> None:
-        session.headers["Authorization"] = f"Token {self.token}"
-
-    def describe(self) -> str:
-        return "the API token"
-
-    def __repr__(self) -> str:
-        return "LegacyToken(token=***)"
+    scheme = "Token"
+    what = "the API token"
 
 
 @dataclass(frozen=True, repr=False)
@@ -368,7 +370,7 @@ class CvatClient:
             else:
                 message = (f"CVAT at {self.url} did not accept {self.credentials.describe()}{said}; "
                            f"check {self.credentials.source}")
-                if isinstance(self.credentials, AccessToken) and self._version and self._version < (2, 43):
+                if isinstance(self.credentials, AccessToken) and self._version and self._version < ACCESS_TOKENS_SINCE:
                     message += (f". This server is CVAT {self._version}, which predates personal access tokens: "
                                 f"use --token with an API key, or --username/--password")
         elif status == 403:

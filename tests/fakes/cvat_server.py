@@ -449,26 +449,31 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise HttpError(400, {"detail": "JSON parse error"}) from None
 
+    def _start_response(self, status: int) -> None:
+        """Record the request in the log before the client can see the answer, then start it."""
+        self._status = status
+        self.fake.log.append((self.command, self._path, status))
+        self.send_response(status)
+
     def _send(self, status: int, body: Any = None, *, content_type: str = JSON_TYPE,
-              headers: Optional[dict] = None) -> None:
+              headers: Union[dict, list[tuple[str, str]], None] = None) -> None:
         data = body if isinstance(body, bytes) else (
             b"" if body is None else (body.encode() if isinstance(body, str) and content_type != JSON_TYPE
                                       else json.dumps(body).encode()))
-        self.send_response(status)
+        self._start_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
+        for key, value in (headers.items() if isinstance(headers, dict) else headers or []):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
-        self._status = status
 
     def _dispatch(self) -> None:
         fake = self.fake
         parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
+        path = self._path = parts.path.rstrip("/") or "/"
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        self._status = 500
+        self._status = None
         try:
             with fake.lock:
                 for fault in fake.faults:
@@ -497,7 +502,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            fake.log.append((self.command, path, self._status))
+            if self._status is None:  # died before answering
+                fake.log.append((self.command, path, 500))
 
     # -- endpoints --
 
@@ -512,17 +518,11 @@ class _Handler(BaseHTTPRequestHandler):
             if candidate.username == body.get("username") and candidate.password == body.get("password"):
                 sessionid, csrftoken = secrets.token_hex(16), secrets.token_hex(16)
                 self.fake.sessions[sessionid] = (candidate, csrftoken)
-                payload = json.dumps({"key": candidate.token}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", JSON_TYPE)
-                self.send_header("Content-Length", str(len(payload)))
                 # Django's order and attributes; clients that join the headers with ", " must still parse them.
-                self.send_header("Set-Cookie", f"csrftoken={csrftoken}; Max-Age=31449600; Path=/; SameSite=Lax")
-                self.send_header("Set-Cookie", f"sessionid={sessionid}; HttpOnly; Max-Age=1209600; Path=/; "
-                                               f"SameSite=Lax")
-                self.end_headers()
-                self.wfile.write(payload)
-                self._status = 200
+                self._send(200, {"key": candidate.token}, headers=[
+                    ("Set-Cookie", f"csrftoken={csrftoken}; Max-Age=31449600; Path=/; SameSite=Lax"),
+                    ("Set-Cookie", f"sessionid={sessionid}; HttpOnly; Max-Age=1209600; Path=/; SameSite=Lax"),
+                ])
                 return
         raise HttpError(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
 
@@ -729,12 +729,11 @@ class _Handler(BaseHTTPRequestHandler):
         data = path.read_bytes()
         stamp = datetime.now(timezone.utc).strftime("%Y_%m_%d_%H_%M_%S")
         name = f"task_{task_id}_dataset_{stamp}_{fmt.lower()}.zip"
-        self.send_response(200)
+        self._start_response(200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Content-Disposition", f'attachment; filename="{name}"')
         self.end_headers()
-        self._status = 200
         if self.fake.truncate_downloads > 0:
             self.fake.truncate_downloads -= 1
             self.wfile.write(data[:len(data) // 2])
