@@ -136,8 +136,8 @@ def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> Non
           file=stdout)
     for label in manifest["labels"]:
         print(f"  {label['name']}: {label['boxes']['train']} train / {label['boxes']['val']} val boxes", file=stdout)
-    for warning in manifest["warnings"]:
-        print(f"  warning: {warning}", file=stdout)
+    if manifest["warnings"]:  # each was logged to stderr as it was found
+        print(f"  {len(manifest['warnings'])} warning(s): see {out_dir / 'manifest.json'}", file=stdout)
 
 
 # --- commands -----------------------------------------------------------------------------------
