@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -331,7 +331,10 @@ class CvatClient:
 
     def _absolute(self, url: str) -> str:
         """Resolve ``url`` against the server; refuse other hosts, so credentials stay with CVAT."""
-        absolute = urljoin(self.url + "/", url)
+        if urlsplit(url).scheme:
+            absolute = url
+        else:  # keep a path prefix such as https://example.com/cvat
+            absolute = self.url + "/" + url.lstrip("/")
         if urlsplit(absolute).netloc != urlsplit(self.url).netloc:
             raise CvatError(f"CVAT pointed at another host ({urlsplit(absolute).netloc}); refusing to send "
                             f"credentials there. Check the server's public URL setting")

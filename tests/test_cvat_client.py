@@ -320,3 +320,9 @@ def test_client_does_not_import_torch():
     code = "import sys, cvat_plugin.client, cvat_plugin.storage; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_links_to_other_hosts_are_refused(fake_cvat, alice):
+    with make_client(fake_cvat, LegacyToken(alice.token)) as client:
+        with pytest.raises(CvatError, match="refusing to send credentials there"):
+            client.download("http://evil.example.com/file.zip", fake_cvat.workdir / "x.zip")
