@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import (
     CHECKPOINT_FORMAT, FORMAT_VERSION, CheckpointError, atomic_save, atomic_write_json, load_backbone_weights,
-    load_detr_weights, safe_load, save_model_file,
+    load_detr_weights, load_model_file, safe_load, save_model_file,
 )
 from .config import ModelConfig, TrainConfig
 from .criterion import SetCriterion
@@ -32,6 +32,7 @@ from .engine import predict, train_step
 from .evaluate import EvalResult, evaluate_predictions
 from .matcher import HungarianMatcher
 from .model import DETR, build_model_from_config
+from .report import write_report
 from .transforms import eval_transforms, train_transforms
 
 logger = logging.getLogger(__name__)
@@ -196,11 +197,14 @@ class _Loop:
         )
         self.batches = _EpochBatches(len(data.train), min(cfg.batch_size, len(data.train)), cfg.seed)
         pin = device.type == "cuda"
+        # Loaders draw worker seeds from their own generator, never from the global RNG that
+        # dropout uses: a resumed run then replays exactly.
+        self.loader_rng = torch.Generator()
         self.train_loader = DataLoader(self.train_set, batch_sampler=self.batches, collate_fn=collate,
-                                       num_workers=cfg.num_workers, pin_memory=pin)
+                                       num_workers=cfg.num_workers, pin_memory=pin, generator=self.loader_rng)
         self.val_loader = DataLoader(DetectionDataset(data.val, eval_transforms(cfg.image_size, cfg.max_size)),
                                      batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
-                                     pin_memory=pin)
+                                     pin_memory=pin, generator=torch.Generator())
         self.steps_per_epoch = max(1, len(data.train) // self.batches.batch_size)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=device.type == "cuda")
@@ -269,6 +273,7 @@ class _Loop:
         self.model.train()
         self.batches.epoch, self.batches.start = self.epoch, self.start_step
         self.train_set.epoch = self.epoch
+        self.loader_rng.manual_seed(self.cfg.seed * 100003 + self.epoch)
         sums: dict[str, torch.Tensor] = {}
         count, bad_in_a_row, last_event = 0, 0, 0.0
         for step, batch in enumerate(self.train_loader, start=self.start_step + 1):
@@ -333,6 +338,7 @@ class _Loop:
         return self.ema.module if self.ema is not None else self.model
 
     def _finish(self) -> None:
+        """Make sure a model file exists, then write the report of the best model."""
         if not (self.out / "model.pt").is_file():
             # cancelled before the first evaluation: still leave a usable model file
             result = self.evaluate()
@@ -340,6 +346,12 @@ class _Loop:
                             threshold=result.threshold, metrics=result.summary(), image_size=self.cfg.image_size,
                             max_size=self.cfg.max_size)
             self.best_metrics = result.summary()
+        best = build_model_from_config(self.model.config, train_backbone=False)
+        best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
+        predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
+        result = evaluate_predictions(self.data.val, predictions, self.data.labels)
+        write_report(self.out / "report", result=result, records=self.data.val, predictions=predictions,
+                     metrics_path=self.out / "metrics.jsonl")
 
     # --- bookkeeping ------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
