@@ -194,7 +194,8 @@ class TrainCommand:
                                    help=f"(default: {f.default})")
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
-        from detr.config import TINY_MODEL, ConfigError, ModelConfig, TrainConfig
+        from detr import ConfigError, ModelConfig, TrainConfig
+        from detr.config import TINY_MODEL
 
         # Check every option before any work starts.
         try:
@@ -233,7 +234,7 @@ class TrainCommand:
 def _fit_with_progress(dataset_dir: Path, run_dir: Path, model_config, train_config, args: argparse.Namespace,
                        pbar: ProgressReporter):
     """Run ``detr.train.fit``; the first Ctrl-C asks the loop to stop after saving a checkpoint."""
-    from detr.train import fit
+    from detr import fit
 
     stop = threading.Event()
     previous = None
@@ -280,7 +281,7 @@ def _model_card(model_id: str, manifest: dict, result, model_path: Path, args: a
     """``model.json``: what the model predicts, how good it is, and what produced it."""
     import json
 
-    from detr.checkpoint import load_model_file
+    from detr import load_model_file
 
     model = load_model_file(model_path)
     run_config = json.loads((result.out_dir / "config.json").read_text(encoding="utf-8"))
@@ -367,9 +368,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, s
             logging.getLogger(noisy).setLevel(logging.ERROR)
     pbar = NullProgressReporter() if args.quiet else TqdmProgressReporter(file=stderr, leave=False)
 
-    from detr.config import ConfigError
-    from detr.data import DatasetError as EngineDatasetError
-    from detr.train import TrainingError
+    from detr import ConfigError, TrainingError
+    from detr import DatasetError as EngineDatasetError
 
     try:
         return COMMANDS[args.command].execute(args, stdout, pbar)

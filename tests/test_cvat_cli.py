@@ -11,7 +11,7 @@ import pytest
 
 from cvat_plugin import cli
 from tests.fakes.cvat_server import FakeCvat, Shape, fake_cvat  # noqa: F401 (fixture)
-from tests.fakes.cvat_tasks import add_shapes_task, make_frames
+from tests.fakes.cvat_tasks import add_shapes_task, add_synthetic_task, make_frames
 
 
 @pytest.fixture
@@ -133,19 +133,19 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     """``cvat-detr train --task N --local`` on a generated task: a tiny model whose labels equal the task's."""
     import torch
 
-    labels = [{"name": "car", "id": 71}, {"name": "person", "id": 9}, {"name": "never drawn", "id": 30}]
-    frames, shapes = make_frames(16, 2, seed=3, size=(64, 48), kinds=("rectangle", "polygon"))
-    task = fake_cvat.add_task("e2e", owner=alice, labels=labels, frames=frames, shapes=shapes)
+    labels = [{"name": "circle", "id": 71}, {"name": "square", "id": 9}, {"name": "triangle", "id": 30}]
+    task = add_synthetic_task(fake_cvat, alice, tmp_path, labels=labels, num_images=12, seed=3, image_size=(48, 64))
+    task.shapes = [s for s in task.shapes if s.label_id != 30]  # a label without boxes keeps its class
     code, out, err = run(
         "train", "--task", str(task.id), "--local", *connection(fake_cvat, alice.token),
-        "--model-preset", "tiny", "--epochs", "2", "--batch-size", "4", "--image-size", "64", "--max-size", "96",
+        "--model-preset", "tiny", "--epochs", "2", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
         "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--no-amp",
     )
     assert code == cli.EXIT_OK, err
     home = tmp_path / "home"
     (model_dir,) = (home / "models").iterdir()
     model = torch.load(model_dir / "model.pt", weights_only=True)
-    assert model["labels"] == ["car", "person", "never drawn"]
+    assert model["labels"] == ["circle", "square", "triangle"]
 
     card = json.loads((model_dir / "model.json").read_text())
     assert card["labels"] == labels

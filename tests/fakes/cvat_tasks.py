@@ -4,7 +4,9 @@ CVAT shapes that annotate them, in every shape kind the dataset builder must han
 from __future__ import annotations
 
 import io
+import json
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -100,3 +102,34 @@ def add_shapes_task(
     frames, shapes = make_frames(num_frames, len(labels), seed=seed, size=size, kinds=kinds,
                                  negatives_every=negatives_every)
     return fake.add_task(name, owner=owner, labels=list(labels), frames=frames, shapes=shapes, **task_options)
+
+
+def add_synthetic_task(
+    fake: "FakeCvat",
+    owner: "User",
+    workdir: Path,
+    *,
+    name: str = "synthetic",
+    labels: Sequence = ("circle", "square"),
+    num_images: int = 16,
+    seed: int = 0,
+    image_size: tuple[int, int] = (64, 96),
+    **task_options,
+) -> "Task":
+    """A task whose frames and rectangles come from ``detr.synthetic`` (learnable shapes).
+
+    ``labels`` are label names (each a ``detr.synthetic`` shape) or dicts with ``name``/``id``."""
+    from detr.synthetic import make_shapes_dataset
+
+    specs = [{"name": label} if isinstance(label, str) else dict(label) for label in labels]
+    root = make_shapes_dataset(workdir / f"{name}-{seed}", num_images=num_images, seed=seed,
+                               classes=tuple(spec["name"] for spec in specs), image_size=image_size,
+                               objects=(1, 2), layout="cvat-folder")
+    coco = json.loads((root / "annotations" / "instances_default.json").read_text())
+    frame_of = {image["id"]: index for index, image in enumerate(coco["images"])}
+    frames = [Frame(name=image["file_name"], width=image["width"], height=image["height"],
+                    data=(root / "images" / "default" / image["file_name"]).read_bytes()) for image in coco["images"]]
+    shapes = [Shape("rectangle", frame_of[ann["image_id"]], -ann["category_id"],
+                    [ann["bbox"][0], ann["bbox"][1], ann["bbox"][0] + ann["bbox"][2], ann["bbox"][1] + ann["bbox"][3]])
+              for ann in coco["annotations"]]
+    return fake.add_task(name, owner=owner, labels=specs, frames=frames, shapes=shapes, **task_options)
