@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import json
 import logging
 import os
 import shlex
@@ -20,9 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
+from cvat_plugin.auth import credentials_from
 from cvat_plugin.client import (
-    DEFAULT_EXPORT_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_RETRIES, AuthenticationError, CvatClient, CvatConnectionError, CvatError,
-    CvatHTTPError, NotFoundError, PermissionDeniedError, credentials_from,
+    DEFAULT_EXPORT_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_RETRIES, AuthenticationError, CvatClient,
+    CvatConnectionError, CvatError, CvatHTTPError, NotFoundError, PermissionDeniedError,
 )
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, build_training_set
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter, TqdmProgressReporter
@@ -98,7 +100,7 @@ def _make_client(args: argparse.Namespace) -> CvatClient:
                                        password=password)
         return CvatClient(args.url, credentials, retries=args.retries, export_timeout=args.export_timeout,
                           poll_interval=args.poll_interval)
-    except CvatError as e:
+    except (CvatError, ValueError) as e:
         raise UsageError(str(e)) from e
 
 
@@ -279,8 +281,6 @@ class _TrainProgress:
 
 def _model_card(model_id: str, manifest: dict, result, model_path: Path, args: argparse.Namespace) -> dict:
     """``model.json``: what the model predicts, how good it is, and what produced it."""
-    import json
-
     from detr import load_model_file
 
     model = load_model_file(model_path)

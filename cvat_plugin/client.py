@@ -4,7 +4,7 @@ frame metadata and annotations, on ``requests``.
 Only the few endpoints the product needs are called directly (see
 ``shared/reference/cvat.md``): cvat-sdk supports only the server minor version it
 was built for, and this client must work against every CVAT from 2.14 on.
-This module must not import torch: the gateway imports it.
+Credentials live in ``cvat_plugin.auth``. This module must not import torch: the gateway imports it.
 
 Our exception hierarchy::
 
@@ -26,7 +26,6 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 from urllib.parse import quote, urlencode, urlsplit
@@ -35,6 +34,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from cvat_plugin.auth import AccessToken, Credentials
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -108,124 +108,6 @@ _STATUS_ERRORS: dict[int, type[CvatHTTPError]] = {
     409: ConflictError,
     410: GoneError,
 }
-
-
-# --- credentials -------------------------------------------------------------------------------
-
-
-class Credentials:
-    """How requests prove who the user is. Subclasses never show their secret in a repr."""
-
-    #: Where the user set it, for messages ("--access-token / CVAT_ACCESS_TOKEN").
-    source: str = ""
-
-    def apply(self, session: requests.Session, host: str) -> None:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, repr=False)
-class _HeaderToken(Credentials):
-    token: str
-    scheme = ""
-    what = ""
-
-    def apply(self, session: requests.Session, host: str) -> None:
-        session.headers["Authorization"] = f"{self.scheme} {self.token}"
-
-    def describe(self) -> str:
-        return self.what
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(token=***)"
-
-
-@dataclass(frozen=True, repr=False)
-class AccessToken(_HeaderToken):
-    """A personal access token, sent as ``Authorization: Bearer`` (CVAT newer than 2.42)."""
-
-    source: str = "--access-token / CVAT_ACCESS_TOKEN"
-    scheme = "Bearer"
-    what = "the personal access token"
-
-
-@dataclass(frozen=True, repr=False)
-class LegacyToken(_HeaderToken):
-    """An API key from ``POST /api/auth/login``, sent as ``Authorization: Token`` (deprecated in 2.41)."""
-
-    source: str = "--token / CVAT_TOKEN"
-    scheme = "Token"
-    what = "the API token"
-
-
-@dataclass(frozen=True, repr=False)
-class PasswordCredentials(Credentials):
-    """User name and password, sent as HTTP Basic auth on every call (no session to expire)."""
-
-    username: str
-    password: str
-    source: str = "--username/--password / CVAT_USERNAME and CVAT_PASSWORD"
-
-    def apply(self, session: requests.Session, host: str) -> None:
-        session.auth = (self.username, self.password)
-
-    def describe(self) -> str:
-        return f"the password of user {self.username!r}"
-
-    def __repr__(self) -> str:
-        return f"PasswordCredentials(username={self.username!r}, password=***)"
-
-
-@dataclass(frozen=True, repr=False)
-class BrowserSession(Credentials):
-    """A browser's CVAT session forwarded by the gateway: ``sessionid`` and ``csrftoken``
-    cookies, plus the ``X-CSRFToken`` header CVAT requires on unsafe methods."""
-
-    sessionid: str
-    csrftoken: str
-    source: str = "the browser session"
-
-    def apply(self, session: requests.Session, host: str) -> None:
-        # Scoped to the CVAT host, so a redirect elsewhere never carries them.
-        session.cookies.set("sessionid", self.sessionid, domain=host, path="/")
-        session.cookies.set("csrftoken", self.csrftoken, domain=host, path="/")
-        session.headers["X-CSRFToken"] = self.csrftoken
-
-    def describe(self) -> str:
-        return "the browser session"
-
-    def __repr__(self) -> str:
-        return "BrowserSession(sessionid=***, csrftoken=***)"
-
-
-def credentials_from(
-    *,
-    access_token: Optional[str] = None,
-    token: Optional[str] = None,
-    username: Optional[str] = None,
-    password: Optional[str] = None,
-    env: Mapping[str, str] = os.environ,
-) -> Optional[Credentials]:
-    """Pick credentials from explicit values first, then the environment
-    (``CVAT_ACCESS_TOKEN``, ``CVAT_TOKEN``, ``CVAT_USERNAME``/``CVAT_PASSWORD``); None if none is set."""
-    if access_token:
-        return AccessToken(access_token)
-    if token:
-        return LegacyToken(token)
-    if username:
-        password = password or env.get("CVAT_PASSWORD")
-        if not password:
-            raise CvatError(f"a password is needed for user {username!r}: pass --password or set CVAT_PASSWORD")
-        return PasswordCredentials(username, password)
-    if env.get("CVAT_ACCESS_TOKEN"):
-        return AccessToken(env["CVAT_ACCESS_TOKEN"])
-    if env.get("CVAT_TOKEN"):
-        return LegacyToken(env["CVAT_TOKEN"])
-    if env.get("CVAT_USERNAME"):
-        return credentials_from(username=env["CVAT_USERNAME"], password=password, env=env)
-    return None
 
 
 # --- versions ----------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import stat
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
+from cvat_plugin.split import stratified_split, subset_roles
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,6 @@ MIN_BOXES_PER_LABEL = 10
 MIN_IMAGES = 50
 #: CVAT shape kinds that have no box; counted, never trained on.
 UNSUPPORTED_SHAPES = ("points", "polyline", "skeleton", "cuboid")
-#: CVAT subset names (any case) that mean "validation"; "test" is used when no validation subset exists.
-VALIDATION_SUBSETS = ("validation", "val", "valid")
-TEST_SUBSETS = ("test", "testing")
 SPLITS = ("train", "val")
 
 
@@ -78,47 +75,6 @@ def clip_box(box: Sequence[float], width: int, height: int) -> Optional[list[flo
     if x1 - x0 <= 0 or y1 - y0 <= 0:
         return None
     return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
-
-
-def stratified_split(label_sets: Sequence[frozenset], val_fraction: float, seed: int) -> list[bool]:
-    """Seeded split of images into train/val (True = val), stratified by each image's rarest
-    label (images without boxes form their own stratum). Gives ``round(n * val_fraction)``
-    validation images, at least 1, and leaves at least 1 for training."""
-    n = len(label_sets)
-    if n < 2:
-        raise DatasetError(f"a train/validation split needs at least 2 images, the task has {n}; "
-                           f"add frames in CVAT")
-    n_val = min(n - 1, max(1, round(n * val_fraction)))
-    frequency = Counter(label for labels in label_sets for label in labels)
-    strata: dict[int, list[int]] = defaultdict(list)
-    for index, labels in enumerate(label_sets):
-        rarest = min(labels, key=lambda label: (frequency[label], label)) if labels else -1
-        strata[rarest].append(index)
-    keys = sorted(strata)
-    exact = {key: len(strata[key]) * n_val / n for key in keys}
-    quota = {key: math.floor(exact[key]) for key in keys}
-    # Largest remainder; images with boxes first, then smaller strata (rare labels get a validation image).
-    order = sorted(keys, key=lambda k: (k == -1, -(exact[k] - quota[k]), len(strata[k]), k))
-    for key in order[:n_val - sum(quota.values())]:
-        quota[key] += 1
-    rng = random.Random(seed)
-    is_val = [False] * n
-    for key in keys:
-        members = list(strata[key])
-        rng.shuffle(members)
-        for index in members[:quota[key]]:
-            is_val[index] = True
-    return is_val
-
-
-def subset_roles(subsets: Iterable[str]) -> Optional[dict[str, str]]:
-    """Map CVAT subset names to "train"/"val" when they name a validation (or test) subset
-    besides a training one; None when the subsets cannot give a split."""
-    subsets = sorted(set(subsets))
-    val = [s for s in subsets if s.lower() in VALIDATION_SUBSETS] or [s for s in subsets if s.lower() in TEST_SUBSETS]
-    if not val or len(val) == len(subsets):
-        return None
-    return {s: ("val" if s in val else "train") for s in subsets}
 
 
 def count_unsupported(annotations: Mapping[str, Any], deleted_frames: Iterable[int] = ()) -> Counter:
@@ -393,7 +349,10 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         split = {"method": "subsets", "train_subsets": sorted(s for s, r in roles.items() if r == "train"),
                  "val_subsets": sorted(s for s, r in roles.items() if r == "val")}
     else:
-        is_val = stratified_split([label_set for _, label_set in records], val_fraction, seed)
+        try:
+            is_val = stratified_split([label_set for _, label_set in records], val_fraction, seed)
+        except ValueError as e:
+            raise DatasetError(f"{task}: {e}") from e
         split = {"method": "stratified", "val_fraction": val_fraction, "seed": seed}
     del records
 

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from cvat_plugin import cli
-from tests.fakes.cvat_server import FakeCvat, Shape, fake_cvat  # noqa: F401 (fixture)
+from tests.fakes.cvat_server import FakeCvat, Shape
 from tests.fakes.cvat_tasks import add_shapes_task, add_synthetic_task, make_frames
 
 

@@ -8,11 +8,12 @@ import zipfile
 
 import pytest
 
+from cvat_plugin.auth import AccessToken, BrowserSession, LegacyToken, PasswordCredentials, credentials_from
 from cvat_plugin.client import (
-    AccessToken, AuthenticationError, BrowserSession, CvatClient, CvatConnectionError, CvatError, ExportError,
-    LegacyToken, NotFoundError, PasswordCredentials, PermissionDeniedError, ServerVersion, credentials_from,
+    AuthenticationError, CvatClient, CvatConnectionError, CvatError, ExportError, NotFoundError,
+    PermissionDeniedError, ServerVersion,
 )
-from tests.fakes.cvat_server import FakeCvat, fake_cvat  # noqa: F401 (fixture)
+from tests.fakes.cvat_server import FakeCvat
 from tests.fakes.cvat_tasks import add_shapes_task
 
 
@@ -99,7 +100,7 @@ def test_credentials_from_flags_then_environment():
     assert credentials_from(env=env) == AccessToken("pat")
     assert credentials_from(env={"CVAT_USERNAME": "u", "CVAT_PASSWORD": "p"}) == PasswordCredentials("u", "p")
     assert credentials_from(env={}) is None
-    with pytest.raises(CvatError, match="set CVAT_PASSWORD"):
+    with pytest.raises(ValueError, match="set CVAT_PASSWORD"):
         credentials_from(username="u", env={})
 
 

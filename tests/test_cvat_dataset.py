@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cvat_plugin.client import CvatClient, LegacyToken
-from cvat_plugin.dataset import (
-    DatasetError, build_training_set, clip_box, count_unsupported, rotated_extent, stratified_split, subset_roles,
-)
-from tests.fakes.cvat_server import FakeCvat, Frame, Shape, Tag, fake_cvat  # noqa: F401 (fixture)
+from cvat_plugin.auth import LegacyToken
+from cvat_plugin.client import CvatClient
+from cvat_plugin.dataset import DatasetError, build_training_set, clip_box, count_unsupported, rotated_extent
+from cvat_plugin.split import stratified_split, subset_roles
+from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
 
 
@@ -82,7 +82,7 @@ def test_stratified_split_is_seeded_balanced_and_disjoint():
 def test_stratified_split_keeps_one_image_each_side():
     assert stratified_split([frozenset({0}), frozenset({0})], 0.15, seed=0).count(True) == 1
     assert stratified_split([frozenset({0})] * 3, 0.9, seed=0).count(True) == 2
-    with pytest.raises(DatasetError, match="at least 2 images, the task has 1"):
+    with pytest.raises(ValueError, match="at least 2 images, the task has 1"):
         stratified_split([frozenset({0})], 0.15, seed=0)
 
 
@@ -250,6 +250,12 @@ def test_empty_task(fake_cvat, alice, tmp_path):
         build(fake_cvat, alice, task, tmp_path / "dataset")
     assert not (tmp_path / "dataset").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_single_image_cannot_be_split(fake_cvat, alice, tmp_path):
+    task = add_shapes_task(fake_cvat, alice, num_frames=1)
+    with pytest.raises(DatasetError, match=f"task {task.id}: a train/validation split needs at least 2 images"):
+        build(fake_cvat, alice, task, tmp_path / "dataset")
 
 
 def test_labels_without_boxes(fake_cvat, alice, tmp_path):

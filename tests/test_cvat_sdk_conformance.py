@@ -8,7 +8,6 @@ import zipfile
 
 import pytest
 
-from tests.fakes.cvat_server import FakeCvat, fake_cvat  # noqa: F401 (fixture)
 from tests.fakes.cvat_tasks import add_shapes_task
 
 cvat_sdk = pytest.importorskip("cvat_sdk", reason="cvat-sdk is in the dev extra")
