@@ -13,6 +13,7 @@ from typing import Any, Mapping, TypeVar
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 SCHEDULES = ("step", "cosine")
+CLASSIFIERS = ("softmax", "sigmoid")
 
 #: ImageNet statistics used by torchvision backbones and the official DETR checkpoints.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,6 +82,8 @@ class ModelConfig(_ConfigBase):
     num_queries: int = _field(100, 'Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints.')
     pre_norm: bool = _field(False, 'LayerNorm before (not after) attention and feed-forward.')
     aux_loss: bool = _field(True, 'Predict boxes after every decoder layer during training (deep supervision).')
+    classifier: str = _field("softmax", "'softmax' over K classes + no-object (official DETR; the head has K+1 "
+                             "outputs) or 'sigmoid' per class with focal loss (K outputs; needs a new class head).")
 
     def __post_init__(self) -> None:
         s = self._section
@@ -96,10 +99,16 @@ class ModelConfig(_ConfigBase):
         _check(self.dim_feedforward > 0, s, "dim_feedforward", self.dim_feedforward, "must be > 0")
         _check(0.0 <= self.dropout < 1.0, s, "dropout", self.dropout, "must be in [0, 1)")
         _check(self.num_queries >= 1, s, "num_queries", self.num_queries, "must be >= 1")
+        _check(self.classifier in CLASSIFIERS, s, "classifier", self.classifier, f"choose one of {', '.join(CLASSIFIERS)}")
 
     @property
     def backbone_channels(self) -> int:
         return 512 if self.backbone in ("resnet18", "resnet34") else 2048
+
+    @property
+    def class_outputs(self) -> int:
+        """Width of the class head: K+1 with the softmax no-object column, K with sigmoid."""
+        return self.num_classes + (1 if self.classifier == "softmax" else 0)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,11 @@ class TrainConfig(_ConfigBase):
     ce_loss_coef: float = _field(1.0, 'Loss weight of the classification.')
     bbox_loss_coef: float = _field(5.0, 'Loss weight of the L1 box loss.')
     giou_loss_coef: float = _field(2.0, 'Loss weight of the GIoU loss.')
-    eos_coef: float = _field(0.1, 'Weight of the no-object class in the classification loss.')
+    eos_coef: float = _field(0.1, 'Weight of the no-object class in the softmax classification loss.')
+    focal_alpha: float = _field(0.25, 'Focal loss alpha (sigmoid classifier).')
+    focal_gamma: float = _field(2.0, 'Focal loss gamma (sigmoid classifier).')
+    query_groups: int = _field(1, 'Group DETR: train with this many independent query groups, each matched '
+                               'one-to-one (more positive samples per step); inference uses the first. 1 = off.')
     eval_every: int = _field(1, 'Evaluate (and maybe keep the model) every N epochs.')
     patience: int = _field(0, 'Stop after this many evaluations without a better mAP; 0 never stops early.')
     device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
@@ -153,6 +166,9 @@ class TrainConfig(_ConfigBase):
         _check(self.max_size >= self.image_size, s, "max_size", self.max_size,
                f"must be >= image_size={self.image_size}")
         _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
+        _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
+        _check(self.focal_gamma >= 0, s, "focal_gamma", self.focal_gamma, "must be >= 0")
+        _check(1 <= self.query_groups <= 32, s, "query_groups", self.query_groups, "must be in [1, 32]")
         _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
         _check(self.patience >= 0, s, "patience", self.patience, "must be >= 0")
         _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), s, "device",

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .criterion import SetCriterion, total_loss
 from .evaluate import Prediction
+from .groups import QueryGroups
 from .postprocess import postprocess
 
 
@@ -40,19 +41,27 @@ def train_step(
     *,
     clip_max_norm: float,
     amp: bool,
+    groups: QueryGroups | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]] | None:
     """Forward, loss, backward and optimizer step. Returns (weighted loss, named losses) as
-    device tensors (no host sync), or None when the loss was not finite and the step was skipped."""
+    device tensors, or None when the loss was not finite and the step was skipped.
+
+    ``groups`` adds Group DETR's training-only query groups."""
     images, mask, targets = to_device(*batch, device)
     with autocast(device, amp):
-        outputs = model(images, mask)
+        if groups is None:
+            outputs = model(images, mask)
+        else:
+            outputs = groups(model, images, mask)
+            targets = groups.expand_targets(targets)
     losses = criterion(outputs, targets)
     num_layers = len(outputs.get("aux_outputs", [])) + 1
     loss = total_loss(losses, criterion.weight_dict(num_layers))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_max_norm > 0:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm)
     else:
         norm = loss.detach()
     # A non-finite loss or gradient would poison the weights: skip the update instead.
@@ -77,7 +86,7 @@ def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]
             with autocast(device, amp):
                 outputs = model(images, mask)
             sizes = torch.stack([t["orig_size"] for t in targets])
-            for t, det in zip(targets, postprocess(outputs, sizes)):
+            for t, det in zip(targets, postprocess(outputs, sizes, classifier=model.config.classifier)):
                 results[int(t["image_id"])] = Prediction(
                     boxes=det["boxes"].cpu().numpy().astype(np.float32),
                     scores=det["scores"].cpu().numpy().astype(np.float32),

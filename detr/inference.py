@@ -105,7 +105,7 @@ class Detector:
             outputs = self.model(batch, mask)
         target_sizes = torch.tensor([list(s) for s in sizes], device=self.device)
         detections = []
-        for det, (h, w) in zip(postprocess(outputs, target_sizes), sizes):
+        for det, (h, w) in zip(postprocess(outputs, target_sizes, classifier=self.model.config.classifier), sizes):
             keep = (det["scores"] >= threshold) & self._reportable[det["labels"]]
             order = det["scores"][keep].argsort(descending=True)
             boxes = det["boxes"][keep][order]

@@ -7,6 +7,8 @@ State-dict keys and shapes equal the official checkpoints
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,17 +40,21 @@ class DETR(nn.Module):
         self.config = config
         self.num_queries = config.num_queries
         self.transformer = transformer
-        self.class_embed = nn.Linear(hidden_dim, config.num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, config.class_outputs)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.query_embed = nn.Embedding(config.num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.aux_loss = config.aux_loss
+        if config.classifier == "sigmoid":
+            # Focal-loss prior: every class starts at p = 0.01 so the many negatives do not
+            # swamp the first steps (RetinaNet, Deformable DETR).
+            nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
 
     def forward(self, images: Tensor, mask: Tensor | None = None) -> dict:
         """images: float [B, 3, H, W], normalised; mask: bool [B, H, W], True on padding (None = no padding).
 
-        Returns ``pred_logits`` [B, Q, K+1] (last = no-object), ``pred_boxes`` [B, Q, 4] as
+        Returns ``pred_logits`` [B, Q, K+1] (softmax: last = no-object; sigmoid: [B, Q, K]), ``pred_boxes`` [B, Q, 4] as
         normalised (cx, cy, w, h) of the unpadded image, and in training with ``aux_loss`` the
         same for every earlier decoder layer under ``aux_outputs``.
         """

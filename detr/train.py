@@ -30,6 +30,7 @@ from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
 from .engine import predict, train_step
 from .evaluate import EvalResult, evaluate_predictions
+from .groups import QueryGroups
 from .matcher import HungarianMatcher
 from .model import DETR, build_model_from_config
 from .report import write_report
@@ -186,11 +187,15 @@ class _Loop:
                  callbacks: Sequence[Callback], should_stop: Callable[[], bool] | None):
         self.model, self.data, self.cfg, self.device, self.out = model, data, cfg, device, out
         self.callbacks, self.should_stop = list(callbacks), should_stop or (lambda: False)
+        focal = (cfg.focal_alpha, cfg.focal_gamma) if model.config.classifier == "sigmoid" else None
         self.criterion = SetCriterion(
-            model.config.num_classes, HungarianMatcher(cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou),
+            model.config.num_classes,
+            HungarianMatcher(cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou, focal=focal),
             eos_coef=cfg.eos_coef, ce_loss_coef=cfg.ce_loss_coef, bbox_loss_coef=cfg.bbox_loss_coef,
-            giou_loss_coef=cfg.giou_loss_coef,
+            giou_loss_coef=cfg.giou_loss_coef, focal=focal,
         ).to(device)
+        self.groups = (QueryGroups(cfg.query_groups, model.num_queries, model.config.hidden_dim).to(device)
+                       if cfg.query_groups > 1 else None)
         self.train_set = _AugmentedDataset(
             data.train, train_transforms(cfg.image_size, cfg.max_size, hflip=cfg.hflip, random_crop=cfg.random_crop),
             cfg.seed,
@@ -220,6 +225,8 @@ class _Loop:
     def _param_groups(self) -> list[dict]:
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+        if self.groups is not None:
+            rest += list(self.groups.parameters())
         groups = [{"params": rest, "lr": self.cfg.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": self.cfg.lr_backbone})
@@ -244,6 +251,8 @@ class _Loop:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
+        if self.groups is not None and ckpt.get("query_groups") is not None:
+            self.groups.load_state_dict(ckpt["query_groups"])
         self.epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.best_ap, self.best_metrics = ckpt["best_ap"], ckpt["best_metrics"]
         self.evals_since_best = ckpt["evals_since_best"]
@@ -282,7 +291,7 @@ class _Loop:
                 self._save_checkpoint()
                 return None
             result = train_step(self.model, self.criterion, self.optimizer, batch, self.device,
-                                clip_max_norm=self.cfg.clip_max_norm, amp=self.cfg.amp)
+                                clip_max_norm=self.cfg.clip_max_norm, amp=self.cfg.amp, groups=self.groups)
             self.scheduler.step()
             self.steps_this_session += 1
             if result is None:
@@ -362,6 +371,7 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "query_groups": self.groups.state_dict() if self.groups is not None else None,
             "epoch": self.epoch,
             "step": self.start_step,
             "rng": _get_rng(),

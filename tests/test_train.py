@@ -119,3 +119,18 @@ def test_data_without_boxes_is_refused(tmp_path, model_cfg, tiny_train):
     empty = make_shapes_dataset(tmp_path / "empty.zip", num_images=4, objects=(0, 0))
     with pytest.raises(DatasetError, match="no boxes to learn from"):
         fit(empty, tmp_path / "run", model_config=model_cfg, train_config=tiny_train)
+
+
+def test_group_detr_and_sigmoid_classifier_train_and_export_a_plain_model(shapes_zip, tmp_path, tiny_model, tiny_train):
+    from detr import Detector
+
+    model_cfg = tiny_model.replace(classifier="sigmoid")
+    cfg = tiny_train.replace(query_groups=3)
+    result = fit(shapes_zip, tmp_path / "run", model_config=model_cfg, train_config=cfg)
+    assert result.status == "completed"
+    saved = torch.load(tmp_path / "run/model.pt", weights_only=True)
+    assert not any("extra_queries" in k for k in saved["state_dict"])
+    assert saved["state_dict"]["class_embed.weight"].shape[0] == 3  # K outputs, no no-object column
+    assert torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)["query_groups"] is not None
+    detector = Detector.from_file(tmp_path / "run/model.pt", device="cpu")
+    assert len(detector.predict(torch.rand(3, 64, 64), threshold=0.0)[0]) == tiny_model.num_queries
