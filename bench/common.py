@@ -16,8 +16,12 @@ def random_batch(batch: int, size: int, num_classes: int, boxes_per_image: int =
     for _ in range(batch):
         centers = torch.rand(boxes_per_image, 2, generator=gen) * 0.6 + 0.2
         sizes = torch.rand(boxes_per_image, 2, generator=gen) * 0.3 + 0.05
-        targets.append({"labels": torch.randint(0, num_classes, (boxes_per_image,), generator=gen),
-                        "boxes": torch.cat([centers, sizes], 1)})
+        targets.append(
+            {
+                "labels": torch.randint(0, num_classes, (boxes_per_image,), generator=gen),
+                "boxes": torch.cat([centers, sizes], 1),
+            }
+        )
     return images, targets
 
 
@@ -26,8 +30,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(runs: dict[str, Callable[[], None]], *, rounds: int, repeat: int, warmup: int,
-                device: torch.device) -> dict[str, list[float]]:
+def interleaved(
+    runs: dict[str, Callable[[], None]], *, rounds: int, repeat: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per call of each function, timed in alternating rounds so that machine load
     affects both sides alike."""
     for fn in runs.values():

@@ -21,16 +21,33 @@ _RESNET = {
 }
 
 
-def build_peer(num_classes: int, *, backbone: str = "resnet50", hidden_dim: int = 256, nheads: int = 8,
-               enc_layers: int = 6, dec_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
-               num_queries: int = 100, aux_loss: bool = True) -> torch.nn.Module:
+def build_peer(
+    num_classes: int,
+    *,
+    backbone: str = "resnet50",
+    hidden_dim: int = 256,
+    nheads: int = 8,
+    enc_layers: int = 6,
+    dec_layers: int = 6,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    num_queries: int = 100,
+    aux_loss: bool = True,
+) -> torch.nn.Module:
     from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
     config = DetrConfig(
         backbone_config=ResNetConfig(out_features=["stage4"], **_RESNET[backbone]),
-        num_labels=num_classes, num_queries=num_queries, d_model=hidden_dim, encoder_layers=enc_layers,
-        decoder_layers=dec_layers, encoder_attention_heads=nheads, decoder_attention_heads=nheads,
-        encoder_ffn_dim=dim_feedforward, decoder_ffn_dim=dim_feedforward, dropout=dropout,
+        num_labels=num_classes,
+        num_queries=num_queries,
+        d_model=hidden_dim,
+        encoder_layers=enc_layers,
+        decoder_layers=dec_layers,
+        encoder_attention_heads=nheads,
+        decoder_attention_heads=nheads,
+        encoder_ffn_dim=dim_feedforward,
+        decoder_ffn_dim=dim_feedforward,
+        dropout=dropout,
         auxiliary_loss=aux_loss,
     )
     model = DetrForObjectDetection(config)

@@ -72,10 +72,13 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(peer.parameters(), 0.1)
         opt_peer.step()
 
-    print(f"train step: {args.backbone}, batch {args.batch}, {args.size}x{args.size}, {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    times = interleaved({"cvat-detr": step_ours, "hf-detr": step_peer}, rounds=args.rounds, repeat=args.repeat,
-                        warmup=1, device=device)
+    print(
+        f"train step: {args.backbone}, batch {args.batch}, {args.size}x{args.size}, {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    times = interleaved(
+        {"cvat-detr": step_ours, "hf-detr": step_peer}, rounds=args.rounds, repeat=args.repeat, warmup=1, device=device
+    )
     report("", times, args.batch)
 
 

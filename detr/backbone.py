@@ -54,8 +54,9 @@ def _conv_frozen_bn(x: Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> Tensor
     """
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
     bias = bn.bias - bn.running_mean * scale
-    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation,
-                    conv.groups)
+    return F.conv2d(
+        x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
 
 
 def _block(block: nn.Module, x: Tensor) -> Tensor:

@@ -13,7 +13,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from torchvision.ops import sigmoid_focal_loss
 
 from .box_ops import cxcywh_to_xyxy, generalized_box_iou

@@ -23,12 +23,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def to_device(images: Tensor, mask: Tensor, targets: list[dict], device: torch.device) -> tuple[Tensor, Tensor, list[dict]]:
+def to_device(
+    images: Tensor, mask: Tensor, targets: list[dict], device: torch.device
+) -> tuple[Tensor, Tensor, list[dict]]:
     non_blocking = device.type == "cuda"
     images = images.to(device, non_blocking=non_blocking)
     mask = mask.to(device, non_blocking=non_blocking)
-    targets = [{k: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v) for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
     return images, mask, targets
 
 
@@ -74,8 +78,9 @@ def train_step(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]]], device: torch.device,
-            *, amp: bool = True) -> dict[int, Prediction]:
+def predict(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]]], device: torch.device, *, amp: bool = True
+) -> dict[int, Prediction]:
     """Predictions for every image of the loader in original-image pixels, keyed by image id."""
     was_training = model.training
     model.eval()

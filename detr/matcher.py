@@ -30,8 +30,14 @@ class HungarianMatcher:
     The reference's constant "1 -" of the class cost is dropped: it does not change the matching.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0, *,
-                 focal: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        cost_class: float = 1.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        *,
+        focal: tuple[float, float] | None = None,
+    ):
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("matcher costs are all 0; set at least one of set_cost_class/bbox/giou above 0")
         self.cost_class = cost_class

@@ -61,8 +61,14 @@ class DETR(nn.Module):
         hs = self.decode(images, mask)
         return self.heads(hs, with_aux=self.training and self.aux_loss)
 
-    def decode(self, images: Tensor, mask: Tensor | None, tgt: Tensor | None = None,
-               query_embed: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
+    def decode(
+        self,
+        images: Tensor,
+        mask: Tensor | None,
+        tgt: Tensor | None = None,
+        query_embed: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+    ) -> Tensor:
         """Decoder states [L, B, Q, C] for every layer; training extensions pass extra queries."""
         if mask is None:
             mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
@@ -108,9 +114,18 @@ def build_model(
     ``train_backbone=False`` freezes the whole ResNet (``lr_backbone = 0`` in training).
     """
     config = ModelConfig(
-        num_classes=num_classes, backbone=backbone, dilation=dilation, backbone_norm=backbone_norm,
-        hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc_layers, dec_layers=dec_layers,
-        dim_feedforward=dim_feedforward, dropout=dropout, num_queries=num_queries, pre_norm=pre_norm,
+        num_classes=num_classes,
+        backbone=backbone,
+        dilation=dilation,
+        backbone_norm=backbone_norm,
+        hidden_dim=hidden_dim,
+        nheads=nheads,
+        enc_layers=enc_layers,
+        dec_layers=dec_layers,
+        dim_feedforward=dim_feedforward,
+        dropout=dropout,
+        num_queries=num_queries,
+        pre_norm=pre_norm,
         aux_loss=aux_loss,
     )
     return build_model_from_config(config, train_backbone=train_backbone)
@@ -120,8 +135,12 @@ def build_model_from_config(config: ModelConfig, *, train_backbone: bool = True)
     resnet = Backbone(config.backbone, dilation=config.dilation, norm=config.backbone_norm, train=train_backbone)
     joiner = Joiner(resnet, PositionEmbeddingSine(config.hidden_dim // 2))
     transformer = Transformer(
-        d_model=config.hidden_dim, nhead=config.nheads, num_encoder_layers=config.enc_layers,
-        num_decoder_layers=config.dec_layers, dim_feedforward=config.dim_feedforward, dropout=config.dropout,
+        d_model=config.hidden_dim,
+        nhead=config.nheads,
+        num_encoder_layers=config.enc_layers,
+        num_decoder_layers=config.dec_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
         normalize_before=config.pre_norm,
     )
     return DETR(joiner, transformer, config)

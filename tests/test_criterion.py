@@ -64,10 +64,15 @@ def test_total_loss_has_gradients_for_every_layer():
     logits = torch.randn(2, 5, 4, requires_grad=True)
     boxes = torch.rand(2, 5, 4, requires_grad=True)
     aux_logits = torch.randn(2, 5, 4, requires_grad=True)
-    outputs = {"pred_logits": logits, "pred_boxes": boxes,
-               "aux_outputs": [{"pred_logits": aux_logits, "pred_boxes": boxes * 1.0}]}
-    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])},
-               {"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.3, 0.2]])}]
+    outputs = {
+        "pred_logits": logits,
+        "pred_boxes": boxes,
+        "aux_outputs": [{"pred_logits": aux_logits, "pred_boxes": boxes * 1.0}],
+    }
+    targets = [
+        {"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])},
+        {"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.3, 0.2]])},
+    ]
     crit = _criterion()
     loss = total_loss(crit(outputs, targets), crit.weight_dict(2))
     loss.backward()

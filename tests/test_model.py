@@ -115,4 +115,5 @@ def test_folded_frozen_norm_equals_the_plain_resnet_forward():
             image = torch.randn(1, 3, 96, 128)
             folded, _ = resnet(image, torch.zeros(1, 96, 128, dtype=torch.bool))
             plain = resnet.body(image)["0"]
-        assert torch.allclose(folded, plain, rtol=1e-4, atol=1e-4)
+        # equal up to float rounding, relative to the activations' scale
+        assert (folded - plain).abs().max() <= 1e-5 * plain.abs().max()
