@@ -3,8 +3,8 @@
 Exporter: the ``torch.export``-based one (``torch.onnx.export(..., dynamo=True)``), PyTorch's default
 since 2.9; the TorchScript exporter is deprecated. Height, width and batch are symbolic
 (``torch.export.Dim``), so one graph serves every image size. Opset 18 by default: the lowest the
-exporter translates to (asking for less fails its down-conversion of LayerNormalization and Split),
-and run by onnxruntime >= 1.14. The exporter's onnxscript optimiser folds constants; the frozen batch
+exporter translates to (asking for 17 gives an invalid Split node, for 16 a graph still at 18), and
+run by onnxruntime >= 1.14. The exporter's onnxscript optimiser folds constants; the frozen batch
 norm that the backbone folds into its convolutions at forward time (``detr/backbone.py``) is traced as
 ``Mul(conv weight, scale)`` on initializers, which onnxruntime folds once when the session is created.
 
@@ -20,7 +20,7 @@ unless the longer side would exceed ``max_size`` (then the longer side is ``max_
 kept; divide by 255, subtract ``mean``, divide by ``std`` (ImageNet). Because the aspect ratio is
 kept, multiplying the boxes by the *original* width and height gives original pixels.
 Postprocessing: probabilities = softmax without its last column, or sigmoid; each query's score is
-its best class; keep scores >= ``threshold``.
+its best class; keep scores >= ``threshold``; an empty label name is an unused class slot, never reported.
 
 There is no padding-mask input: one image, or a batch of images of one size (video frames), needs
 none, and without it attention skips masking altogether, as ``Detector`` does for a single image.
@@ -76,6 +76,8 @@ class OnnxExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class OnnxExport:
+    """What ``export_onnx`` wrote: the graph, its metadata sidecar and the metadata itself."""
+
     path: Path
     metadata_path: Path
     opset: int
