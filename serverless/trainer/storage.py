@@ -1,0 +1,78 @@
+"""The shared volume (``DETR_HOME``): its layout, safe paths into it, atomic writes.
+
+```
+datasets/<dataset-id>/   training sets built CVAT-side (images/, annotations/, labels.json)
+runs/<job-id>/           job.json, checkpoint.pt, metrics.jsonl, ... of one training job
+models/<model-id>/       model.pt + model.json of each successful job
+```
+Every name that comes from a request goes through :meth:`DetrHome.resolve`, so no
+request can reach a file outside its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serverless.responses import RequestError
+
+#: One path component of an id: letters, digits, '.', '_' and '-', not starting with a dot.
+_COMPONENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+
+
+class DetrHome:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.datasets = self.root / "datasets"
+        self.runs = self.root / "runs"
+        self.models = self.root / "models"
+
+    def create(self) -> None:
+        for folder in (self.datasets, self.runs, self.models):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def resolve(self, folder: Path, identifier: Any, *, what: str, nested: bool = False) -> Path:
+        """``folder / identifier`` after checking that the id cannot leave ``folder``.
+
+        ``nested`` allows '/'-separated sub-folders (dataset ids such as ``task-7/2024-05-01``).
+        Raises :class:`RequestError` naming ``what`` when the id is malformed.
+        """
+        if not isinstance(identifier, str) or not identifier:
+            raise RequestError(f"{what} must be a non-empty string, got {identifier!r}")
+        parts = identifier.split("/") if nested else [identifier]
+        if not all(_COMPONENT.match(part) for part in parts):
+            rule = "'/'-separated names" if nested else "a name"
+            raise RequestError(
+                f"{what} {identifier!r} is not valid: use {rule} of letters, digits, '.', '_' and '-' "
+                "(no leading dot, no '..')"
+            )
+        path = folder.joinpath(*parts)
+        # Symlinks inside the volume must not lead out of it either.
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise RequestError(f"{what} {identifier!r} points outside {folder.name}/ of DETR_HOME")
+        return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy a file so that ``target`` appears complete or not at all."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
