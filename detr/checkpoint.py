@@ -1,0 +1,236 @@
+"""Files the engine reads and writes: model files, training checkpoints and starting weights.
+
+Every file is written atomically (temporary name in the same folder, fsync, rename), so an
+interrupted save or a full disk leaves the previous file intact. Everything we write loads
+with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "cvat-detr/model"
+CHECKPOINT_FORMAT = "cvat-detr/checkpoint"
+FORMAT_VERSION = 1
+#: Parameters that depend on the number of classes and are re-initialised when fine-tuning.
+CLASS_HEAD_KEYS = ("class_embed.weight", "class_embed.bias")
+
+
+class CheckpointError(ValueError):
+    """A model, checkpoint or weights file is missing, damaged or does not fit the model."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
+    """Write through ``write(file)`` to a temporary file, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CheckpointError(
+                f"{path}: could not be written ({e.strerror or e}); the previous version is kept. "
+                "Free disk space or choose another output folder"
+            ) from e
+        raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
+
+
+def safe_load(path: str | Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found")
+    try:
+        # argparse.Namespace is allowed because official DETR checkpoints store their
+        # training arguments as one; nothing else beyond plain data is unpickled.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or foreign files
+        raise CheckpointError(
+            f"{path}: cannot load the {what} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "the file is damaged or not a PyTorch checkpoint"
+        ) from e
+
+
+# --- model files ---------------------------------------------------------------------------
+
+def save_model_file(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    labels: list[str],
+    threshold: float,
+    metrics: dict,
+    image_size: int,
+    max_size: int,
+    state_dict: dict | None = None,
+) -> None:
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    if len(labels) != config.num_classes:
+        raise ValueError(f"The parameter 'labels' expected {config.num_classes} names but got {len(labels)} instead.")
+    atomic_save({
+        "format": MODEL_FORMAT,
+        "version": FORMAT_VERSION,
+        "model_config": config.to_dict(),
+        "labels": list(labels),
+        "threshold": float(threshold),
+        "metrics": _plain(metrics),
+        "image_size": int(image_size),
+        "max_size": int(max_size),
+        "state_dict": {k: v.detach().cpu() for k, v in (state_dict or model.state_dict()).items()},
+    }, path)
+
+
+def load_model_file(path: str | Path) -> dict:
+    """Load and validate a ``model.pt``; raises CheckpointError with the fix when it is not one."""
+    data = safe_load(path, "model file")
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        hint = (" It looks like a training checkpoint: use the model.pt next to it." if isinstance(data, dict)
+                and data.get("format") == CHECKPOINT_FORMAT else
+                " For an official DETR checkpoint, pass it as --pretrained when training.")
+        raise CheckpointError(f"{path}: not a cvat-detr model file.{hint}")
+    if data.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: model file version {data['version']} is newer than this cvat-detr "
+                              f"understands ({FORMAT_VERSION}); upgrade cvat-detr")
+    missing = [k for k in ("model_config", "labels", "threshold", "state_dict") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}; it is damaged, train or export it again")
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """Metrics as plain Python values (no numpy scalars), so the file stays weights_only-loadable."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+# --- starting weights ----------------------------------------------------------------------
+
+@dataclass
+class LoadReport:
+    loaded: list[str]
+    skipped: list[str]  # in the file but not used (shape differs or unknown)
+    missing: list[str]  # in the model but not in the file (left at their initial values)
+
+    def describe(self) -> str:
+        text = f"loaded {len(self.loaded)} tensors"
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} ({', '.join(self.skipped[:6])}{', ...' if len(self.skipped) > 6 else ''})"
+        if self.missing:
+            text += f"; initialised {len(self.missing)} ({', '.join(self.missing[:6])}{', ...' if len(self.missing) > 6 else ''})"
+        return text
+
+
+def fetch_weights(source: str, cache_dir: str | Path | None = None) -> Path:
+    """A local path as is, or an http(s) URL downloaded once into ``cache_dir`` (torch hub's by default)."""
+    if urlparse(source).scheme in ("http", "https"):
+        cache = Path(cache_dir or Path(torch.hub.get_dir()) / "checkpoints")
+        target = cache / Path(urlparse(source).path).name
+        if not target.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            logger.info("Downloading %s", source)
+            try:
+                torch.hub.download_url_to_file(source, str(target), progress=True)
+            except Exception as e:
+                raise CheckpointError(f"{source}: download failed ({e}); download it by hand and pass the local path") from e
+        return target
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    return path
+
+
+def load_detr_weights(model: nn.Module, source: str) -> LoadReport:
+    """Load an official DETR checkpoint (or one of our model files) for fine-tuning.
+
+    Tensors whose shape differs only in the class head are re-initialised for the new classes;
+    any other mismatch means a different architecture and is an error naming the flag to change.
+    """
+    path = fetch_weights(source)
+    data = safe_load(path, "DETR checkpoint")
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
+        state = data["state_dict"]
+    elif isinstance(data, dict) and isinstance(data.get("model"), dict):
+        state = data["model"]
+    elif isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
+        state = data
+    else:
+        raise CheckpointError(f"{path}: no model weights inside (expected a DETR checkpoint with a 'model' entry)")
+    if any(k.startswith("detr.") for k in state):  # panoptic checkpoints wrap the detector
+        state = {k.removeprefix("detr."): v for k, v in state.items() if k.startswith("detr.")}
+    return _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_KEYS)
+
+
+def load_backbone_weights(model: nn.Module, source: str) -> LoadReport:
+    """Load torchvision ImageNet ResNet weights (e.g. ``resnet50-0676ba61.pth``) into the backbone."""
+    path = fetch_weights(source)
+    data = safe_load(path, "ResNet weights file")
+    if not isinstance(data, dict) or "conv1.weight" not in data:
+        raise CheckpointError(f"{path}: not a torchvision ResNet state dict (no 'conv1.weight')")
+    state = {f"backbone.0.body.{k}": v for k, v in data.items() if not k.startswith("fc.")}
+    report = _load_matching(model, state, path, allowed_mismatch=())
+    backbone_missing = [k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    if backbone_missing:
+        raise CheckpointError(f"{path}: {len(backbone_missing)} backbone tensors are missing "
+                              f"(e.g. {backbone_missing[0]}); is it the weights of the same ResNet depth?")
+    return report
+
+
+def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatch: tuple[str, ...]) -> LoadReport:
+    own = model.state_dict()
+    usable, skipped, wrong = {}, [], []
+    for key, value in state.items():
+        if key not in own:
+            if not key.endswith("num_batches_tracked"):
+                skipped.append(key)
+            continue
+        if own[key].shape != value.shape:
+            (skipped if key in allowed_mismatch else wrong).append(key)
+            continue
+        usable[key] = value
+    if wrong:
+        k = wrong[0]
+        backbone = getattr(model, "config", None)
+        raise CheckpointError(
+            f"{path}: checkpoint is for a different architecture: {len(wrong)} tensor(s) do not fit, e.g. {k} "
+            f"is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model"
+            + (f" (backbone={backbone.backbone}, hidden_dim={backbone.hidden_dim}, num_queries={backbone.num_queries})"
+               if backbone is not None else "")
+            + "; build the model with the checkpoint's settings (--backbone, --num-queries, ...)"
+        )
+    model.load_state_dict(usable, strict=False)
+    missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+    return LoadReport(loaded=sorted(usable), skipped=sorted(skipped), missing=missing)

@@ -1,0 +1,88 @@
+"""One training step and one pass of inference over a data loader."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .criterion import SetCriterion, total_loss
+from .evaluate import Prediction
+from .postprocess import postprocess
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA; a no-op elsewhere (CPU autocast is slower for this model)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(images: Tensor, mask: Tensor, targets: list[dict], device: torch.device) -> tuple[Tensor, Tensor, list[dict]]:
+    non_blocking = device.type == "cuda"
+    images = images.to(device, non_blocking=non_blocking)
+    mask = mask.to(device, non_blocking=non_blocking)
+    targets = [{k: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v) for k, v in t.items()}
+               for t in targets]
+    return images, mask, targets
+
+
+def train_step(
+    model: nn.Module,
+    criterion: SetCriterion,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[Tensor, Tensor, list[dict]],
+    device: torch.device,
+    *,
+    clip_max_norm: float,
+    amp: bool,
+) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """Forward, loss, backward and optimizer step. Returns (weighted loss, named losses) as
+    device tensors (no host sync), or None when the loss was not finite and the step was skipped."""
+    images, mask, targets = to_device(*batch, device)
+    with autocast(device, amp):
+        outputs = model(images, mask)
+    losses = criterion(outputs, targets)
+    num_layers = len(outputs.get("aux_outputs", [])) + 1
+    loss = total_loss(losses, criterion.weight_dict(num_layers))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+    else:
+        norm = loss.detach()
+    # A non-finite loss or gradient would poison the weights: skip the update instead.
+    # (One host sync per step; the optimizer step reads the gradients anyway.)
+    if not math.isfinite(float(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    return loss.detach(), {k: v.detach() for k, v in losses.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]]], device: torch.device,
+            *, amp: bool = True) -> dict[int, Prediction]:
+    """Predictions for every image of the loader in original-image pixels, keyed by image id."""
+    was_training = model.training
+    model.eval()
+    results: dict[int, Prediction] = {}
+    try:
+        for images, mask, targets in batches:
+            images, mask, _ = to_device(images, mask, [], device)
+            with autocast(device, amp):
+                outputs = model(images, mask)
+            sizes = torch.stack([t["orig_size"] for t in targets])
+            for t, det in zip(targets, postprocess(outputs, sizes)):
+                results[int(t["image_id"])] = Prediction(
+                    boxes=det["boxes"].cpu().numpy().astype(np.float32),
+                    scores=det["scores"].cpu().numpy().astype(np.float32),
+                    labels=det["labels"].cpu().numpy().astype(np.int64),
+                )
+    finally:
+        model.train(was_training)
+    return results

@@ -1,0 +1,25 @@
+"""Turn raw model outputs into scored boxes in image pixels.
+
+Keeps every query (no threshold, no NMS), like the reference ``PostProcess``: evaluation
+needs them all, and thresholds belong to the ``Detector``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .box_ops import cxcywh_to_xyxy, scale_boxes
+
+
+@torch.no_grad()
+def postprocess(outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
+    """target_sizes [B, 2] as (h, w) of the image the boxes should refer to.
+
+    Returns per image ``scores`` [Q], ``labels`` [Q] (class index, no-object excluded) and
+    ``boxes`` [Q, 4] absolute xyxy.
+    """
+    prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    boxes = scale_boxes(cxcywh_to_xyxy(outputs["pred_boxes"].float()), target_sizes.to(prob.device))
+    return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]
