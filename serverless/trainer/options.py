@@ -40,6 +40,8 @@ class TrainingSetup:
     """What ``detr.fit`` is called with, derived from a job's options."""
 
     weights: str
+    train_options: dict[str, Any]
+    """The TrainConfig fields the options set explicitly (they override a resumed run's recipe)."""
     train_config: TrainConfig
     model_config: ModelConfig | None
     """None = the engine's default architecture (DETR-R50)."""
@@ -101,7 +103,7 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
             model_config = ModelConfig.from_dict(model)
     except ConfigError as e:
         raise RequestError(f"invalid option: {e}") from e
-    return TrainingSetup(weights=weights, train_config=train_config, model_config=model_config)
+    return TrainingSetup(weights=weights, train_options=train, train_config=train_config, model_config=model_config)
 
 
 def _fields(config_class: type) -> dict[str, Any]:
