@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+from torch import Tensor
 
 from serverless.detector.images import decode_image
 from serverless.responses import RequestError, json_type
@@ -30,8 +31,8 @@ _WHITESPACE = re.compile(rb"\s+")
 
 @dataclass(frozen=True)
 class DetectRequest:
-    image: np.ndarray
-    """RGB uint8 [H, W, 3]."""
+    image: Tensor
+    """RGB uint8 [3, H, W], upright as CVAT shows it."""
     threshold: float | None
     """Score threshold in [0, 1]; None = the model's calibrated threshold."""
 
