@@ -11,7 +11,7 @@ import pytest
 from cvat_plugin.trainer_client import (
     TrainerClient, TrainerError, TrainerRequestError, TrainerUnavailable, redact_url,
 )
-from tests.fakes.nuclio_http import NuclioHttpServer
+from tests.fakes.nuclio import NuclioHttpServer
 
 JOB = {"id": "20250101-000000-abcdef", "state": "queued", "epoch": 0, "epochs": 2}
 

@@ -26,8 +26,13 @@ class JobProgress:
         self._last_persist = 0.0
 
     def __call__(self, event: TrainEvent) -> None:
+        if event.kind == "train_end":
+            # event.epoch counts the epochs done; the last step and metrics are already recorded.
+            self.store.update(self.job_id, epoch=event.epoch, eta_s=None)
+            return
         changes: dict[str, Any] = {
-            "epoch": event.epoch,
+            # Jobs count epochs from 1: "epoch 3 of 10" is the third one, running or just finished.
+            "epoch": min(event.epoch + 1, event.epochs),
             "epochs": event.epochs,
             "step": event.step,
             "steps": event.steps_per_epoch,
@@ -40,7 +45,7 @@ class JobProgress:
         if event.kind == "epoch_end" and event.metrics:
             changes["metrics"] = _plain(event.metrics)
             logger.info(
-                "Job %s: epoch %d/%d, loss %s, AP %s", self.job_id, event.epoch, event.epochs,
+                "Job %s: epoch %d/%d, loss %s, AP %s", self.job_id, event.epoch + 1, event.epochs,
                 _fmt(loss), _fmt(event.metrics.get("AP")),
             )
         now = time.monotonic()

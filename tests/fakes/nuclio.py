@@ -1,6 +1,9 @@
-"""A Nuclio handler served over real HTTP, the way a Nuclio HTTP trigger and processor serve it.
+"""Nuclio stand-ins: the SDK's test platform with termination hooks, and handlers over real HTTP.
 
-The request becomes a ``nuclio_sdk.Event`` (the body JSON-decoded only for exactly
+``Platform`` is ``nuclio_sdk.test.Platform`` plus ``set_termination_callback`` and the
+``_on_signal`` the Python wrapper calls on SIGUSR1, taken from the real ``nuclio_sdk.Platform``.
+
+``NuclioHttpServer`` serves a handler the way a Nuclio HTTP trigger and processor do: the request becomes a ``nuclio_sdk.Event`` (the body JSON-decoded only for exactly
 ``application/json``, query arguments in ``fields``), the handler runs through
 ``nuclio_sdk.test.Platform`` (so its ``init_context`` runs once), its return value is
 encoded by the SDK's own ``Response.from_entrypoint_output``, and an exception becomes
@@ -21,6 +24,28 @@ import nuclio_sdk.json_encoder
 import nuclio_sdk.test
 
 
+class Platform(nuclio_sdk.test.Platform):
+    set_termination_callback = nuclio_sdk.Platform.set_termination_callback
+    set_drain_callback = nuclio_sdk.Platform.set_drain_callback
+    _on_signal = nuclio_sdk.Platform._on_signal
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._termination_callback = None
+        self._drain_callback = None
+
+    def terminate(self) -> Any:
+        """What the wrapper does on SIGUSR1."""
+        return self._on_signal(callback_type="termination")
+
+
+def make_event(method: str = "POST", path: str = "/", body: Any = None, *, fields: dict | None = None,
+               content_type: str = "application/json") -> nuclio_sdk.Event:
+    """An HTTP event as the wrapper builds it (a dict body stands for decoded JSON)."""
+    return nuclio_sdk.Event(body=body, content_type=content_type, fields=fields or {}, headers={},
+                            method=method, path=path, trigger=nuclio_sdk.TriggerInfo(kind="http", name="http"))
+
+
 def to_wire(output: Any) -> dict[str, Any]:
     """What the Python wrapper sends to the processor for a handler's return value."""
     return nuclio_sdk.Response.from_entrypoint_output(nuclio_sdk.json_encoder.Encoder().encode, output)
@@ -34,7 +59,7 @@ def wire_body(wire: dict[str, Any]) -> bytes:
 class NuclioHttpServer:
     def __init__(self, handler: Callable[[Any, Any], Any], platform: Any = None):
         self.handler = handler
-        self.platform = platform or nuclio_sdk.test.Platform()
+        self.platform = platform or Platform()
         self.requests: list[tuple[str, str]] = []
         self._server = HTTPServer(("127.0.0.1", 0), self._request_class())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -70,11 +95,8 @@ class NuclioHttpServer:
                         body = json.loads(raw)
                     except ValueError:
                         pass
-                event = nuclio_sdk.Event(
-                    body=body, content_type=content_type, headers=dict(self.headers.items()),
-                    fields=dict(parse_qsl(url.query)), method=self.command, path=url.path,
-                    trigger=nuclio_sdk.TriggerInfo(kind="http", name="http"),
-                )
+                event = make_event(self.command, url.path, body, fields=dict(parse_qsl(url.query)),
+                                   content_type=content_type)
                 try:
                     wire = to_wire(fake.platform.call_handler(fake.handler, event))
                 except Exception as e:
