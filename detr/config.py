@@ -8,7 +8,7 @@ CLI flags and trainer job options map onto the same fields: defaults live here o
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -22,6 +22,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DETR_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 
 _C = TypeVar("_C", bound="_ConfigBase")
+
+
+def _field(default: Any, help: str = "") -> Any:
+    """A dataclass field whose help text also serves the CLI flag generated from it."""
+    return field(default=default, metadata={"help": help})
 
 
 class ConfigError(ValueError):
@@ -63,24 +68,19 @@ class ModelConfig(_ConfigBase):
 
     _section = "model"
 
-    num_classes: int = 91
-    """Number of object classes K; the class head has K+1 outputs (last = no-object)."""
-    backbone: str = "resnet50"
-    """torchvision ResNet: resnet18, resnet34, resnet50 or resnet101."""
-    dilation: bool = False
-    """DC5 variant: dilate the last ResNet stage instead of striding it."""
-    backbone_norm: str = "frozen"
-    """'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."""
-    hidden_dim: int = 256
-    nheads: int = 8
-    enc_layers: int = 6
-    dec_layers: int = 6
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    num_queries: int = 100
-    pre_norm: bool = False
-    aux_loss: bool = True
-    """Predict boxes after every decoder layer during training (deep supervision)."""
+    num_classes: int = _field(91, 'Number of object classes K; the class head has K+1 outputs (last = no-object).')
+    backbone: str = _field("resnet50", 'torchvision ResNet: resnet18, resnet34, resnet50 or resnet101.')
+    dilation: bool = _field(False, 'DC5 variant: dilate the last ResNet stage instead of striding it.')
+    backbone_norm: str = _field("frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init).")
+    hidden_dim: int = _field(256, 'Transformer width d.')
+    nheads: int = _field(8, 'Attention heads.')
+    enc_layers: int = _field(6, 'Encoder layers.')
+    dec_layers: int = _field(6, 'Decoder layers.')
+    dim_feedforward: int = _field(2048, 'Feed-forward width in each transformer layer.')
+    dropout: float = _field(0.1, 'Dropout in the transformer.')
+    num_queries: int = _field(100, 'Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints.')
+    pre_norm: bool = _field(False, 'LayerNorm before (not after) attention and feed-forward.')
+    aux_loss: bool = _field(True, 'Predict boxes after every decoder layer during training (deep supervision).')
 
     def __post_init__(self) -> None:
         s = self._section
@@ -108,42 +108,33 @@ class TrainConfig(_ConfigBase):
 
     _section = "train"
 
-    epochs: int = 50
-    batch_size: int = 2
-    lr: float = 1e-4
-    lr_backbone: float = 1e-5
-    """Learning rate of ResNet stages 2-4; 0 freezes the whole backbone."""
-    weight_decay: float = 1e-4
-    schedule: str = "step"
-    """'step' (x0.1 at lr_drop of the epochs) or 'cosine'."""
-    lr_drop: float = 2 / 3
-    """Fraction of the epochs after which the 'step' schedule drops the learning rate."""
-    warmup_steps: int = 0
-    clip_max_norm: float = 0.1
-    amp: bool = True
-    """bfloat16 autocast on CUDA (ignored on CPU)."""
-    ema_decay: float = 0.0
-    """Exponential moving average of the weights; 0 turns it off, 0.9998 is typical."""
-    seed: int = 42
-    num_workers: int = 2
-    image_size: int = 800
-    """Shortest side at evaluation; training samples sizes up to this."""
-    max_size: int = 1333
-    """Longest side cap."""
-    random_crop: bool = True
-    hflip: bool = True
-    set_cost_class: float = 1.0
-    set_cost_bbox: float = 5.0
-    set_cost_giou: float = 2.0
-    ce_loss_coef: float = 1.0
-    bbox_loss_coef: float = 5.0
-    giou_loss_coef: float = 2.0
-    eos_coef: float = 0.1
-    """Weight of the no-object class in the classification loss."""
-    eval_every: int = 1
-    patience: int = 0
-    """Stop after this many evaluations without a better mAP; 0 never stops early."""
-    device: str = "auto"
+    epochs: int = _field(50, 'Passes over the training images.')
+    batch_size: int = _field(2, 'Images per step.')
+    lr: float = _field(1e-4, 'AdamW learning rate of the transformer and heads.')
+    lr_backbone: float = _field(1e-5, 'Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.')
+    weight_decay: float = _field(1e-4, 'AdamW weight decay.')
+    schedule: str = _field("step", "'step' (x0.1 at lr_drop of the epochs) or 'cosine'.")
+    lr_drop: float = _field(2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.")
+    warmup_steps: int = _field(0, 'Steps of linear learning-rate warm-up.')
+    clip_max_norm: float = _field(0.1, 'Gradient norm clipping; 0 turns it off.')
+    amp: bool = _field(True, 'bfloat16 autocast on CUDA (ignored on CPU).')
+    ema_decay: float = _field(0.0, 'Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.')
+    seed: int = _field(42, 'Seed of shuffling, augmentation and initialisation.')
+    num_workers: int = _field(2, 'Data loading processes.')
+    image_size: int = _field(800, 'Shortest side at evaluation; training samples sizes up to this.')
+    max_size: int = _field(1333, 'Longest side cap.')
+    random_crop: bool = _field(True, 'Random crops during training, as in DETR.')
+    hflip: bool = _field(True, 'Random horizontal flips during training.')
+    set_cost_class: float = _field(1.0, 'Matcher weight of the class probability.')
+    set_cost_bbox: float = _field(5.0, 'Matcher weight of the L1 box distance.')
+    set_cost_giou: float = _field(2.0, 'Matcher weight of the GIoU.')
+    ce_loss_coef: float = _field(1.0, 'Loss weight of the classification.')
+    bbox_loss_coef: float = _field(5.0, 'Loss weight of the L1 box loss.')
+    giou_loss_coef: float = _field(2.0, 'Loss weight of the GIoU loss.')
+    eos_coef: float = _field(0.1, 'Weight of the no-object class in the classification loss.')
+    eval_every: int = _field(1, 'Evaluate (and maybe keep the model) every N epochs.')
+    patience: int = _field(0, 'Stop after this many evaluations without a better mAP; 0 never stops early.')
+    device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
 
     def __post_init__(self) -> None:
         s = self._section

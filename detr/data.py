@@ -65,9 +65,14 @@ class DetectionData:
 
 
 def load_detection_data(
-    path: str | Path, *, val_fraction: float = 0.15, seed: int = 42, work_dir: str | Path | None = None
+    path: str | Path, *, val_fraction: float = 0.15, seed: int = 42, work_dir: str | Path | None = None,
+    split: bool = True,
 ) -> DetectionData:
-    """Load a dataset in any accepted layout; zips are extracted into ``work_dir``."""
+    """Load a dataset in any accepted layout; zips are extracted into ``work_dir``.
+
+    Without a validation subset, ``split`` holds out a seeded ``val_fraction`` of the images;
+    with ``split=False`` every image stays in ``train`` (for evaluating on a whole dataset).
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder; pass a COCO folder, a training set or a CVAT export zip")
@@ -96,17 +101,17 @@ def load_detection_data(
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
     next_id = 1
-    for split, files in subsets.items():
+    for subset_split, files in subsets.items():
         for f in files:
             records = _parse_coco(f, documents[f], root, labels, warnings, first_id=next_id)
-            next_id += len(records)
-            (val if split == "val" else train).extend(records)
+            next_id += len(documents[f].get("images", []))
+            (val if subset_split == "val" else train).extend(records)
 
     if not train and not val:
         raise DatasetError(f"{root}: the annotation files list no usable images; export the task with images")
-    if not val:
+    if not val and split:
         train, val = split_records(train, val_fraction=val_fraction, seed=seed)
-    if not train:
+    if not train and split:
         raise DatasetError(f"{root}: no training images left after the validation split; add images or lower the validation share")
     for w in warnings:
         logger.warning(w)
@@ -334,13 +339,18 @@ class DetectionDataset(Dataset):
 
 
 def collate(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:
-    """Zero-pad images bottom/right to the batch's largest size; mask is True on padding."""
-    images = [b[0] for b in batch]
+    """Batch (image, target) pairs: padded images, their padding mask, and the targets."""
+    images, mask = pad_images([b[0] for b in batch])
+    return images, mask, [b[1] for b in batch]
+
+
+def pad_images(images: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Zero-pad images bottom/right to the largest size; mask [B, H, W] is True on padding."""
     height = max(i.shape[1] for i in images)
     width = max(i.shape[2] for i in images)
-    tensor = images[0].new_zeros(len(images), 3, height, width)
-    mask = torch.ones(len(images), height, width, dtype=torch.bool)
+    tensor = images[0].new_zeros(len(images), images[0].shape[0], height, width)
+    mask = torch.ones(len(images), height, width, dtype=torch.bool, device=tensor.device)
     for i, img in enumerate(images):
         tensor[i, :, : img.shape[1], : img.shape[2]].copy_(img)
         mask[i, : img.shape[1], : img.shape[2]] = False
-    return tensor, mask, [b[1] for b in batch]
+    return tensor, mask

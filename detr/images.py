@@ -1,7 +1,8 @@
 """Reading and normalising images from files, bytes, PIL images, arrays and tensors.
 
 Everything becomes an RGB ``uint8`` tensor [3, H, W]: grayscale, palette, RGBA (composited
-on white, as a viewer shows it), 16-bit and float images included.
+on white, as a viewer shows it), 16-bit and float images included. Decoding goes through
+Pillow (libjpeg-turbo, libpng, libtiff, libwebp).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor]
 
@@ -27,7 +27,7 @@ class ImageError(ValueError):
 
 
 def read_image(path: str | Path) -> Tensor:
-    """Decode an image file into RGB uint8 [3, H, W]; torchvision's decoders first, PIL for the rest."""
+    """Decode an image file into RGB uint8 [3, H, W]."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -43,12 +43,6 @@ def decode_bytes(data: bytes) -> Tensor:
     """Decode encoded image bytes (JPEG, PNG, WEBP, GIF, BMP, TIFF, ...) into RGB uint8 [3, H, W]."""
     if not data:
         raise ImageError("the image is empty (0 bytes)")
-    head = data[:12]
-    if head.startswith(b"\xff\xd8") or head.startswith(b"\x89PNG") or head[8:12] == b"WEBP":
-        try:
-            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass  # 16-bit PNG, CMYK JPEG and other variants torchvision rejects: PIL handles them below
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:

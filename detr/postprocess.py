@@ -22,4 +22,4 @@ def postprocess(outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
     prob = outputs["pred_logits"].float().softmax(-1)[..., :-1]
     scores, labels = prob.max(-1)
     boxes = scale_boxes(cxcywh_to_xyxy(outputs["pred_boxes"].float()), target_sizes.to(prob.device))
-    return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]
+    return [{"scores": s, "labels": c, "boxes": b} for s, c, b in zip(scores, labels, boxes)]

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import (
     CHECKPOINT_FORMAT, FORMAT_VERSION, CheckpointError, atomic_save, atomic_write_json, load_backbone_weights,
-    load_detr_weights, safe_load, save_model_file,
+    load_detr_weights, load_model_file, safe_load, save_model_file,
 )
 from .config import ModelConfig, TrainConfig
 from .criterion import SetCriterion
@@ -32,6 +32,7 @@ from .engine import predict, train_step
 from .evaluate import EvalResult, evaluate_predictions
 from .matcher import HungarianMatcher
 from .model import DETR, build_model_from_config
+from .report import write_report
 from .transforms import eval_transforms, train_transforms
 
 logger = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ class _Loop:
         return self.ema.module if self.ema is not None else self.model
 
     def _finish(self) -> None:
+        """Make sure a model file exists, then write the report of the best model."""
         if not (self.out / "model.pt").is_file():
             # cancelled before the first evaluation: still leave a usable model file
             result = self.evaluate()
@@ -340,6 +342,12 @@ class _Loop:
                             threshold=result.threshold, metrics=result.summary(), image_size=self.cfg.image_size,
                             max_size=self.cfg.max_size)
             self.best_metrics = result.summary()
+        best = build_model_from_config(self.model.config, train_backbone=False)
+        best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
+        predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
+        result = evaluate_predictions(self.data.val, predictions, self.data.labels)
+        write_report(self.out / "report", result=result, records=self.data.val, predictions=predictions,
+                     metrics_path=self.out / "metrics.jsonl")
 
     # --- bookkeeping ------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:

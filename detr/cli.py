@@ -1,0 +1,229 @@
+"""The ``detr`` command: train, eval, predict, quickstart.
+
+Training flags are generated from the ``ModelConfig`` and ``TrainConfig`` fields, so names,
+defaults and help text live in one place. ``main(argv) -> int`` never calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .checkpoint import CheckpointError
+from .config import TINY_MODEL, ConfigError, ModelConfig, TrainConfig
+from .data import DatasetError
+from .images import ImageError
+from .progress import TrainProgressBar
+from .tasks import evaluate_model_file, predict_images
+from .train import TrainingError, fit, read_run_config
+
+logger = logging.getLogger("detr")
+
+#: Exit codes: 0 success, 1 a known error (message on stderr), 2 bad command line, 130 interrupted.
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class Command:
+    name = ""
+    description = ""
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def execute(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per config field; unset flags stay absent so explicit values can be told apart."""
+    group = parser.add_argument_group(f"{config_cls._section} options (defaults as shown)")
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} Default: {f.default}."
+        if f.type in ("bool", bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def config_overrides(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+class TrainCommand(Command):
+    name = "train"
+    description = "Train DETR on a COCO folder, a training set or a CVAT 'COCO 1.0' export zip."
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, help="COCO folder, training-set folder or CVAT export zip")
+        parser.add_argument("--out", required=True, help="run folder: model.pt, checkpoint.pt, metrics.jsonl, report/")
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
+                            "(pass a larger --epochs to extend it)")
+        parser.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune; the class "
+                            "head is replaced for your labels")
+        parser.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights file or URL")
+        parser.add_argument("--val-fraction", type=float, default=0.15,
+                            help="validation share when the data has no validation subset. Default: 0.15.")
+        parser.add_argument("--tiny", action="store_true", help="start from the tiny model (ResNet-18, d=128, 2+2 "
+                            "layers, 20 queries) that trains in minutes on a CPU")
+        add_config_flags(parser, ModelConfig, skip=("num_classes",))
+        add_config_flags(parser, TrainConfig)
+
+    def execute(self, args: argparse.Namespace) -> int:
+        model_overrides = config_overrides(args, ModelConfig)
+        train_overrides = config_overrides(args, TrainConfig)
+        if args.resume:
+            saved_model, saved_train = read_run_config(args.out)
+            if model_overrides or args.tiny:
+                flags = ["--" + k.replace("_", "-") for k in model_overrides] + (["--tiny"] if args.tiny else [])
+                raise ConfigError(f"model options cannot change on --resume; drop {', '.join(flags)}")
+            model_config, train_config = saved_model, saved_train.replace(**train_overrides)
+        else:
+            model_config = (TINY_MODEL if args.tiny else ModelConfig()).replace(**model_overrides)
+            train_config = TrainConfig(**train_overrides)
+        with TrainProgressBar() as bar:
+            result = fit(args.data, args.out, model_config=model_config, train_config=train_config,
+                         pretrained=args.pretrained, backbone_weights=args.backbone_weights, resume=args.resume,
+                         val_fraction=args.val_fraction, callbacks=[bar])
+        print(f"{result.status}: {result.epochs_done} epoch(s); best {_metric_line(result.best_metrics)}")
+        print(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}\nreport: {result.out_dir / 'report'}")
+        return 0
+
+
+class EvalCommand(Command):
+    name = "eval"
+    description = "Evaluate a model file on a dataset; prints COCO metrics, JSON on the last line."
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, help="COCO folder, training-set folder or CVAT export zip")
+        parser.add_argument("--model", required=True, help="model.pt written by training")
+        parser.add_argument("--split", choices=("auto", "val", "train", "all"), default="auto",
+                            help="images to evaluate: auto = the validation subset when there is one, else all")
+        parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
+        parser.add_argument("--batch-size", type=int, default=4)
+        parser.add_argument("--report", help="also write the PNG report (PR curves, confusion matrix, samples) here")
+        parser.add_argument("--work-dir", default=None, help="where a zip is extracted. Default: next to the zip.")
+
+    def execute(self, args: argparse.Namespace) -> int:
+        result = evaluate_model_file(args.model, args.data, split=args.split, device=args.device,
+                                     batch_size=args.batch_size, report_dir=args.report, work_dir=args.work_dir)
+        summary = result.summary()
+        print(_metric_line(summary))
+        for name, stats in result.per_class.items():
+            ap = stats["AP"]
+            print(f"  {name:<20} AP {'n/a' if ap is None else f'{ap:.3f}'}  boxes {stats['boxes']}")
+        print(json.dumps(summary))
+        return 0
+
+
+class PredictCommand(Command):
+    name = "predict"
+    description = "Detect objects in images; writes annotated images and predictions.json."
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("images", nargs="+", help="image files or folders")
+        parser.add_argument("--model", required=True, help="model.pt written by training")
+        parser.add_argument("--out", required=True, help="folder for annotated images and predictions.json")
+        parser.add_argument("--threshold", type=_fraction, default=None,
+                            help="score threshold in [0, 1]. Default: the model's calibrated threshold.")
+        parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
+        parser.add_argument("--batch-size", type=int, default=4)
+
+    def execute(self, args: argparse.Namespace) -> int:
+        files = _collect_images(args.images)
+        written = predict_images(args.model, files, args.out, threshold=args.threshold, device=args.device,
+                                 batch_size=args.batch_size)
+        print(f"{len(files)} image(s), {written['detections']} detection(s) -> {written['json']}")
+        return 0
+
+
+class QuickstartCommand(Command):
+    name = "quickstart"
+    description = ("Generate a small shapes dataset in CVAT's COCO export layout, train a tiny DETR on it for a few "
+                   "minutes on the CPU, evaluate, and write predictions.")
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", default="quickstart", help="output folder. Default: ./quickstart")
+        parser.add_argument("--images", type=int, default=240, help="generated images. Default: 240.")
+        parser.add_argument("--epochs", type=int, default=None, help="training epochs. Default: the quickstart recipe's.")
+
+    def execute(self, args: argparse.Namespace) -> int:
+        from .quickstart import run_quickstart
+
+        return run_quickstart(Path(args.out), images=args.images, epochs=args.epochs)
+
+
+COMMANDS: tuple[Command, ...] = (TrainCommand(), EvalCommand(), PredictCommand(), QuickstartCommand())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detr", description="Train and run DETR object detectors.",
+                                     epilog="Exit codes: 0 ok, 1 error (message on stderr), 2 bad arguments, "
+                                            "130 interrupted (a checkpoint is kept).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.description, description=command.description)
+        command.configure_parser(p)
+        p.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    started = time.monotonic()
+    try:
+        code = args.handler.execute(args)
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, ImageError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    logger.debug("done in %.1f s", time.monotonic() - started)
+    return code
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _collect_images(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such image file or folder")
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(paths)}")
+    return files
+
+
+def _metric_line(metrics: dict) -> str:
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return f"{key} {'n/a' if value is None else f'{value:.3f}'}"
+    return ", ".join(fmt(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
