@@ -19,8 +19,8 @@ from torch import Tensor
 from detr.images import decode_bytes
 from serverless.responses import RequestError
 
-#: Container formats accepted from callers (Pillow names; MPO is how Pillow names many camera JPEGs).
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+#: Container formats accepted from callers (Pillow plugin names; JPEG includes multi-picture camera files).
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
 _SUPPORTED_NAMES = "JPEG, PNG, BMP, TIFF, WEBP or GIF"
 
 #: Largest frame accepted, in pixels: decoding happens in memory (3 bytes per pixel, more for
