@@ -12,7 +12,7 @@ import torch
 from detr.config import TINY_MODEL
 from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
-from tests.fakes.nuclio import Platform, make_event, to_wire
+from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
 
 LABELS = ["circle", "square"]
 #: A job that trains the tiny model on 8 small images in a few seconds per epoch.
@@ -260,11 +260,12 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD_REQUESTS,
                          ids=[f"{m} {p} {status} {msg[:30]}" for m, p, _, status, msg in BAD_REQUESTS])
 def test_bad_requests_get_a_clear_4xx(trainer, home, method, path, body, status, message):
+    store = trainer.runner.store  # starts the trainer first, so it does not try to resume "still-running"
     (home / "datasets" / "no-labels").mkdir()
     finished_run(home, "other-labels", ["circle", "star"])
     finished_run(home, "same-labels", LABELS)
     finished_run(home, "still-running", LABELS, state="running")
-    trainer.runner.store.load()  # the runs above appeared after the trainer started
+    store.load()
     content_type = "text/plain" if isinstance(body, bytes) else "application/json"
     got_status, got = trainer.call(method, path, body, content_type=content_type)
     assert (got_status, set(got)) == (status, {"error"})
@@ -283,3 +284,23 @@ def test_init_needs_detr_home(monkeypatch):
     monkeypatch.delenv("DETR_HOME", raising=False)
     with pytest.raises(RuntimeError, match="DETR_HOME is not set"):
         Trainer(Path(".")).call("GET", "/health")
+
+
+def test_the_trainer_client_drives_the_real_function_over_http(home):
+    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+
+    with NuclioHttpServer(main.handler) as server:
+        client = TrainerClient(server.url)
+        try:
+            assert client.health()["status"] == "ok"
+            with pytest.raises(TrainerRequestError, match="dataset 'task-8' not found") as caught:
+                client.submit("task-8")
+            assert caught.value.status == 404
+            job = client.submit("task-7", task_id=7, options={**TINY_OPTIONS, "epochs": 50})
+            assert client.list(task_id=7)[0]["id"] == job["id"] and client.list(task_id=8) == []
+            client.cancel(job["id"])
+            seen = []
+            final = client.follow(job["id"], on_update=seen.append, poll_interval=0.05)
+            assert final["state"] == "cancelled" and seen[-1] == final
+        finally:
+            server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)
