@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -74,6 +75,18 @@ class Trainer:
     @property
     def runner(self):
         return self.platform._get_handler_context(main.handler).user_data.runner
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """init_context points the package loggers at stdout; other tests expect them as they were."""
+    loggers = [logging.getLogger(name) for name in ("detr", "serverless")]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for log, (handlers, level, propagate) in zip(loggers, saved):
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from serverless.trainer.storage import DetrHome
 
 logger = logging.getLogger(__name__)
 
+_STDOUT = logging.StreamHandler(sys.stdout)
+_STDOUT.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
 #: How long the termination callback waits for the running job to save its checkpoint. Nuclio
 #: kills the worker after the platform's grace period (Docker stop: 10 s by default), so a step
 #: plus the checkpoint write must fit; the job is resumable from its last epoch in any case.
@@ -69,7 +72,15 @@ def _terminate(runner: JobRunner) -> None:
 
 
 def _log_to_stdout() -> None:
-    """Background threads must log through `logging`, not `context.logger` (its socket drops records)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(stream=sys.stdout, level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Send the engine's and the trainer's logs to stdout, the container log.
+
+    The training thread must not log through ``context.logger`` or anything that reaches the
+    wrapper's socket (records are dropped when the processor is not reading), so these loggers
+    get their own handler and do not propagate to handlers the wrapper may have installed.
+    """
+    for name in ("detr", "serverless"):
+        package_logger = logging.getLogger(name)
+        if _STDOUT not in package_logger.handlers:
+            package_logger.addHandler(_STDOUT)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False
