@@ -48,7 +48,7 @@ def handler(context: Any, event: Any) -> Any:
     detections = context.user_data.detector.predict([request.image], threshold=request.threshold)[0]
     shapes = to_cvat_shapes(detections.boxes, detections.scores, detections.label_names)
     height, width = request.image.shape[-2:]
-    context.logger.info_with(
+    context.logger.debug_with(
         "Detected", width=width, height=height, boxes=len(shapes),
         ms=round((time.perf_counter() - started) * 1000, 1),
     )
