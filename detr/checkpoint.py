@@ -191,7 +191,12 @@ def load_detr_weights(model: nn.Module, source: str) -> LoadReport:
         raise CheckpointError(f"{path}: no model weights inside (expected a DETR checkpoint with a 'model' entry)")
     if any(k.startswith("detr.") for k in state):  # panoptic checkpoints wrap the detector
         state = {k.removeprefix("detr."): v for k, v in state.items() if k.startswith("detr.")}
-    return _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_KEYS)
+    report = _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_KEYS)
+    absent = [k for k in report.missing if k not in CLASS_HEAD_KEYS]
+    if absent:
+        raise CheckpointError(f"{path}: checkpoint is for a different architecture: {len(absent)} tensor(s) of the "
+                              f"model are not in it, e.g. {absent[0]}; build the model with the checkpoint's settings")
+    return report
 
 
 def load_backbone_weights(model: nn.Module, source: str) -> LoadReport:
@@ -210,26 +215,30 @@ def load_backbone_weights(model: nn.Module, source: str) -> LoadReport:
 
 
 def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatch: tuple[str, ...]) -> LoadReport:
+    """Load the tensors that fit; a tensor of another shape (outside ``allowed_mismatch``) or a
+    tensor the model does not have means another architecture, which is an error."""
     own = model.state_dict()
     usable, skipped, wrong = {}, [], []
     for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
         if key not in own:
-            if not key.endswith("num_batches_tracked"):
-                skipped.append(key)
-            continue
-        if own[key].shape != value.shape:
+            wrong.append(key)
+        elif own[key].shape != value.shape:
             (skipped if key in allowed_mismatch else wrong).append(key)
-            continue
-        usable[key] = value
+        else:
+            usable[key] = value
     if wrong:
         k = wrong[0]
-        backbone = getattr(model, "config", None)
+        found = f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model" if k in own else \
+            "in the file but not in the model"
+        config = getattr(model, "config", None)
+        settings = (f" (model: backbone={config.backbone}, hidden_dim={config.hidden_dim}, "
+                    f"enc_layers={config.enc_layers}, dec_layers={config.dec_layers}, num_queries={config.num_queries})"
+                    if config is not None else "")
         raise CheckpointError(
-            f"{path}: checkpoint is for a different architecture: {len(wrong)} tensor(s) do not fit, e.g. {k} "
-            f"is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model"
-            + (f" (backbone={backbone.backbone}, hidden_dim={backbone.hidden_dim}, num_queries={backbone.num_queries})"
-               if backbone is not None else "")
-            + "; build the model with the checkpoint's settings (--backbone, --num-queries, ...)"
+            f"{path}: checkpoint is for a different architecture: {len(wrong)} tensor(s) do not fit, e.g. {k} is "
+            f"{found}{settings}; build the model with the checkpoint's settings (--backbone, --num-queries, ...)"
         )
     model.load_state_dict(usable, strict=False)
     missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]

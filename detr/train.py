@@ -197,11 +197,14 @@ class _Loop:
         )
         self.batches = _EpochBatches(len(data.train), min(cfg.batch_size, len(data.train)), cfg.seed)
         pin = device.type == "cuda"
+        # Loaders draw worker seeds from their own generator, never from the global RNG that
+        # dropout uses: a resumed run then replays exactly.
+        self.loader_rng = torch.Generator()
         self.train_loader = DataLoader(self.train_set, batch_sampler=self.batches, collate_fn=collate,
-                                       num_workers=cfg.num_workers, pin_memory=pin)
+                                       num_workers=cfg.num_workers, pin_memory=pin, generator=self.loader_rng)
         self.val_loader = DataLoader(DetectionDataset(data.val, eval_transforms(cfg.image_size, cfg.max_size)),
                                      batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
-                                     pin_memory=pin)
+                                     pin_memory=pin, generator=torch.Generator())
         self.steps_per_epoch = max(1, len(data.train) // self.batches.batch_size)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            fused=device.type == "cuda")
@@ -270,6 +273,7 @@ class _Loop:
         self.model.train()
         self.batches.epoch, self.batches.start = self.epoch, self.start_step
         self.train_set.epoch = self.epoch
+        self.loader_rng.manual_seed(self.cfg.seed * 100003 + self.epoch)
         sums: dict[str, torch.Tensor] = {}
         count, bad_in_a_row, last_event = 0, 0, 0.0
         for step, batch in enumerate(self.train_loader, start=self.start_step + 1):

@@ -1,0 +1,451 @@
+"""CVAT "COCO 1.0" export zip -> the training set the ``detr`` engine reads, through Datumaro.
+
+Layout written (``shared/ARCHITECTURE.md``, "Training set on disk")::
+
+    <out>/images/<file_name>             the export's images, relative paths only
+    <out>/annotations/{train,val}.json   COCO instances, category id = class index + 1
+    <out>/labels.json                    [{"id": <CVAT label id>, "name": ...}] in CVAT order
+    <out>/manifest.json                  source, counts per label and split, warnings
+
+Every box-like CVAT shape becomes one box: rectangles (rotated ones by the axis-aligned
+extent of the rotated rectangle: CVAT's COCO export keeps the unrotated box and puts the
+angle in ``attributes.rotation``), polygons, masks and ellipses (exported as masks) by their
+extent. Points, polylines, skeletons, cuboids and tags have no box: CVAT's COCO export
+leaves them out, so they are counted from the task's annotations when given. Frames in
+``deleted_frames`` are dropped even when the export still has them (CVAT issue #8222).
+
+The export is read with Datumaro's streaming importer and boxes are spooled to disk, so
+memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from cvat_plugin.progress import NullProgressReporter, ProgressReporter
+from cvat_plugin.split import stratified_split, subset_roles
+
+logger = logging.getLogger(__name__)
+
+DATASET_FORMAT = "cvat-detr/dataset"
+DATASET_FORMAT_VERSION = 1
+DEFAULT_VAL_FRACTION = 0.15
+#: Below these, the manifest warns that the model will be weak.
+MIN_BOXES_PER_LABEL = 10
+MIN_IMAGES = 50
+#: CVAT shape kinds that have no box; counted, never trained on.
+UNSUPPORTED_SHAPES = ("points", "polyline", "skeleton", "cuboid")
+SPLITS = ("train", "val")
+
+
+class DatasetError(Exception):
+    """The export cannot become a training set; the message says why and what to do in CVAT."""
+
+
+# --- small pure helpers ------------------------------------------------------------------------
+
+
+def rotated_extent(x: float, y: float, w: float, h: float, degrees: float) -> tuple[float, float, float, float]:
+    """Axis-aligned ``[x, y, w, h]`` of the ``w x h`` box at ``(x, y)`` rotated by ``degrees``
+    about its centre (the direction does not change the extent)."""
+    if not degrees % 180:
+        return x, y, w, h
+    angle = math.radians(degrees)
+    cos, sin = abs(math.cos(angle)), abs(math.sin(angle))
+    new_w, new_h = w * cos + h * sin, w * sin + h * cos
+    cx, cy = x + w / 2, y + h / 2
+    return cx - new_w / 2, cy - new_h / 2, new_w, new_h
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Optional[list[float]]:
+    """``[x, y, w, h]`` clipped to the image; None when nothing of positive area is left."""
+    x0, y0 = max(0.0, box[0]), max(0.0, box[1])
+    x1, y1 = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None
+    return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+
+
+def count_unsupported(annotations: Mapping[str, Any], deleted_frames: Iterable[int] = ()) -> Counter:
+    """Shapes without a box in CVAT ``LabeledData`` (tracks count once), outside deleted frames."""
+    deleted = set(deleted_frames)
+    counts: Counter = Counter()
+    for shape in annotations.get("shapes", []):
+        if shape.get("type") in UNSUPPORTED_SHAPES and shape.get("frame") not in deleted:
+            counts[shape["type"]] += 1
+    for track in annotations.get("tracks", []):
+        kinds = {shape.get("type") for shape in track.get("shapes", [])} & set(UNSUPPORTED_SHAPES)
+        for kind in kinds:
+            counts[kind] += 1
+    counts["tag"] += sum(1 for tag in annotations.get("tags", []) if tag.get("frame") not in deleted)
+    return +counts
+
+
+def deleted_frame_ids(data_meta: Optional[Mapping[str, Any]]) -> set[str]:
+    """Export item ids (frame name without extension, folders kept) of the task's deleted frames."""
+    if not data_meta or not data_meta.get("deleted_frames"):
+        return set()
+    frames = data_meta.get("frames", [])
+    start = int(data_meta.get("start_frame") or 0)
+    step = 1
+    for part in str(data_meta.get("frame_filter") or "").split(","):
+        if part.startswith("step="):
+            step = int(part[len("step="):])
+    ids = set()
+    for number in data_meta["deleted_frames"]:
+        index = (int(number) - start) // step
+        if 0 <= index < len(frames):
+            ids.add(os.path.splitext(frames[index]["name"])[0])
+    return ids
+
+
+# --- reading the export --------------------------------------------------------------------------
+
+
+def _extract(export_zip: Path, dest: Path) -> None:
+    """Unpack the zip, refusing absolute paths, ``..`` and links (a zip is untrusted input)."""
+    try:
+        with zipfile.ZipFile(export_zip) as archive:
+            for member in archive.infolist():
+                parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+                if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename.split("/")[0]:
+                    raise DatasetError(f"{export_zip.name}: entry {member.filename!r} points outside the archive; "
+                                       f"refusing it. Export the task from CVAT again")
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    raise DatasetError(f"{export_zip.name}: entry {member.filename!r} is a link; refusing it. "
+                                       f"Export the task from CVAT again")
+                archive.extract(member, dest)
+    except zipfile.BadZipFile as e:
+        raise DatasetError(f"{export_zip} is not a readable zip ({e}); the download may be incomplete: "
+                           f"export the task again") from e
+
+
+def _import(root: Path, export_name: str):
+    try:
+        from datumaro.components.dataset import StreamDataset
+        from datumaro.util.image import IMAGE_BACKEND, ImageBackend
+    except ImportError as e:
+        raise DatasetError("reading CVAT exports needs Datumaro: pip install 'cvat-detr[cvat]'") from e
+    # Datumaro sets its image backend at import, in the importing thread's context only;
+    # a build in another thread (the gateway's workers) would fail on the first image decode.
+    if IMAGE_BACKEND.get(None) is None:
+        IMAGE_BACKEND.set(ImageBackend.cv2)  # what Datumaro picks when OpenCV (its dependency) is present
+
+    if not any(path.is_file() for path in root.rglob("*")):
+        raise DatasetError(f"{export_name} is empty: the task has no frames to export (or all were deleted); "
+                           f"add frames to the task in CVAT")
+    if not list(root.glob("annotations/instances_*.json")):
+        raise DatasetError(f"{export_name} has no annotations/instances_<subset>.json: it is not a CVAT "
+                           f"'COCO 1.0' export. Export the task with format 'COCO 1.0' and images")
+    if not (root / "images").is_dir():
+        raise DatasetError(f"{export_name} has no images/ folder: the export was made without images; export "
+                           f"with images ('Save images' / save_images=true)")
+    try:
+        return StreamDataset.import_from(str(root), "coco_instances")
+    except Exception as e:  # Datumaro raises many types for malformed input
+        raise DatasetError(f"{export_name}: Datumaro cannot read the COCO annotations ({e}); "
+                           f"export the task again with format 'COCO 1.0'") from e
+
+
+def _item_boxes(item, classes: Sequence[int], width: int, height: int) -> tuple[list, Counter]:
+    """One box per COCO annotation of ``item``: ``[class, x, y, w, h]``, and counts by source kind."""
+    from datumaro.components.annotation import AnnotationType
+
+    groups: dict[int, list] = defaultdict(list)
+    for ann in item.annotations:
+        groups[ann.id].append(ann)
+    boxes, kinds = [], Counter()
+    for anns in groups.values():
+        bbox = next((a for a in anns if a.type == AnnotationType.bbox), None)
+        if bbox is None or bbox.label is None:
+            continue
+        types = {a.type for a in anns}
+        x, y, w, h = bbox.get_bbox()
+        rotation = float(bbox.attributes.get("rotation", 0) or 0)
+        if AnnotationType.polygon in types:
+            kind = "polygon"
+        elif AnnotationType.mask in types:
+            kind = "mask"
+        elif rotation % 180:
+            kind = "rotated_rectangle"
+            x, y, w, h = rotated_extent(x, y, w, h, rotation)
+        else:
+            kind = "rectangle"
+        clipped = clip_box([x, y, w, h], width, height)
+        if clipped is None:
+            kinds["degenerate_box"] += 1
+            continue
+        kinds[kind] += 1
+        boxes.append([classes[bbox.label], *clipped])
+    return boxes, kinds
+
+
+class _CocoWriter:
+    """Streams one COCO instances file: images and annotations are spooled to temporary files
+    and joined on ``close``, so nothing grows in memory."""
+
+    def __init__(self, path: Path, categories: list[dict]) -> None:
+        self.path = path
+        self.categories = categories
+        self._images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent)
+        self._annotations = tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent)
+        self.num_images = 0
+        self.num_boxes = 0
+
+    @staticmethod
+    def _append(spool, entry: dict, first: bool) -> None:
+        spool.write(("" if first else ",\n") + json.dumps(entry, ensure_ascii=False))
+
+    def add(self, file_name: str, width: int, height: int, boxes: list[list[float]]) -> None:
+        self.num_images += 1
+        self._append(self._images, {"id": self.num_images, "file_name": file_name, "width": width,
+                                    "height": height}, self.num_images == 1)
+        for class_index, x, y, w, h in boxes:
+            self.num_boxes += 1
+            self._append(self._annotations, {
+                "id": self.num_boxes, "image_id": self.num_images, "category_id": class_index + 1,
+                "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0,
+            }, self.num_boxes == 1)
+
+    def close(self) -> None:
+        with open(self.path, "w", encoding="utf-8") as out:
+            for opening, spool in (('{"images": [\n', self._images), ('],\n"annotations": [\n', self._annotations)):
+                out.write(opening)
+                spool.seek(0)
+                shutil.copyfileobj(spool, out)
+                spool.close()
+            out.write('],\n"categories": ' + json.dumps(self.categories, ensure_ascii=False) + "}\n")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _image_size(path: Path, size: Optional[tuple[int, int]]) -> tuple[int, int]:
+    """``(width, height)`` from the COCO entry, else from the image header."""
+    if size:
+        return int(size[1]), int(size[0])
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+# --- the builder ----------------------------------------------------------------------------------
+
+
+def build_training_set(
+    export_zip: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike],
+    *,
+    labels: Optional[Sequence[Mapping[str, Any]]] = None,
+    data_meta: Optional[Mapping[str, Any]] = None,
+    annotations: Optional[Mapping[str, Any]] = None,
+    source: Optional[Mapping[str, Any]] = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    overwrite: bool = False,
+    pbar: Optional[ProgressReporter] = None,
+) -> dict:
+    """Build the training set in ``out_dir`` from a CVAT "COCO 1.0" export (with images).
+
+    ``labels``: the task's labels in CVAT order (``[{"id", "name"}, ...]``, from
+    ``CvatClient.get_labels``); without them the export's categories are used.
+    ``data_meta``: ``GET /api/tasks/{id}/data/meta``, for ``deleted_frames``.
+    ``annotations``: the task's ``LabeledData``, to count shapes the export leaves out.
+    ``source``: recorded in the manifest (``url``, ``task_id``, ``task_name``, ``server_version``,
+    ``exported_at``). Returns the manifest. The folder appears whole or not at all.
+    """
+    if not 0 < val_fraction < 1:
+        raise DatasetError(f"val_fraction={val_fraction!r} is invalid; use a fraction in (0, 1) such as 0.15")
+    export_zip, out_dir = Path(export_zip), Path(out_dir)
+    pbar = pbar or NullProgressReporter()
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DatasetError(f"{out_dir} already exists and is not empty; choose another folder or overwrite it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".building", dir=out_dir.parent))
+    try:
+        manifest = _build(export_zip, staging, labels=labels, data_meta=data_meta, annotations=annotations,
+                          source=dict(source or {}), val_fraction=val_fraction, seed=seed, pbar=pbar)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging / "dataset", out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Training set written to %s: %d train / %d val images", out_dir,
+                manifest["images"]["train"], manifest["images"]["val"])
+    return manifest
+
+
+def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, source: dict,
+           val_fraction: float, seed: int, pbar: ProgressReporter) -> dict:
+    from datumaro.components.annotation import AnnotationType
+
+    export_root, out = staging / "export", staging / "dataset"
+    (out / "images").mkdir(parents=True)
+    (out / "annotations").mkdir()
+    _extract(export_zip, export_root)
+    dataset = _import(export_root, export_zip.name)
+    images_root = (export_root / "images").resolve()
+
+    categories = [c.name for c in dataset.categories()[AnnotationType.label].items]
+    if labels is None:
+        labels = [{"id": i + 1, "name": name} for i, name in enumerate(categories)]
+    labels = [{"id": label["id"], "name": label["name"]} for label in labels]
+    class_of_name = {label["name"]: i for i, label in enumerate(labels)}
+    unknown = [name for name in categories if name not in class_of_name]
+    if unknown:
+        raise DatasetError(f"{export_zip.name}: label(s) {', '.join(map(repr, unknown))} of the export are not "
+                           f"labels of the task ({', '.join(class_of_name)}); the labels changed during the "
+                           f"export: export again")
+    classes = [class_of_name[name] for name in categories]
+    deleted = deleted_frame_ids(data_meta)
+
+    # Pass 1: boxes of every kept image to a spool file; only label sets stay in memory.
+    spool_path = staging / "items.jsonl"
+    records: list[tuple[str, frozenset]] = []
+    kinds: Counter = Counter()
+    dropped_deleted = 0
+    with open(spool_path, "w", encoding="utf-8") as spool, pbar.task(None, desc="Reading export", unit="img"):
+        for item in dataset:
+            pbar.advance(1)
+            if item.id in deleted:
+                dropped_deleted += 1
+                continue
+            image_path = Path(item.media.path).resolve()
+            if not image_path.is_file():
+                raise DatasetError(f"{export_zip.name}: image of {item.id!r} is missing; the export was made "
+                                   f"without images: export with images ('Save images' / save_images=true)")
+            file_name = image_path.relative_to(images_root).as_posix()
+            width, height = _image_size(image_path, item.media.size)
+            boxes, item_kinds = _item_boxes(item, classes, width, height)
+            kinds.update(item_kinds)
+            spool.write(json.dumps([file_name, width, height, boxes], ensure_ascii=False) + "\n")
+            records.append((item.subset, frozenset(box[0] for box in boxes)))
+
+    task = f"task {source['task_id']}" if source.get("task_id") is not None else export_zip.name
+    if not records:
+        raise DatasetError(f"{task} has no images to train on ({dropped_deleted} deleted frames dropped); "
+                           f"add frames to the task in CVAT")
+    if not any(label_set for _, label_set in records):
+        raise DatasetError(f"{task} has no boxes to train on: none of its {len(records)} images has a rectangle, "
+                           f"polygon, mask or ellipse; draw boxes (or polygons) around the objects in CVAT")
+
+    warnings: list[str] = []
+    roles = subset_roles(subset for subset, _ in records)
+    if roles:
+        is_val = [roles[subset] == "val" for subset, _ in records]
+        split = {"method": "subsets", "train_subsets": sorted(s for s, r in roles.items() if r == "train"),
+                 "val_subsets": sorted(s for s, r in roles.items() if r == "val")}
+    else:
+        try:
+            is_val = stratified_split([label_set for _, label_set in records], val_fraction, seed)
+        except ValueError as e:
+            raise DatasetError(f"{task}: {e}") from e
+        split = {"method": "stratified", "val_fraction": val_fraction, "seed": seed}
+    del records
+
+    # Pass 2: move the images and write both COCO files.
+    categories_json = [{"id": i + 1, "name": label["name"]} for i, label in enumerate(labels)]
+    writers = {s: _CocoWriter(out / "annotations" / f"{s}.json", categories_json) for s in SPLITS}
+    per_label = {s: Counter() for s in SPLITS}
+    images_per_label: Counter = Counter()
+    negatives = 0
+    with open(spool_path, encoding="utf-8") as spool, pbar.task(len(is_val), desc="Writing training set",
+                                                                unit="img"):
+        for val, line in zip(is_val, spool):
+            file_name, width, height, boxes = json.loads(line)
+            target = out / "images" / file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(images_root / file_name, target)
+            name = "val" if val else "train"
+            writers[name].add(file_name, width, height, boxes)
+            per_label[name].update(box[0] for box in boxes)
+            images_per_label.update({box[0] for box in boxes})
+            negatives += not boxes
+            pbar.advance(1)
+    for writer in writers.values():
+        writer.close()
+
+    skipped = Counter({"degenerate_box": kinds.pop("degenerate_box", 0)})
+    if annotations is not None:
+        skipped.update(count_unsupported(annotations, _deleted_numbers(data_meta)))
+    skipped = +skipped
+    label_stats = [
+        {"id": label["id"], "name": label["name"], "images": images_per_label[i],
+         "boxes": {s: per_label[s][i] for s in SPLITS}}
+        for i, label in enumerate(labels)
+    ]
+    counts = {s: writers[s].num_images for s in SPLITS}
+    warnings += _warnings(label_stats, counts, skipped, split["method"])
+    for warning in warnings:
+        logger.warning("%s", warning)
+
+    manifest = {
+        "format": DATASET_FORMAT,
+        "version": DATASET_FORMAT_VERSION,
+        "source": {"url": source.get("url"), "task_id": source.get("task_id"), "task_name": source.get("task_name"),
+                   "server_version": source.get("server_version"), "export_format": "COCO 1.0",
+                   "export_file": export_zip.name},
+        "exported_at": source.get("exported_at"),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": split,
+        "images": {**counts, "negative": negatives, "deleted_dropped": dropped_deleted},
+        "boxes": {s: writers[s].num_boxes for s in SPLITS},
+        "labels": label_stats,
+        "converted": dict(sorted(kinds.items())),
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_counted": annotations is not None,
+        "warnings": warnings,
+    }
+    _write_json(out / "labels.json", labels)
+    _write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _deleted_numbers(data_meta: Optional[Mapping[str, Any]]) -> list[int]:
+    return [int(n) for n in (data_meta or {}).get("deleted_frames", [])]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('x', 's')) else 's'}"
+
+
+def _warnings(label_stats: list[dict], counts: dict, skipped: Counter, split_method: str) -> list[str]:
+    warnings = []
+    for stats in label_stats:
+        total = sum(stats["boxes"].values())
+        if total == 0:
+            warnings.append(f"label {stats['name']!r} has no boxes: the model keeps a class for it but cannot "
+                            f"learn it; annotate some, or remove the label from the task")
+        elif total < MIN_BOXES_PER_LABEL:
+            warnings.append(f"label {stats['name']!r} has only {_plural(total, 'box')} (fewer than {MIN_BOXES_PER_LABEL}): "
+                            f"the model will rarely find it; annotate more")
+        elif stats["boxes"]["val"] == 0 and split_method == "subsets":
+            warnings.append(f"label {stats['name']!r} has no boxes in the validation subset: its AP cannot be "
+                            f"measured; move some of its frames to the validation subset")
+    total_images = counts["train"] + counts["val"]
+    if total_images < MIN_IMAGES:
+        warnings.append(f"only {total_images} images (fewer than {MIN_IMAGES}): expect a weak model and noisy "
+                        f"validation metrics; annotate more frames")
+    unsupported = {kind: n for kind, n in skipped.items() if kind != "degenerate_box"}
+    if unsupported:
+        listed = ", ".join(_plural(n, "tag") if kind == "tag" else f"{_plural(n, kind + ' shape')}"
+                           for kind, n in sorted(unsupported.items()))
+        warnings.append(f"skipped {listed}: DETR learns boxes only (rectangles, polygons, masks, ellipses)")
+    if skipped.get("degenerate_box"):
+        warnings.append(f"dropped {_plural(skipped['degenerate_box'], 'box')} with no area inside its image; "
+                        f"fix them in CVAT")
+    return warnings
+

@@ -1,0 +1,85 @@
+/**
+ * Typed client of the DETR gateway. Calls are same-origin `fetch`es under /detr/api, so the browser
+ * sends the user's CVAT session cookie; unsafe methods carry the `csrftoken` cookie back in
+ * `X-CSRFToken`, as CVAT's own client does. The plugin holds no credential of its own.
+ */
+import { errorFromResponse, networkError } from './errors';
+import { Job, TaskSummary, TrainOptions } from './gateway-types';
+
+/** Fixed, same-origin: CVAT's UI build passes no custom settings to plugins. */
+export const API_BASE = '/detr/api';
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export interface GatewayClient {
+    getSummary(taskId: number): Promise<TaskSummary>;
+    startTraining(taskId: number, options: TrainOptions): Promise<Job>;
+    /** The task's jobs, newest first. */
+    listJobs(taskId: number): Promise<Job[]>;
+    getJob(jobId: string): Promise<Job>;
+    cancelJob(jobId: string): Promise<Job>;
+}
+
+export interface ClientOptions {
+    baseUrl?: string;
+    /** Defaults to the global `fetch`, looked up at call time. */
+    fetchImpl?: typeof fetch;
+}
+
+export function readCookie(name: string): string | null {
+    for (const part of document.cookie.split(';')) {
+        const [key, ...rest] = part.trim().split('=');
+        if (key === name) return decodeURIComponent(rest.join('='));
+    }
+    return null;
+}
+
+/** The body as JSON, or null when the answer is not JSON (e.g. CVAT's index.html from a missing route). */
+async function readJson(response: Response): Promise<unknown> {
+    const contentType = response.headers.get('content-type') ?? '';
+    if (!contentType.includes('application/json')) return null;
+    try {
+        return await response.json();
+    } catch {
+        return null;
+    }
+}
+
+export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOptions = {}): GatewayClient {
+    async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+        const headers: Record<string, string> = { Accept: 'application/json' };
+        if (body !== undefined) headers['Content-Type'] = 'application/json';
+        if (!SAFE_METHODS.has(method)) {
+            const csrfToken = readCookie('csrftoken');
+            if (csrfToken) headers['X-CSRFToken'] = csrfToken;
+        }
+        let response: Response;
+        try {
+            response = await (fetchImpl ?? fetch)(`${baseUrl}${path}`, {
+                method,
+                headers,
+                credentials: 'same-origin',
+                body: body === undefined ? undefined : JSON.stringify(body),
+            });
+        } catch {
+            throw networkError();
+        }
+        const payload = await readJson(response);
+        if (!response.ok || payload === null) throw errorFromResponse(response.status, payload);
+        return payload as T;
+    }
+
+    const task = (taskId: number): string => `/tasks/${encodeURIComponent(String(taskId))}`;
+    const job = (jobId: string): string => `/jobs/${encodeURIComponent(jobId)}`;
+
+    return {
+        getSummary: (taskId) => request<TaskSummary>('GET', `${task(taskId)}/summary`),
+        startTraining: (taskId, options) => request<Job>('POST', `${task(taskId)}/train`, options),
+        listJobs: async (taskId) => {
+            const answer = await request<{ jobs: Job[] }>('GET', `/jobs?task=${encodeURIComponent(String(taskId))}`);
+            return answer.jobs;
+        },
+        getJob: (jobId) => request<Job>('GET', job(jobId)),
+        cancelJob: (jobId) => request<Job>('POST', `${job(jobId)}/cancel`),
+    };
+}

@@ -1,0 +1,126 @@
+/**
+ * The Train DETR modal. On open it loads the task summary and the task's jobs: a queued or running
+ * job is shown at once (so closing and reopening loses nothing), otherwise the parameters form.
+ */
+import React, { useCallback, useEffect, useState } from 'react';
+import { Alert, Button, Modal, Spin } from 'antd';
+
+import { GatewayClient } from './api';
+import { asGatewayError, GatewayError } from './errors';
+import { isActive, Job, TaskSummary, TrainOptions } from './gateway-types';
+import { TrainForm } from './train-form';
+import { TrainingJob } from './training-job';
+
+type View =
+    { kind: 'loading' } |
+    { kind: 'load-error'; error: GatewayError } |
+    { kind: 'form'; summary: TaskSummary; lastJob: Job | null } |
+    { kind: 'job'; job: Job; notice: string | null };
+
+interface Props {
+    taskId: number;
+    client: GatewayClient;
+    /** Called once the modal has closed. */
+    onClose: () => void;
+}
+
+export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
+    const [open, setOpen] = useState(true);
+    const [view, setView] = useState<View>({ kind: 'loading' });
+    const [taskName, setTaskName] = useState<string | null>(null);
+    const [loads, setLoads] = useState(0);
+    const [submitting, setSubmitting] = useState(false);
+    const [startError, setStartError] = useState<GatewayError | null>(null);
+
+    useEffect(() => {
+        let live = true;
+        setView({ kind: 'loading' });
+        Promise.all([client.getSummary(taskId), client.listJobs(taskId)]).then(([summary, jobs]) => {
+            if (!live) return;
+            setTaskName(summary.task.name);
+            const active = jobs.find(isActive);
+            setView(active ?
+                { kind: 'job', job: active, notice: null } :
+                { kind: 'form', summary, lastJob: jobs[0] ?? null });
+        }).catch((error) => {
+            if (live) setView({ kind: 'load-error', error: asGatewayError(error) });
+        });
+        return () => {
+            live = false;
+        };
+    }, [client, taskId, loads]);
+
+    const reload = useCallback(() => {
+        setStartError(null);
+        setLoads((value) => value + 1);
+    }, []);
+    const close = useCallback(() => setOpen(false), []);
+
+    const start = async (options: TrainOptions): Promise<void> => {
+        setSubmitting(true);
+        setStartError(null);
+        try {
+            setView({ kind: 'job', job: await client.startTraining(taskId, options), notice: null });
+        } catch (caught) {
+            const error = asGatewayError(caught);
+            if (error.kind === 'conflict' && error.job) {
+                setView({ kind: 'job', job: error.job, notice: `${error.message} Showing that job instead.` });
+            } else {
+                setStartError(error);
+            }
+        } finally {
+            setSubmitting(false);
+        }
+    };
+
+    let body: JSX.Element;
+    if (view.kind === 'loading') {
+        body = <div style={{ textAlign: 'center', padding: 32 }}><Spin tip='Loading task…'><div /></Spin></div>;
+    } else if (view.kind === 'load-error') {
+        body = (
+            <Alert
+                type='error'
+                showIcon
+                message={view.error.message}
+                action={<Button size='small' onClick={reload}>Retry</Button>}
+            />
+        );
+    } else if (view.kind === 'form') {
+        body = (
+            <TrainForm
+                summary={view.summary}
+                lastJob={view.lastJob}
+                submitting={submitting}
+                error={startError}
+                onSubmit={start}
+                onClose={close}
+            />
+        );
+    } else {
+        body = (
+            <TrainingJob
+                key={view.job.id}
+                client={client}
+                job={view.job}
+                notice={view.notice}
+                onTrainAgain={reload}
+                onClose={close}
+            />
+        );
+    }
+
+    return (
+        <Modal
+            open={open}
+            title={taskName ? `Train DETR: ${taskName}` : `Train DETR: task #${taskId}`}
+            footer={null}
+            width={640}
+            maskClosable={false}
+            destroyOnClose
+            onCancel={close}
+            afterClose={onClose}
+        >
+            {body}
+        </Modal>
+    );
+}

@@ -1,0 +1,86 @@
+import { createGatewayClient } from '../src/ts/api';
+import { GatewayError } from '../src/ts/errors';
+import { fakeFetch, html, json } from './fake-fetch';
+import { makeJob, makeSummary } from './fixtures';
+
+describe('gateway client', () => {
+    it('sends GETs same-origin under /detr/api without a CSRF header', async () => {
+        document.cookie = 'csrftoken=tok123';
+        const fetchImpl = fakeFetch({ 'GET /tasks/42/summary': json(200, makeSummary()) });
+        const summary = await createGatewayClient({ fetchImpl }).getSummary(42);
+
+        expect(summary.task.name).toBe('street scenes');
+        expect(fetchImpl).toHaveBeenCalledWith('/detr/api/tasks/42/summary', expect.objectContaining({
+            method: 'GET', credentials: 'same-origin',
+        }));
+        expect(fetchImpl.calls[0].headers).not.toHaveProperty('X-CSRFToken');
+    });
+
+    it('sends the csrftoken cookie back as X-CSRFToken with the JSON body on POST', async () => {
+        document.cookie = 'csrftoken=tok%3D123';
+        const fetchImpl = fakeFetch({ 'POST /tasks/42/train': json(202, makeJob({ state: 'queued' })) });
+        const options = { epochs: 3, image_size: 640, weights: 'coco' as const, val_fraction: 0.2, publish: false };
+        const job = await createGatewayClient({ fetchImpl }).startTraining(42, options);
+
+        expect(job.state).toBe('queued');
+        const [call] = fetchImpl.calls;
+        expect(call.headers['X-CSRFToken']).toBe('tok=123');
+        expect(call.headers['Content-Type']).toBe('application/json');
+        expect(call.init.credentials).toBe('same-origin');
+        expect(call.body).toEqual(options);
+    });
+
+    it('lists a task’s jobs and escapes job ids in paths', async () => {
+        const fetchImpl = fakeFetch({
+            'GET /jobs?task=42': json(200, { jobs: [makeJob()] }),
+            'GET /jobs/a%2F..%2Fb': json(200, makeJob({ id: 'a/../b' })),
+            'POST /jobs/a%2F..%2Fb/cancel': json(200, makeJob({ id: 'a/../b', state: 'cancelled' })),
+        });
+        const client = createGatewayClient({ fetchImpl });
+
+        expect((await client.listJobs(42)).map((job) => job.id)).toEqual(['job-1']);
+        expect((await client.getJob('a/../b')).id).toBe('a/../b');
+        expect((await client.cancelJob('a/../b')).state).toBe('cancelled');
+    });
+
+    it.each([
+        [json(401, { error: 'not logged in' }), 'session', /Log in to CVAT again/],
+        [json(403, { error: 'you cannot see task 42' }), 'forbidden', /HTTP 403\): you cannot see task 42/],
+        [json(404, { error: 'task 42 not found' }), 'not-found', /task 42 not found/],
+        [json(400, { error: "'epochs' must be at least 1" }), 'invalid', /'epochs' must be at least 1/],
+        [json(500, { error: 'export failed' }), 'server', /HTTP 500\): export failed/],
+        [json(503, { error: 'trainer unreachable' }), 'unavailable', /not available right now \(HTTP 503\)/],
+        [html(200), 'no-route', /did not answer at \/detr\/api .*route \/detr\//],
+        [html(404), 'no-route', /HTTP 404, not a JSON reply/],
+        [html(502), 'unavailable', /HTTP 502/],
+    ])('turns %# into a %s error with a message saying what to do', async (response, kind, message) => {
+        const fetchImpl = fakeFetch({ 'GET /tasks/42/summary': response });
+        const error = await createGatewayClient({ fetchImpl }).getSummary(42).catch((caught) => caught);
+
+        expect(error).toBeInstanceOf(GatewayError);
+        expect(error.kind).toBe(kind);
+        expect(error.message).toMatch(message);
+    });
+
+    it('reports a 409 with the job that holds the task', async () => {
+        const running = makeJob({ id: 'job-7' });
+        const fetchImpl = fakeFetch({
+            'POST /tasks/42/train': json(409, { error: 'Task 42 is already training (job job-7).', job: running }),
+        });
+        const options = { epochs: 3, image_size: 640, weights: 'coco' as const, val_fraction: 0.2, publish: false };
+        const error = await createGatewayClient({ fetchImpl }).startTraining(42, options).catch((caught) => caught);
+
+        expect(error.kind).toBe('conflict');
+        expect(error.job).toEqual(running);
+        expect(error.message).toBe('Task 42 is already training (job job-7).');
+    });
+
+    it('reports a failed connection as a transient network error', async () => {
+        const fetchImpl = vi.fn().mockRejectedValue(new TypeError('Failed to fetch'));
+        const error = await createGatewayClient({ fetchImpl }).getJob('job-1').catch((caught) => caught);
+
+        expect(error.kind).toBe('network');
+        expect(error.transient).toBe(true);
+        expect(error.message).toMatch(/Could not reach the DETR service/);
+    });
+});

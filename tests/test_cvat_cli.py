@@ -1,0 +1,159 @@
+"""The cvat-detr command: exit codes and messages for every bad input, export, and local training end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+
+import pytest
+
+from cvat_plugin import cli
+from tests.fakes.cvat_server import FakeCvat, Shape
+from tests.fakes.cvat_tasks import add_shapes_task, add_synthetic_task, make_frames
+
+
+@pytest.fixture
+def alice(fake_cvat):
+    return fake_cvat.add_user("alice", "alice-password")
+
+
+def run(*argv: str, env_token: str | None = None) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["--quiet", *argv], stdout=stdout, stderr=stderr)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def connection(fake: FakeCvat, token: str) -> list[str]:
+    return ["--url", fake.url, "--token", token, "--poll-interval", "0.001", "--retries", "1"]
+
+
+@pytest.fixture(autouse=True)
+def no_cvat_environment(monkeypatch, tmp_path):
+    for name in ("CVAT_URL", "CVAT_ACCESS_TOKEN", "CVAT_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DETR_HOME", str(tmp_path / "home"))
+
+
+def test_export_builds_a_training_set(fake_cvat, alice, tmp_path):
+    task = add_shapes_task(fake_cvat, alice, num_frames=8)
+    code, out, err = run("export", "--task", str(task.id), "--out", str(tmp_path / "ds"),
+                         *connection(fake_cvat, alice.token))
+    assert code == cli.EXIT_OK, err
+    assert f"Training set: {tmp_path / 'ds'}" in out and "car:" in out
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["source"]["task_id"] == task.id and manifest["source"]["server_version"] == "2.42.0"
+
+
+def test_credentials_from_the_environment(fake_cvat, alice, tmp_path, monkeypatch):
+    task = add_shapes_task(fake_cvat, alice, num_frames=4)
+    monkeypatch.setenv("CVAT_URL", fake_cvat.url)
+    monkeypatch.setenv("CVAT_USERNAME", "alice")
+    monkeypatch.setenv("CVAT_PASSWORD", "alice-password")
+    code, _, err = run("export", "--task", str(task.id), "--out", str(tmp_path / "ds"), "--poll-interval", "0.001")
+    assert code == cli.EXIT_OK, err
+
+
+@pytest.mark.parametrize("case, code, message", [
+    ("no url", cli.EXIT_USAGE, "no CVAT address: pass --url or set CVAT_URL"),
+    ("no credentials", cli.EXIT_AUTH, "needs credentials"),
+    ("wrong token", cli.EXIT_AUTH, r"did not accept the API token \(CVAT said: Invalid token\.\); check --token"),
+    ("no access", cli.EXIT_AUTH, "no permission to read task"),
+    ("unknown task", cli.EXIT_NOT_FOUND, "task 999 does not exist"),
+    ("server down", cli.EXIT_UNREACHABLE, "cannot reach CVAT"),
+    ("server failing", cli.EXIT_UNREACHABLE, "HTTP 503 after 2 attempts"),
+    ("export failed", cli.EXIT_EXPORT, "failed to export task .*: worker crashed"),
+    ("truncated download", cli.EXIT_EXPORT, "arrived incomplete 2 times"),
+    ("empty task", cli.EXIT_DATA, "has no images; add data to it in CVAT"),
+    ("labels with no boxes", cli.EXIT_DATA, "has no boxes to train on"),
+])
+def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, case, code, message):
+    task = add_shapes_task(fake_cvat, alice, num_frames=4)
+    argv = ["export", "--task", str(task.id), "--out", str(tmp_path / "ds")]
+    conn = connection(fake_cvat, alice.token)
+    if case == "no url":
+        conn = []
+    elif case == "no credentials":
+        conn = ["--url", fake_cvat.url]
+    elif case == "wrong token":
+        conn = connection(fake_cvat, "0" * 40)
+    elif case == "no access":
+        conn = connection(fake_cvat, fake_cvat.add_user("mallory", "pw").token)
+    elif case == "unknown task":
+        argv[2] = "999"
+    elif case == "server down":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            conn[1] = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    elif case == "server failing":
+        fake_cvat.fail("GET", f"/api/tasks/{task.id}", 503, times=10)
+    elif case == "export failed":
+        task.export_error = "worker crashed"
+    elif case == "truncated download":
+        fake_cvat.truncate_downloads = 10
+    elif case == "empty task":
+        argv[2] = str(fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[]).id)
+    elif case == "labels with no boxes":
+        frames, _ = make_frames(3, 1)
+        argv[2] = str(fake_cvat.add_task("points only", owner=alice, labels=["car"], frames=frames,
+                                         shapes=[Shape("points", 0, -1, [1, 1])]).id)
+    result, out, err = run(*argv, *conn)
+    assert result == code, err
+    *logged, last = err.strip().splitlines()
+    assert last.startswith("cvat-detr export: ") and all(line.startswith("WARNING: ") for line in logged)
+    assert re.search(message, last), err
+    assert alice.token not in err and alice.password not in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert cli.main(["export", "--out", str(tmp_path)]) == cli.EXIT_USAGE  # --task missing
+    assert "--task" in capsys.readouterr().err
+    code, _, err = run("train", "--task", "1", "--local", "--url", "http://127.0.0.1:9", "--epochs", "0")
+    assert code == cli.EXIT_USAGE and "epochs=0 is invalid" in err
+    assert cli.main(["train", "--task", "1"]) == cli.EXIT_USAGE  # --local is required for now
+
+
+def test_help_documents_exit_codes(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "exit codes:" in capsys.readouterr().out
+    assert cli.main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--lr-backbone" in text and "--model-preset" in text and "CVAT_ACCESS_TOKEN" in text
+
+
+def test_secret_options_are_redacted():
+    assert cli.redact_argv(["--token", "abc", "--access-token=def", "--task", "1"]) == [
+        "--token", "***", "--access-token=***", "--task", "1"]
+
+
+@pytest.mark.slow
+def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
+    """``cvat-detr train --task N --local`` on a generated task: a tiny model whose labels equal the task's."""
+    import torch
+
+    labels = [{"name": "circle", "id": 71}, {"name": "square", "id": 9}, {"name": "triangle", "id": 30}]
+    task = add_synthetic_task(fake_cvat, alice, tmp_path, labels=labels, num_images=12, seed=3, image_size=(48, 64))
+    task.shapes = [s for s in task.shapes if s.label_id != 30]  # a label without boxes keeps its class
+    code, out, err = run(
+        "train", "--task", str(task.id), "--local", *connection(fake_cvat, alice.token),
+        "--model-preset", "tiny", "--epochs", "2", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
+        "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--no-amp",
+    )
+    assert code == cli.EXIT_OK, err
+    home = tmp_path / "home"
+    (model_dir,) = (home / "models").iterdir()
+    model = torch.load(model_dir / "model.pt", weights_only=True)
+    assert model["labels"] == ["circle", "square", "triangle"]
+
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["labels"] == labels
+    assert card["task_id"] == task.id and card["source_url"] == fake_cvat.url
+    assert card["dataset_id"] == card["run_id"] == model_dir.name
+    assert (home / "datasets" / card["dataset_id"] / "labels.json").is_file()
+    assert (home / "runs" / card["run_id"] / "checkpoint.pt").is_file()
+    assert card["config"]["train"]["epochs"] == 2 and card["config"]["model"]["hidden_dim"] == 128
+    assert set(card["metrics"]) >= {"AP", "AP50"}
+    assert alice.token not in json.dumps(card) and "***" in card["command"]
+    assert f"Model: {model_dir / 'model.pt'}" in out
