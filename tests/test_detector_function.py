@@ -13,10 +13,9 @@ import torch
 from PIL import Image, ImageOps
 
 from detr.checkpoint import CheckpointError, save_model_file
-from detr.config import TINY_MODEL
-from detr.model import build_model_from_config
 from serverless.detector import main
 from serverless.detector.images import apply_exif_orientation, decode_image
+from tests.fakes.models import constant_model
 from tests.fakes.nuclio import Platform, make_event, to_wire
 
 #: The known model: one query whose box is (cx, cy, w, h) = BOX in image fractions, whatever the
@@ -28,14 +27,8 @@ CALIBRATED = 0.6
 
 
 def known_model(path, *, labels=("", "square"), threshold=CALIBRATED, box=BOX, logits=LOGITS) -> str:
-    model = build_model_from_config(TINY_MODEL.replace(num_classes=2, num_queries=1), train_backbone=False)
-    with torch.no_grad():
-        model.class_embed.weight.zero_()
-        model.class_embed.bias.copy_(torch.tensor(logits))
-        last = model.bbox_embed.layers[-1]
-        last.weight.zero_()
-        last.bias.copy_(torch.logit(torch.tensor(box)))
-    save_model_file(path, model, labels=list(labels), threshold=threshold, metrics={}, image_size=64, max_size=96)
+    save_model_file(path, constant_model(box, logits), labels=list(labels), threshold=threshold, metrics={},
+                    image_size=64, max_size=96)
     return str(path)
 
 

@@ -119,7 +119,8 @@ def test_a_tiny_job_runs_to_success_and_registers_its_model(trainer, home):
 
     model_dir = home / "models" / "task-7-v1"
     card = json.loads((model_dir / "model.json").read_text())
-    assert card["labels"] == LABELS and card["job_id"] == job["id"] and card["dataset_id"] == "task-7"
+    assert card["labels"] == [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+    assert card["run_id"] == job["id"] and card["dataset_id"] == "task-7" and card["status"] == "completed"
     assert card["version"] == 1 and card["config"]["model"]["num_classes"] == 2
     assert torch.load(model_dir / "model.pt", weights_only=True)["labels"] == LABELS
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from serverless.responses import RequestError
-from serverless.trainer.storage import write_json_atomic
+from cvat_plugin.storage import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

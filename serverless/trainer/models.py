@@ -1,8 +1,8 @@
 """Trained models on the shared volume: ``DETR_HOME/models/<model-id>/{model.pt, model.json}``.
 
-``model.json`` is the model card: labels, metrics, threshold, the job, task and dataset
-that produced the model and the full configuration, so any model can be traced back
-and reproduced. Model ids are ``task-<task id>-v<version>`` (``job-<job id>`` for jobs
+``model.json`` is the model card: labels (with their CVAT ids), metrics, threshold, the
+job, task and dataset that produced the model and the full configuration, so any model
+can be traced back and reproduced. Model ids are ``task-<task id>-v<version>`` (``job-<job id>`` for jobs
 without a task); versions count up per task.
 """
 
@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from detr import load_model_file
+from detr import FitResult, load_model_file
 from serverless.trainer.jobs import Job, utc_now
-from serverless.trainer.storage import copy_atomic, write_json_atomic
+from cvat_plugin.storage import copy_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +46,43 @@ class ModelRegistry:
         newest = max(versions, key=lambda card: card.get("version", 0))
         return self.models_dir / newest["id"] / MODEL_FILE
 
-    def register(self, job: Job, run_dir: Path) -> tuple[str, Path]:
-        """Copy a finished run's best model into the registry with its card; returns (model id, folder)."""
-        model = load_model_file(run_dir / MODEL_FILE)
+    def register(self, job: Job, result: FitResult, dataset_dir: Path) -> tuple[str, Path]:
+        """Copy a finished run's best model into the registry with its card; returns (model id, folder).
+
+        The card has the keys of the cards ``cvat-detr train --local`` writes, plus ``version``,
+        ``options`` and ``function``.
+        """
+        model = load_model_file(result.model_path)
         if job.task_id is not None:
             version = self._next_version(job.task_id)
             model_id = f"task-{job.task_id}-v{version}"
         else:
             version, model_id = 1, f"job-{job.id}"
         folder = self.models_dir / model_id
-        copy_atomic(run_dir / MODEL_FILE, folder / MODEL_FILE)
-        config = _read_json(run_dir / "config.json")
+        copy_atomic(result.model_path, folder / MODEL_FILE)
+        run_config = _read_json(result.out_dir / "config.json")
+        source = _read_json(dataset_dir / "manifest.json").get("source", {})
+        cvat_labels = _read_json(dataset_dir / "labels.json", default=[])
+        ids = {label.get("name"): label.get("id") for label in cvat_labels if isinstance(label, dict)}
         write_json_atomic(folder / CARD_FILE, {
             "id": model_id,
-            "task_id": job.task_id,
             "version": version,
             "created": utc_now(),
-            "labels": model["labels"],
+            "task_id": job.task_id,
+            "task_name": source.get("task_name"),
+            "source_url": source.get("url"),
+            "server_version": source.get("server_version"),
+            "labels": [{"id": ids.get(name), "name": name} for name in model["labels"]],
+            "metrics": result.best_metrics,
             "threshold": model["threshold"],
-            "metrics": model.get("metrics", {}),
-            "image_size": model.get("image_size"),
-            "max_size": model.get("max_size"),
-            "job_id": job.id,
+            "status": result.status,
+            "epochs_done": result.epochs_done,
+            "config": {"model": run_config.get("model", model["model_config"]), "train": run_config.get("train")},
+            "pretrained": run_config.get("pretrained"),
+            "backbone_weights": run_config.get("backbone_weights"),
             "dataset_id": job.dataset_id,
+            "run_id": job.id,
             "options": job.options,
-            "config": {"model": model["model_config"], "train": config.get("train"),
-                       "pretrained": config.get("pretrained"), "backbone_weights": config.get("backbone_weights")},
             "function": None,
         })
         logger.info("Job %s: model saved as %s", job.id, model_id)
@@ -86,8 +97,9 @@ class ModelRegistry:
         return max(used) + 1
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, default: Any = None) -> Any:
+    """A JSON file's content, or ``default`` ({}) when it is missing or unreadable: cards are best effort."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return {} if default is None else default

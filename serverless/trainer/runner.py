@@ -17,14 +17,15 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
-from detr import fit
+from detr import FitResult, fit
 from detr.train import read_run_config
 from serverless.responses import RequestError
 from serverless.trainer.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, utc_now
 from serverless.trainer.models import ModelRegistry
 from serverless.trainer.options import training_setup
 from serverless.trainer.progress import JobProgress
-from serverless.trainer.storage import DetrHome, copy_atomic
+from cvat_plugin.storage import copy_atomic
+from serverless.trainer.storage import DetrHome
 from serverless.trainer.weights import starting_point
 
 logger = logging.getLogger(__name__)
@@ -156,9 +157,9 @@ class JobRunner:
                 logger.info("Job %s cancelled after %d epoch(s)", job_id, result.epochs_done)
                 self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
             return
-        self._succeed(job, run_dir, result.best_metrics)
+        self._succeed(job, result)
 
-    def _fit(self, job: Job, run_dir: Path):
+    def _fit(self, job: Job, run_dir: Path) -> FitResult:
         setup = training_setup(job.options)
         checkpoint = run_dir / CHECKPOINT_FILE
         if job.resume_from and not checkpoint.exists():
@@ -176,8 +177,10 @@ class JobRunner:
                    pretrained=start.pretrained, backbone_weights=start.backbone_weights,
                    callbacks=[progress], should_stop=self._should_stop)
 
-    def _succeed(self, job: Job, run_dir: Path, best_metrics: dict) -> None:
-        model_id, folder = self.registry.register(job, run_dir)
+    def _succeed(self, job: Job, result: FitResult) -> None:
+        dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
+        model_id, folder = self.registry.register(job, result, dataset)
+        best_metrics = result.best_metrics
         changes: dict = {"state": "succeeded", "finished": utc_now(), "eta_s": None, "progress": 1.0,
                          "model_id": model_id, "best_metrics": best_metrics}
         if self.on_success is not None:

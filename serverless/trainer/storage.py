@@ -1,4 +1,4 @@
-"""The shared volume (``DETR_HOME``): its layout, safe paths into it, atomic writes.
+"""The shared volume (``DETR_HOME``) as the trainer sees it: its layout and safe paths into it.
 
 ```
 datasets/<dataset-id>/   training sets built CVAT-side (images/, annotations/, labels.json)
@@ -6,16 +6,14 @@ runs/<job-id>/           job.json, checkpoint.pt, metrics.jsonl, ... of one trai
 models/<model-id>/       model.pt + model.json of each successful job
 ```
 Every name that comes from a request goes through :meth:`DetrHome.resolve`, so no
-request can reach a file outside its folder.
+request can reach a file outside its folder. Files are written atomically with
+``cvat_plugin.storage`` (the same layout CVAT-side code writes).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,23 +54,3 @@ class DetrHome:
         if not path.resolve().is_relative_to(folder.resolve()):
             raise RequestError(f"{what} {identifier!r} points outside {folder.name}/ of DETR_HOME")
         return path
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
-
-
-def copy_atomic(source: Path, target: Path) -> None:
-    """Copy a file so that ``target`` appears complete or not at all."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
