@@ -318,3 +318,14 @@ def test_the_trainer_client_drives_the_real_function_over_http(home):
             assert final["state"] == "cancelled" and seen[-1] == final
         finally:
             server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)
+
+
+def test_a_job_that_cannot_train_fails_with_the_engines_message(trainer, home):
+    broken = home / "datasets" / "broken"
+    broken.mkdir()
+    (broken / "labels.json").write_text(json.dumps([{"id": 1, "name": "circle"}]))
+    job = trainer.submit(dataset_id="broken", options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "failed" and done["finished"] and done["model_id"] is None
+    assert "broken" in done["error"] and "annotations" in done["error"]
+    assert trainer.runner.alive, "the worker goes on with the next job"

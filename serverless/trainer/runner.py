@@ -145,19 +145,19 @@ class JobRunner:
                     job.dataset_id)
         try:
             result = self._fit(job, run_dir)
+            if result.status != "cancelled":
+                self._succeed(job, result)
+                return
         except Exception as e:
             logger.exception("Job %s failed", job_id)
             self.store.update(job_id, state="failed", finished=utc_now(), eta_s=None, error=_describe(e))
             return
-        if result.status == "cancelled":
-            if self._terminating.is_set():
-                logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
-                self.store.update(job_id, state="interrupted", eta_s=None)
-            else:
-                logger.info("Job %s cancelled after %d epoch(s)", job_id, result.epochs_done)
-                self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
-            return
-        self._succeed(job, result)
+        if self._terminating.is_set():
+            logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
+            self.store.update(job_id, state="interrupted", eta_s=None)
+        else:
+            logger.info("Job %s cancelled after %d epoch(s)", job_id, result.epochs_done)
+            self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
 
     def _fit(self, job: Job, run_dir: Path) -> FitResult:
         setup = training_setup(job.options)
