@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import sync  # noqa: E402
 from detr import Detector, build_model  # noqa: E402
 from detr.engine import autocast  # noqa: E402
 from detr.postprocess import postprocess  # noqa: E402
@@ -66,26 +67,27 @@ def random_r50(device: str) -> Detector:
     return Detector(build_model(91, train_backbone=False), labels, threshold=0.5, device=device)
 
 
-def timed(fn: Callable[[], object], sync: Callable[[], None]) -> tuple[float, object]:
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
     started = time.perf_counter()
     result = fn()
-    sync()
+    sync(device)
     return time.perf_counter() - started, result
 
 
 @torch.inference_mode()
-def run_once(detector: Detector, body: dict, sync: Callable[[], None]) -> dict[str, float]:
+def run_once(detector: Detector, body: dict) -> dict[str, float]:
     """One request, stage by stage, the way ``Detector.predict`` runs a single frame."""
     times: dict[str, float] = {}
-    times["decode"], request = timed(lambda: parse_request(body), sync)
-    times["preprocess"], tensor = timed(lambda: detector.preprocess(request.image), sync)
-    with autocast(detector.device, True):
-        times["model"], outputs = timed(lambda: detector.model(tensor[None], None), sync)
+    device = detector.device
+    times["decode"], request = timed(lambda: parse_request(body), device)
+    times["preprocess"], tensor = timed(lambda: detector.preprocess(request.image), device)
+    with autocast(device, True):
+        times["model"], outputs = timed(lambda: detector.model(tensor[None], None), device)
 
     def finish() -> str:
         height, width = request.image.shape[-2:]
         sizes = torch.tensor([[height, width]], device=detector.device)
-        det = postprocess(outputs, sizes)[0]
+        det = postprocess(outputs, sizes, classifier=detector.model.config.classifier)[0]
         keep = (det["scores"] >= detector.threshold) & detector._reportable[det["labels"]]
         boxes = det["boxes"][keep]
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
@@ -94,7 +96,7 @@ def run_once(detector: Detector, body: dict, sync: Callable[[], None]) -> dict[s
         return json.dumps(to_cvat_shapes(boxes.float().cpu().numpy(), det["scores"][keep].float().cpu().numpy(),
                                          names))
 
-    times["postprocess"], _ = timed(finish, sync)
+    times["postprocess"], _ = timed(finish, device)
     return times
 
 
@@ -116,7 +118,6 @@ def main_(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
     detector = Detector.from_file(args.model, device=args.device) if args.model else random_r50(args.device)
-    sync = torch.cuda.synchronize if detector.device.type == "cuda" else (lambda: None)
     jpeg = frame_jpeg(width, height)
     body = {"image": base64.b64encode(jpeg).decode("ascii")}
 
@@ -124,15 +125,15 @@ def main_(argv: list[str] | None = None) -> int:
     context.user_data.detector = detector
     event = nuclio_sdk.Event(body=body, content_type="application/json", method="POST", path="/")
     for _ in range(args.warmup):
-        run_once(detector, body, sync)
+        run_once(detector, body)
         main.handler(context, event)
     samples = {stage: [] for stage in (*STAGES, "total", "handler")}
     for _ in range(args.runs):
-        times = run_once(detector, body, sync)
+        times = run_once(detector, body)
         for stage in STAGES:
             samples[stage].append(times[stage])
         samples["total"].append(sum(times.values()))
-        samples["handler"].append(timed(lambda: main.handler(context, event), sync)[0])
+        samples["handler"].append(timed(lambda: main.handler(context, event), detector.device)[0])
 
     total_p50 = percentile(samples["total"], 50)
     print(f"DETR detector latency: {width}x{height} JPEG ({len(jpeg) / 1024:.0f} KiB), device {detector.device}, "
