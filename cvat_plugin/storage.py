@@ -26,6 +26,9 @@ import platformdirs
 APP_NAME = "cvat-detr"
 
 
+#: Permissions of the files we write: readable by the function containers sharing the volume.
+FILE_MODE = 0o644
+
 def detr_home(env: Mapping[str, str] = os.environ) -> Path:
     """``$DETR_HOME`` if set, else the per-user data folder."""
     return Path(env.get("DETR_HOME") or platformdirs.user_data_dir(APP_NAME)).expanduser()
@@ -59,6 +62,7 @@ def write_json_atomic(path: Union[str, os.PathLike], data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would hide the file from the function containers
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(data, out, indent=2, ensure_ascii=False)
@@ -75,6 +79,7 @@ def copy_atomic(src: Union[str, os.PathLike], dest: Union[str, os.PathLike]) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     try:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)

@@ -29,6 +29,8 @@ CHECKPOINT_FORMAT = "cvat-detr/checkpoint"
 FORMAT_VERSION = 1
 #: Parameters that depend on the number of classes and are re-initialised when fine-tuning.
 CLASS_HEAD_KEYS = ("class_embed.weight", "class_embed.bias")
+#: Permissions of the files we write (before the umask): readable by the function containers.
+FILE_MODE = 0o644
 
 
 class CheckpointError(ValueError):
@@ -41,6 +43,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 files; model files are read by other users (function containers)
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()

@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DatasetError
 from .images import ImageError
+from .official import ZOO_THRESHOLD, import_checkpoint
 from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
 from .progress import TrainProgressBar
 from .recipes import MODEL_PRESETS, RECIPES, SMALL_DATA_IMAGES, count_training_images, plan_training
@@ -257,10 +258,35 @@ class ExportOnnxCommand(Command):
         return 0
 
 
+class ImportCheckpointCommand(Command):
+    name = "import-checkpoint"
+    description = "Turn an official DETR checkpoint (file or URL) into a model file that detectors can serve."
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("source", help="e.g. detr-r50-e632da11.pth or its https URL")
+        parser.add_argument("--out", required=True, help="model file to write")
+        parser.add_argument("--labels", default="coco", help="coco (default) or a JSON list of names, one per slot")
+        parser.add_argument("--dilation", action="store_true", help="the checkpoint is a DC5 model")
+        parser.add_argument(
+            "--threshold",
+            type=_fraction,
+            default=ZOO_THRESHOLD,
+            help=f"default score threshold of the model file. Default: {ZOO_THRESHOLD}.",
+        )
+
+    def execute(self, args: argparse.Namespace) -> int:
+        out = import_checkpoint(
+            args.source, args.out, labels=args.labels, dilation=args.dilation, threshold=args.threshold
+        )
+        print(f"model file: {out}")
+        return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     TrainCommand(),
     EvalCommand(),
     PredictCommand(),
+    ImportCheckpointCommand(),
     QuickstartCommand(),
     ExportOnnxCommand(),
 )

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from .box_ops import xyxy_to_cxcywh
-from .images import ImageError, read_image
+from .images import ImageError, read_image, upright_size
 
 logger = logging.getLogger(__name__)
 
@@ -268,8 +268,7 @@ def _parse_coco(
             continue
         width, height = int(img.get("width") or 0), int(img.get("height") or 0)
         try:
-            with Image.open(image_path) as im:  # reads the header only
-                actual = im.size
+            actual = upright_size(image_path)  # reads the header only
         except (OSError, Image.DecompressionBombError) as e:
             warnings.append(f"{image_path}: cannot read the image ({e}); skipped (re-export or delete the frame)")
             continue

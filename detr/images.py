@@ -1,8 +1,8 @@
 """Reading and normalising images from files, bytes, PIL images, arrays and tensors.
 
 Everything becomes an RGB ``uint8`` tensor [3, H, W]: grayscale, palette, RGBA (composited
-on white, as a viewer shows it), 16-bit and float images included. Decoding goes through
-Pillow (libjpeg-turbo, libpng, libtiff, libwebp).
+on white, as a viewer shows it), 16-bit and float images included, upright by their EXIF
+orientation. Decoding goes through Pillow (libjpeg-turbo, libpng, libtiff, libwebp).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor]
 
+EXIF_ORIENTATION = 0x0112
 #: Refuse decompression bombs well above any camera frame (PIL warns from 89 MP by default).
 MAX_PIXELS = 200_000_000
 
@@ -50,9 +51,19 @@ def decode_bytes(data: bytes) -> Tensor:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageError(f"the image is too large ({img.width}x{img.height} pixels, limit {MAX_PIXELS})")
             img.load()
-            return to_rgb_tensor(img)
+            # CVAT shows (and annotates) frames with their EXIF orientation applied.
+            return to_rgb_tensor(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode the image ({e}); it is corrupt, truncated or not an image") from e
+
+
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as displayed, i.e. after the EXIF orientation, from the header alone."""
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+            width, height = height, width
+    return width, height
 
 
 def to_rgb_tensor(image: ImageLike) -> Tensor:

@@ -131,3 +131,8 @@ def test_imagenet_backbone_weights_load_into_the_backbone(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(CheckpointError, match="weights file not found"):
         load_detr_weights(_tiny(2), str(tmp_path / "nope.pth"))
+
+
+def test_written_files_are_readable_by_other_users(tmp_path):
+    atomic_save({"v": 1}, tmp_path / "model.pt")
+    assert (tmp_path / "model.pt").stat().st_mode & 0o044 == 0o044

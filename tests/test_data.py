@@ -172,3 +172,23 @@ def test_split_is_seeded_disjoint_and_keeps_one_validation_image(shapes_zip, tmp
     assert len(train) == 1 and len(val) == 1
     with pytest.raises(DatasetError, match="at least 2"):
         split_records(data.train[:1], val_fraction=0.5, seed=0)
+
+
+def test_exif_rotated_images_are_loaded_upright(tmp_path):
+    from detr.images import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 60x40, shown rotated: 40 wide, 60 high (as CVAT shows and annotates it)
+    img_dir = tmp_path / "images" / "default"
+    img_dir.mkdir(parents=True)
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(img_dir / "a.jpg", exif=exif)
+    (tmp_path / "annotations").mkdir()
+    doc = {
+        "categories": [{"id": 1, "name": "a"}],
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 60}],
+        "annotations": [_ann(1, 1, 1, [5, 30, 30, 25])],
+    }
+    (tmp_path / "annotations" / "instances_default.json").write_text(json.dumps(doc))
+    data = load_detection_data(tmp_path, split=False)
+    assert (data.train[0].width, data.train[0].height) == (40, 60) and not data.warnings
+    assert tuple(read_image(data.train[0].path).shape) == (3, 60, 40)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detr.official import COCO_LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = [ROOT / "function.yaml", ROOT / "serverless/detector/function-gpu.yaml"]
 TRAINERS = [ROOT / "serverless/trainer/function.yaml", ROOT / "serverless/trainer/function-gpu.yaml"]
@@ -25,17 +27,6 @@ BASE_IMAGE_PYTHON = {"ubuntu:22.04": "3.10", "python:3.9": "3.9", "python:3.10":
 HANDLER = re.compile(r"^([\w|-]+(\.[\w|-]+)*):(\w+)$")
 #: Kinds CVAT lists (cvat/apps/lambda_manager/views.py LambdaType).
 CVAT_KINDS = ("detector", "interactor", "reid", "tracker")
-COCO_2017 = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-]
 
 
 def load(path: Path) -> dict:
@@ -92,7 +83,7 @@ def test_detectors_follow_cvats_listing_rules(path):
     assert len(names) == len(set(names)), "CVAT rejects non-unique labels"
     assert all(label["type"] == "rectangle" and label.get("attributes", []) == [] for label in labels)
     # The official checkpoint's 80 COCO classes, with their COCO category ids (the model's class slots).
-    assert names == COCO_2017
+    assert names == COCO_LABELS
     ids = [label["id"] for label in labels]
     assert ids == sorted(set(ids)) and 1 <= ids[0] and ids[-1] == 90
 
@@ -131,6 +122,7 @@ def test_gpu_variants_differ_from_cpu_ones_only_where_the_device_matters(gpu):
     build["image"] = expected["spec"]["build"]["image"]
     build["directives"]["preCopy"] = [
         {**d, "value": d["value"].replace("/whl/cu124", "/whl/cpu")}
-        for d in build["directives"]["preCopy"] if not d["value"].startswith("NVIDIA_")
+        for d in build["directives"]["preCopy"]
+        if not d["value"].startswith("NVIDIA_")
     ]
     assert variant == expected

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from serverless.responses import RequestError
 from cvat_plugin.storage import write_json_atomic
+from serverless.responses import RequestError
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cvat_plugin.storage import copy_atomic, write_json_atomic
 from detr import FitResult, load_model_file
 from serverless.trainer.jobs import Job, utc_now
-from cvat_plugin.storage import copy_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

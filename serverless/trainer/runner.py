@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
+from cvat_plugin.storage import copy_atomic
 from detr import FitResult, fit
 from detr.train import read_run_config
 from serverless.responses import RequestError
@@ -24,7 +25,6 @@ from serverless.trainer.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore,
 from serverless.trainer.models import ModelRegistry
 from serverless.trainer.options import training_setup
 from serverless.trainer.progress import JobProgress
-from cvat_plugin.storage import copy_atomic
 from serverless.trainer.storage import DetrHome
 from serverless.trainer.weights import starting_point
 
