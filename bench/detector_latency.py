@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import nuclio_sdk
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import sync  # noqa: E402
 from detr import Detector, build_model  # noqa: E402
 from detr.engine import autocast  # noqa: E402
-from detr.postprocess import postprocess  # noqa: E402
 from serverless.detector import main  # noqa: E402
 from serverless.detector.request import parse_request, to_cvat_shapes  # noqa: E402
 
@@ -85,16 +84,8 @@ def run_once(detector: Detector, body: dict) -> dict[str, float]:
         times["model"], outputs = timed(lambda: detector.model(tensor[None], None), device)
 
     def finish() -> str:
-        height, width = request.image.shape[-2:]
-        sizes = torch.tensor([[height, width]], device=detector.device)
-        det = postprocess(outputs, sizes, classifier=detector.model.config.classifier)[0]
-        keep = (det["scores"] >= detector.threshold) & detector._reportable[det["labels"]]
-        boxes = det["boxes"][keep]
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        names = [detector.labels[i] for i in det["labels"][keep].tolist()]
-        return json.dumps(to_cvat_shapes(boxes.float().cpu().numpy(), det["scores"][keep].float().cpu().numpy(),
-                                         names))
+        [det] = detector.postprocess(outputs, [tuple(request.image.shape[-2:])], detector.threshold)
+        return json.dumps(to_cvat_shapes(det.boxes, det.scores, det.label_names))
 
     times["postprocess"], _ = timed(finish, device)
     return times

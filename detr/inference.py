@@ -126,6 +126,11 @@ class Detector:
         batch, mask = (tensors[0][None], None) if len(tensors) == 1 else pad_images(tensors)
         with autocast(self.device, True):
             outputs = self.model(batch, mask)
+        return self.postprocess(outputs, sizes, threshold)
+
+    def postprocess(self, outputs: dict, sizes: Sequence[tuple[int, int]], threshold: float) -> list[Detections]:
+        """Model outputs -> detections at or above ``threshold`` in pixels of images of ``sizes``
+        (h, w), clipped, best first, without unnamed class slots."""
         target_sizes = torch.tensor([list(s) for s in sizes], device=self.device)
         detections = []
         for det, (h, w) in zip(postprocess(outputs, target_sizes, classifier=self.model.config.classifier), sizes):

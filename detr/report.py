@@ -64,7 +64,8 @@ def plot_curves(metrics_path: str | Path, target: Path) -> Path:
         if any(key in r for r in rows):
             ax_loss.plot(epochs, [r.get(key, np.nan) for r in rows], label=name)
     ax_loss.set(title="Training loss", xlabel="epoch")
-    ax_loss.legend()
+    if ax_loss.lines:
+        ax_loss.legend()
     evaluated = [r for r in rows if "AP" in r]
     for key in ("AP", "AP50", "AP75"):
         ax_map.plot([r["epoch"] for r in evaluated], [r.get(key) or 0.0 for r in evaluated], marker="o", label=key)

@@ -39,7 +39,7 @@ from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
 from .distributed import Distributed, setup_distributed
 from .engine import TrainingForward, predict, train_step
-from .evaluate import EvalResult, evaluate_predictions
+from .evaluate import DEFAULT_THRESHOLD, EvalResult, evaluate_predictions
 from .groups import QueryGroups
 from .matcher import HungarianMatcher
 from .model import DETR, build_model_from_config
@@ -354,7 +354,7 @@ class _Loop:
                 logger.info("No better mAP in %d evaluations: stopping early", self.evals_since_best)
                 status = "early_stopped"
                 break
-        self._finish()
+        self._finish(cancelled=status == "cancelled")
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
         return FitResult(
             status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out
@@ -454,35 +454,33 @@ class _Loop:
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def _finish(self) -> None:
-        """Make sure a model file exists, then write the report of the best model (rank 0)."""
-        if not self.dist.is_main:
-            self.dist.barrier()
-            return
-        if not (self.out / "model.pt").is_file():
-            # cancelled before the first evaluation: still leave a usable model file
-            result = self.evaluate()
+    def _finish(self, *, cancelled: bool) -> None:
+        """Make sure a model file exists, then write the report of the best model (rank 0).
+
+        A cancelled run stops fast (a container being shut down has seconds): no evaluation or
+        report, and if no epoch was evaluated yet, the model is kept with the default threshold."""
+        if self.dist.is_main and not (self.out / "model.pt").is_file():
             save_model_file(
                 self.out / "model.pt",
                 self._eval_model(),
                 labels=self.data.labels,
-                threshold=result.threshold,
-                metrics=result.summary(),
+                threshold=DEFAULT_THRESHOLD,
+                metrics={},
                 image_size=self.cfg.image_size,
                 max_size=self.cfg.max_size,
             )
-            self.best_metrics = result.summary()
-        best = build_model_from_config(self.model.config, train_backbone=False)
-        best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
-        predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
-        result = evaluate_predictions(self.data.val, predictions, self.data.labels)
-        write_report(
-            self.out / "report",
-            result=result,
-            records=self.data.val,
-            predictions=predictions,
-            metrics_path=self.out / "metrics.jsonl",
-        )
+        if self.dist.is_main and not cancelled:
+            best = build_model_from_config(self.model.config, train_backbone=False)
+            best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
+            predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
+            result = evaluate_predictions(self.data.val, predictions, self.data.labels)
+            write_report(
+                self.out / "report",
+                result=result,
+                records=self.data.val,
+                predictions=predictions,
+                metrics_path=self.out / "metrics.jsonl",
+            )
         self.dist.barrier()
 
     # --- bookkeeping ------------------------------------------------------------------------
