@@ -10,6 +10,7 @@ import torch
 from detr.config import TINY_MODEL, TrainConfig
 from detr.synthetic import make_shapes_dataset
 from tests.fakes.cvat_server import fake_cvat  # noqa: F401  (fixture: a running fake CVAT server)
+from tests.fakes.nuclio_dashboard import fake_nuclio  # noqa: F401  (fixture: a running fake Nuclio dashboard)
 
 #: Tiny training settings: small images, no workers (deterministic and quick to start).
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=4, image_size=128, max_size=192, num_workers=0, lr=1e-3,
