@@ -65,6 +65,7 @@ def annotate_with_function(
 ) -> AnnotationResult:
     """Annotate the task in CVAT with the Nuclio function ``function_id`` and wait for it to finish."""
     pbar = pbar or NullProgressReporter()
+    client.get_task(task_id)  # a missing task is a clear 404 here; CVAT's label list answers 500
     function = _detector(client, function_id)
     _check_labels(client, task_id, function)
     before = len(client.get_annotations(task_id).get("shapes", []))
