@@ -37,11 +37,47 @@ class Backbone(nn.Module):
                 param.requires_grad_(False)
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
         self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.fold_norm = norm == "frozen"
 
     def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.body(images)["0"]
+        features = _resnet_folded(self.body, images) if self.fold_norm else self.body(images)["0"]
         small_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
         return features, small_mask
+
+
+def _conv_frozen_bn(x: Tensor, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> Tensor:
+    """``bn(conv(x))`` with the frozen affine folded into the convolution's weights and bias.
+
+    Scaling the (small) weight tensor instead of the (large) activation saves two passes over
+    every feature map in the forward and one in the backward; gradients still reach the
+    convolution's weights through the scaling. Same result as the unfolded layers.
+    """
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    bias = bn.bias - bn.running_mean * scale
+    return F.conv2d(
+        x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
+
+
+def _block(block: nn.Module, x: Tensor) -> Tensor:
+    """A torchvision BasicBlock or Bottleneck with frozen norms folded."""
+    out = F.relu(_conv_frozen_bn(x, block.conv1, block.bn1))
+    if hasattr(block, "conv3"):
+        out = F.relu(_conv_frozen_bn(out, block.conv2, block.bn2))
+        out = _conv_frozen_bn(out, block.conv3, block.bn3)
+    else:
+        out = _conv_frozen_bn(out, block.conv2, block.bn2)
+    identity = x if block.downsample is None else _conv_frozen_bn(x, block.downsample[0], block.downsample[1])
+    return F.relu(out + identity)
+
+
+def _resnet_folded(body: IntermediateLayerGetter, x: Tensor) -> Tensor:
+    """The ResNet forward of ``body`` (stem, layer1-4) using ``_conv_frozen_bn``."""
+    x = body.maxpool(F.relu(_conv_frozen_bn(x, body.conv1, body.bn1)))
+    for stage in (body.layer1, body.layer2, body.layer3, body.layer4):
+        for block in stage:
+            x = _block(block, x)
+    return x
 
 
 class Joiner(nn.Sequential):

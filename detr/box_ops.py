@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
-__all__ = ["box_convert", "box_iou", "generalized_box_iou", "cxcywh_to_xyxy", "xyxy_to_cxcywh",
-           "scale_boxes"]
+__all__ = ["box_convert", "box_iou", "generalized_box_iou", "cxcywh_to_xyxy", "xyxy_to_cxcywh", "scale_boxes"]
 
 
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:

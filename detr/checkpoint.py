@@ -82,6 +82,7 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
 
 # --- model files ---------------------------------------------------------------------------
 
+
 def save_model_file(
     path: str | Path,
     model: nn.Module,
@@ -96,30 +97,37 @@ def save_model_file(
     config: ModelConfig = model.config  # type: ignore[assignment]
     if len(labels) != config.num_classes:
         raise ValueError(f"The parameter 'labels' expected {config.num_classes} names but got {len(labels)} instead.")
-    atomic_save({
-        "format": MODEL_FORMAT,
-        "version": FORMAT_VERSION,
-        "model_config": config.to_dict(),
-        "labels": list(labels),
-        "threshold": float(threshold),
-        "metrics": _plain(metrics),
-        "image_size": int(image_size),
-        "max_size": int(max_size),
-        "state_dict": {k: v.detach().cpu() for k, v in (state_dict or model.state_dict()).items()},
-    }, path)
+    atomic_save(
+        {
+            "format": MODEL_FORMAT,
+            "version": FORMAT_VERSION,
+            "model_config": config.to_dict(),
+            "labels": list(labels),
+            "threshold": float(threshold),
+            "metrics": _plain(metrics),
+            "image_size": int(image_size),
+            "max_size": int(max_size),
+            "state_dict": {k: v.detach().cpu() for k, v in (state_dict or model.state_dict()).items()},
+        },
+        path,
+    )
 
 
 def load_model_file(path: str | Path) -> dict:
     """Load and validate a ``model.pt``; raises CheckpointError with the fix when it is not one."""
     data = safe_load(path, "model file")
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        hint = (" It looks like a training checkpoint: use the model.pt next to it." if isinstance(data, dict)
-                and data.get("format") == CHECKPOINT_FORMAT else
-                " For an official DETR checkpoint, pass it as --pretrained when training.")
+        hint = (
+            " It looks like a training checkpoint: use the model.pt next to it."
+            if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+            else " For an official DETR checkpoint, pass it as --pretrained when training."
+        )
         raise CheckpointError(f"{path}: not a cvat-detr model file.{hint}")
     if data.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: model file version {data['version']} is newer than this cvat-detr "
-                              f"understands ({FORMAT_VERSION}); upgrade cvat-detr")
+        raise CheckpointError(
+            f"{path}: model file version {data['version']} is newer than this cvat-detr "
+            f"understands ({FORMAT_VERSION}); upgrade cvat-detr"
+        )
     missing = [k for k in ("model_config", "labels", "threshold", "state_dict") if k not in data]
     if missing:
         raise CheckpointError(f"{path}: model file lacks {', '.join(missing)}; it is damaged, train or export it again")
@@ -139,6 +147,7 @@ def _plain(value: Any) -> Any:
 
 # --- starting weights ----------------------------------------------------------------------
 
+
 @dataclass
 class LoadReport:
     loaded: list[str]
@@ -148,10 +157,14 @@ class LoadReport:
     def describe(self) -> str:
         text = f"loaded {len(self.loaded)} tensors"
         if self.skipped:
-            text += f"; skipped {len(self.skipped)} ({', '.join(self.skipped[:6])}{', ...' if len(self.skipped) > 6 else ''})"
+            text += f"; skipped {len(self.skipped)} ({_some(self.skipped)})"
         if self.missing:
-            text += f"; initialised {len(self.missing)} ({', '.join(self.missing[:6])}{', ...' if len(self.missing) > 6 else ''})"
+            text += f"; initialised {len(self.missing)} ({_some(self.missing)})"
         return text
+
+
+def _some(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def fetch_weights(source: str, cache_dir: str | Path | None = None) -> Path:
@@ -165,7 +178,9 @@ def fetch_weights(source: str, cache_dir: str | Path | None = None) -> Path:
             try:
                 torch.hub.download_url_to_file(source, str(target), progress=True)
             except Exception as e:
-                raise CheckpointError(f"{source}: download failed ({e}); download it by hand and pass the local path") from e
+                raise CheckpointError(
+                    f"{source}: download failed ({e}); download it by hand and pass the local path"
+                ) from e
         return target
     path = Path(source).expanduser()
     if not path.is_file():
@@ -194,8 +209,10 @@ def load_detr_weights(model: nn.Module, source: str) -> LoadReport:
     report = _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_KEYS)
     absent = [k for k in report.missing if k not in CLASS_HEAD_KEYS]
     if absent:
-        raise CheckpointError(f"{path}: checkpoint is for a different architecture: {len(absent)} tensor(s) of the "
-                              f"model are not in it, e.g. {absent[0]}; build the model with the checkpoint's settings")
+        raise CheckpointError(
+            f"{path}: checkpoint is for a different architecture: {len(absent)} tensor(s) of the "
+            f"model are not in it, e.g. {absent[0]}; build the model with the checkpoint's settings"
+        )
     return report
 
 
@@ -207,10 +224,14 @@ def load_backbone_weights(model: nn.Module, source: str) -> LoadReport:
         raise CheckpointError(f"{path}: not a torchvision ResNet state dict (no 'conv1.weight')")
     state = {f"backbone.0.body.{k}": v for k, v in data.items() if not k.startswith("fc.")}
     report = _load_matching(model, state, path, allowed_mismatch=())
-    backbone_missing = [k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    backbone_missing = [
+        k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")
+    ]
     if backbone_missing:
-        raise CheckpointError(f"{path}: {len(backbone_missing)} backbone tensors are missing "
-                              f"(e.g. {backbone_missing[0]}); is it the weights of the same ResNet depth?")
+        raise CheckpointError(
+            f"{path}: {len(backbone_missing)} backbone tensors are missing "
+            f"(e.g. {backbone_missing[0]}); is it the weights of the same ResNet depth?"
+        )
     return report
 
 
@@ -230,12 +251,18 @@ def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatc
             usable[key] = value
     if wrong:
         k = wrong[0]
-        found = f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model" if k in own else \
-            "in the file but not in the model"
+        found = (
+            f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model"
+            if k in own
+            else "in the file but not in the model"
+        )
         config = getattr(model, "config", None)
-        settings = (f" (model: backbone={config.backbone}, hidden_dim={config.hidden_dim}, "
-                    f"enc_layers={config.enc_layers}, dec_layers={config.dec_layers}, num_queries={config.num_queries})"
-                    if config is not None else "")
+        settings = (
+            f" (model: backbone={config.backbone}, hidden_dim={config.hidden_dim}, "
+            f"enc_layers={config.enc_layers}, dec_layers={config.dec_layers}, num_queries={config.num_queries})"
+            if config is not None
+            else ""
+        )
         raise CheckpointError(
             f"{path}: checkpoint is for a different architecture: {len(wrong)} tensor(s) do not fit, e.g. {k} is "
             f"{found}{settings}; build the model with the checkpoint's settings (--backbone, --num-queries, ...)"

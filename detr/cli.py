@@ -50,8 +50,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, skip:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} Default: {f.default}."
         if f.type in ("bool", bool):
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=help_text)
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
@@ -69,15 +70,27 @@ class TrainCommand(Command):
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data", required=True, help="COCO folder, training-set folder or CVAT export zip")
         parser.add_argument("--out", required=True, help="run folder: model.pt, checkpoint.pt, metrics.jsonl, report/")
-        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
-                            "(pass a larger --epochs to extend it)")
-        parser.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune; the class "
-                            "head is replaced for your labels")
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in --out from its checkpoint (pass a larger --epochs to extend it)",
+        )
+        parser.add_argument(
+            "--pretrained",
+            help="official DETR checkpoint (file or URL) to fine-tune; the class head is replaced for your labels",
+        )
         parser.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights file or URL")
-        parser.add_argument("--val-fraction", type=float, default=0.15,
-                            help="validation share when the data has no validation subset. Default: 0.15.")
-        parser.add_argument("--tiny", action="store_true", help="start from the tiny model (ResNet-18, d=128, 2+2 "
-                            "layers, 20 queries) that trains in minutes on a CPU")
+        parser.add_argument(
+            "--val-fraction",
+            type=float,
+            default=0.15,
+            help="validation share when the data has no validation subset. Default: 0.15.",
+        )
+        parser.add_argument(
+            "--tiny",
+            action="store_true",
+            help="start from the tiny model (ResNet-18, d=128, 2+2 layers, 20 queries) that trains in minutes on a CPU",
+        )
         add_config_flags(parser, ModelConfig, skip=("num_classes",))
         add_config_flags(parser, TrainConfig)
 
@@ -94,9 +107,17 @@ class TrainCommand(Command):
             model_config = (TINY_MODEL if args.tiny else ModelConfig()).replace(**model_overrides)
             train_config = TrainConfig(**train_overrides)
         with TrainProgressBar() as bar:
-            result = fit(args.data, args.out, model_config=model_config, train_config=train_config,
-                         pretrained=args.pretrained, backbone_weights=args.backbone_weights, resume=args.resume,
-                         val_fraction=args.val_fraction, callbacks=[bar])
+            result = fit(
+                args.data,
+                args.out,
+                model_config=model_config,
+                train_config=train_config,
+                pretrained=args.pretrained,
+                backbone_weights=args.backbone_weights,
+                resume=args.resume,
+                val_fraction=args.val_fraction,
+                callbacks=[bar],
+            )
         print(f"{result.status}: {result.epochs_done} epoch(s); best {_metric_line(result.best_metrics)}")
         print(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}\nreport: {result.out_dir / 'report'}")
         return 0
@@ -109,16 +130,27 @@ class EvalCommand(Command):
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data", required=True, help="COCO folder, training-set folder or CVAT export zip")
         parser.add_argument("--model", required=True, help="model.pt written by training")
-        parser.add_argument("--split", choices=("auto", "val", "train", "all"), default="auto",
-                            help="images to evaluate: auto = the validation subset when there is one, else all")
+        parser.add_argument(
+            "--split",
+            choices=("auto", "val", "train", "all"),
+            default="auto",
+            help="images to evaluate: auto = the validation subset when there is one, else all",
+        )
         parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--report", help="also write the PNG report (PR curves, confusion matrix, samples) here")
         parser.add_argument("--work-dir", default=None, help="where a zip is extracted. Default: next to the zip.")
 
     def execute(self, args: argparse.Namespace) -> int:
-        result = evaluate_model_file(args.model, args.data, split=args.split, device=args.device,
-                                     batch_size=args.batch_size, report_dir=args.report, work_dir=args.work_dir)
+        result = evaluate_model_file(
+            args.model,
+            args.data,
+            split=args.split,
+            device=args.device,
+            batch_size=args.batch_size,
+            report_dir=args.report,
+            work_dir=args.work_dir,
+        )
         summary = result.summary()
         print(_metric_line(summary))
         for name, stats in result.per_class.items():
@@ -136,28 +168,37 @@ class PredictCommand(Command):
         parser.add_argument("images", nargs="+", help="image files or folders")
         parser.add_argument("--model", required=True, help="model.pt written by training")
         parser.add_argument("--out", required=True, help="folder for annotated images and predictions.json")
-        parser.add_argument("--threshold", type=_fraction, default=None,
-                            help="score threshold in [0, 1]. Default: the model's calibrated threshold.")
+        parser.add_argument(
+            "--threshold",
+            type=_fraction,
+            default=None,
+            help="score threshold in [0, 1]. Default: the model's calibrated threshold.",
+        )
         parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
         parser.add_argument("--batch-size", type=int, default=4)
 
     def execute(self, args: argparse.Namespace) -> int:
         files = _collect_images(args.images)
-        written = predict_images(args.model, files, args.out, threshold=args.threshold, device=args.device,
-                                 batch_size=args.batch_size)
+        written = predict_images(
+            args.model, files, args.out, threshold=args.threshold, device=args.device, batch_size=args.batch_size
+        )
         print(f"{len(files)} image(s), {written['detections']} detection(s) -> {written['json']}")
         return 0
 
 
 class QuickstartCommand(Command):
     name = "quickstart"
-    description = ("Generate a small shapes dataset in CVAT's COCO export layout, train a tiny DETR on it for a few "
-                   "minutes on the CPU, evaluate, and write predictions.")
+    description = (
+        "Generate a small shapes dataset in CVAT's COCO export layout, train a tiny DETR on it for a few "
+        "minutes on the CPU, evaluate, and write predictions."
+    )
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", default="quickstart", help="output folder. Default: ./quickstart")
         parser.add_argument("--images", type=int, default=240, help="generated images. Default: 240.")
-        parser.add_argument("--epochs", type=int, default=None, help="training epochs. Default: the quickstart recipe's.")
+        parser.add_argument(
+            "--epochs", type=int, default=None, help="training epochs. Default: the quickstart recipe's."
+        )
 
     def execute(self, args: argparse.Namespace) -> int:
         from .quickstart import run_quickstart
@@ -169,9 +210,12 @@ COMMANDS: tuple[Command, ...] = (TrainCommand(), EvalCommand(), PredictCommand()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detr", description="Train and run DETR object detectors.",
-                                     epilog="Exit codes: 0 ok, 1 error (message on stderr), 2 bad arguments, "
-                                            "130 interrupted (a checkpoint is kept).")
+    parser = argparse.ArgumentParser(
+        prog="detr",
+        description="Train and run DETR object detectors.",
+        epilog="Exit codes: 0 ok, 1 error (message on stderr), 2 bad arguments, "
+        "130 interrupted (a checkpoint is kept).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -222,6 +266,7 @@ def _metric_line(metrics: dict) -> str:
     def fmt(key: str) -> str:
         value = metrics.get(key)
         return f"{key} {'n/a' if value is None else f'{value:.3f}'}"
+
     return ", ".join(fmt(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl"))
 
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping, TypeVar
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 SCHEDULES = ("step", "cosine")
+CLASSIFIERS = ("softmax", "sigmoid")
 
 #: ImageNet statistics used by torchvision backbones and the official DETR checkpoints.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,9 +45,7 @@ class _ConfigBase:
         known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         for key in data:
             if key not in known:
-                raise ConfigError(
-                    f"unknown key {key!r} in {cls._section} config; known keys: {', '.join(known)}"
-                )
+                raise ConfigError(f"unknown key {key!r} in {cls._section} config; known keys: {', '.join(known)}")
         values = dict(data)
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in values and isinstance(values[f.name], list):
@@ -68,38 +67,65 @@ class ModelConfig(_ConfigBase):
 
     _section = "model"
 
-    num_classes: int = _field(91, 'Number of object classes K; the class head has K+1 outputs (last = no-object).')
-    backbone: str = _field("resnet50", 'torchvision ResNet: resnet18, resnet34, resnet50 or resnet101.')
-    dilation: bool = _field(False, 'DC5 variant: dilate the last ResNet stage instead of striding it.')
-    backbone_norm: str = _field("frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init).")
-    hidden_dim: int = _field(256, 'Transformer width d.')
-    nheads: int = _field(8, 'Attention heads.')
-    enc_layers: int = _field(6, 'Encoder layers.')
-    dec_layers: int = _field(6, 'Decoder layers.')
-    dim_feedforward: int = _field(2048, 'Feed-forward width in each transformer layer.')
-    dropout: float = _field(0.1, 'Dropout in the transformer.')
-    num_queries: int = _field(100, 'Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints.')
-    pre_norm: bool = _field(False, 'LayerNorm before (not after) attention and feed-forward.')
-    aux_loss: bool = _field(True, 'Predict boxes after every decoder layer during training (deep supervision).')
+    num_classes: int = _field(91, "Number of object classes K; the class head has K+1 outputs (last = no-object).")
+    backbone: str = _field("resnet50", "torchvision ResNet: resnet18, resnet34, resnet50 or resnet101.")
+    dilation: bool = _field(False, "DC5 variant: dilate the last ResNet stage instead of striding it.")
+    backbone_norm: str = _field(
+        "frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."
+    )
+    hidden_dim: int = _field(256, "Transformer width d.")
+    nheads: int = _field(8, "Attention heads.")
+    enc_layers: int = _field(6, "Encoder layers.")
+    dec_layers: int = _field(6, "Decoder layers.")
+    dim_feedforward: int = _field(2048, "Feed-forward width in each transformer layer.")
+    dropout: float = _field(0.1, "Dropout in the transformer.")
+    num_queries: int = _field(
+        100, "Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints."
+    )
+    pre_norm: bool = _field(False, "LayerNorm before (not after) attention and feed-forward.")
+    aux_loss: bool = _field(True, "Predict boxes after every decoder layer during training (deep supervision).")
+    classifier: str = _field(
+        "softmax",
+        "'softmax' over K classes + no-object (official DETR; the head has K+1 "
+        "outputs) or 'sigmoid' per class with focal loss (K outputs; needs a new class head).",
+    )
 
     def __post_init__(self) -> None:
         s = self._section
         _check(self.num_classes >= 1, s, "num_classes", self.num_classes, "need at least one class")
         _check(self.backbone in BACKBONES, s, "backbone", self.backbone, f"choose one of {', '.join(BACKBONES)}")
-        _check(self.backbone_norm in ("frozen", "batch"), s, "backbone_norm", self.backbone_norm,
-               "choose 'frozen' or 'batch'")
-        _check(self.hidden_dim > 0 and self.nheads > 0 and self.hidden_dim % self.nheads == 0, s, "hidden_dim",
-               self.hidden_dim, f"must be a positive multiple of nheads={self.nheads}")
+        _check(
+            self.backbone_norm in ("frozen", "batch"),
+            s,
+            "backbone_norm",
+            self.backbone_norm,
+            "choose 'frozen' or 'batch'",
+        )
+        _check(
+            self.hidden_dim > 0 and self.nheads > 0 and self.hidden_dim % self.nheads == 0,
+            s,
+            "hidden_dim",
+            self.hidden_dim,
+            f"must be a positive multiple of nheads={self.nheads}",
+        )
         _check(self.hidden_dim % 2 == 0, s, "hidden_dim", self.hidden_dim, "must be even (sine position encoding)")
         _check(self.enc_layers >= 0, s, "enc_layers", self.enc_layers, "must be >= 0")
         _check(self.dec_layers >= 1, s, "dec_layers", self.dec_layers, "must be >= 1")
         _check(self.dim_feedforward > 0, s, "dim_feedforward", self.dim_feedforward, "must be > 0")
         _check(0.0 <= self.dropout < 1.0, s, "dropout", self.dropout, "must be in [0, 1)")
         _check(self.num_queries >= 1, s, "num_queries", self.num_queries, "must be >= 1")
+        _check(
+            self.classifier in CLASSIFIERS, s, "classifier", self.classifier, f"choose one of {', '.join(CLASSIFIERS)}"
+        )
 
     @property
     def backbone_channels(self) -> int:
         return 512 if self.backbone in ("resnet18", "resnet34") else 2048
+
+    @property
+    def class_outputs(self) -> int:
+        """Width of the class head: K+1 with the softmax no-object column, K with sigmoid."""
+        return self.num_classes + (1 if self.classifier == "softmax" else 0)
 
 
 @dataclass(frozen=True)
@@ -108,32 +134,39 @@ class TrainConfig(_ConfigBase):
 
     _section = "train"
 
-    epochs: int = _field(50, 'Passes over the training images.')
-    batch_size: int = _field(2, 'Images per step.')
-    lr: float = _field(1e-4, 'AdamW learning rate of the transformer and heads.')
-    lr_backbone: float = _field(1e-5, 'Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.')
-    weight_decay: float = _field(1e-4, 'AdamW weight decay.')
+    epochs: int = _field(50, "Passes over the training images.")
+    batch_size: int = _field(2, "Images per step.")
+    lr: float = _field(1e-4, "AdamW learning rate of the transformer and heads.")
+    lr_backbone: float = _field(1e-5, "Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.")
+    weight_decay: float = _field(1e-4, "AdamW weight decay.")
     schedule: str = _field("step", "'step' (x0.1 at lr_drop of the epochs) or 'cosine'.")
     lr_drop: float = _field(2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.")
-    warmup_steps: int = _field(0, 'Steps of linear learning-rate warm-up.')
-    clip_max_norm: float = _field(0.1, 'Gradient norm clipping; 0 turns it off.')
-    amp: bool = _field(True, 'bfloat16 autocast on CUDA (ignored on CPU).')
-    ema_decay: float = _field(0.0, 'Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.')
-    seed: int = _field(42, 'Seed of shuffling, augmentation and initialisation.')
-    num_workers: int = _field(2, 'Data loading processes.')
-    image_size: int = _field(800, 'Shortest side at evaluation; training samples sizes up to this.')
-    max_size: int = _field(1333, 'Longest side cap.')
-    random_crop: bool = _field(True, 'Random crops during training, as in DETR.')
-    hflip: bool = _field(True, 'Random horizontal flips during training.')
-    set_cost_class: float = _field(1.0, 'Matcher weight of the class probability.')
-    set_cost_bbox: float = _field(5.0, 'Matcher weight of the L1 box distance.')
-    set_cost_giou: float = _field(2.0, 'Matcher weight of the GIoU.')
-    ce_loss_coef: float = _field(1.0, 'Loss weight of the classification.')
-    bbox_loss_coef: float = _field(5.0, 'Loss weight of the L1 box loss.')
-    giou_loss_coef: float = _field(2.0, 'Loss weight of the GIoU loss.')
-    eos_coef: float = _field(0.1, 'Weight of the no-object class in the classification loss.')
-    eval_every: int = _field(1, 'Evaluate (and maybe keep the model) every N epochs.')
-    patience: int = _field(0, 'Stop after this many evaluations without a better mAP; 0 never stops early.')
+    warmup_steps: int = _field(0, "Steps of linear learning-rate warm-up.")
+    clip_max_norm: float = _field(0.1, "Gradient norm clipping; 0 turns it off.")
+    amp: bool = _field(True, "bfloat16 autocast on CUDA (ignored on CPU).")
+    ema_decay: float = _field(0.0, "Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.")
+    seed: int = _field(42, "Seed of shuffling, augmentation and initialisation.")
+    num_workers: int = _field(2, "Data loading processes.")
+    image_size: int = _field(800, "Shortest side at evaluation; training samples sizes up to this.")
+    max_size: int = _field(1333, "Longest side cap.")
+    random_crop: bool = _field(True, "Random crops during training, as in DETR.")
+    hflip: bool = _field(True, "Random horizontal flips during training.")
+    set_cost_class: float = _field(1.0, "Matcher weight of the class probability.")
+    set_cost_bbox: float = _field(5.0, "Matcher weight of the L1 box distance.")
+    set_cost_giou: float = _field(2.0, "Matcher weight of the GIoU.")
+    ce_loss_coef: float = _field(1.0, "Loss weight of the classification.")
+    bbox_loss_coef: float = _field(5.0, "Loss weight of the L1 box loss.")
+    giou_loss_coef: float = _field(2.0, "Loss weight of the GIoU loss.")
+    eos_coef: float = _field(0.1, "Weight of the no-object class in the softmax classification loss.")
+    focal_alpha: float = _field(0.25, "Focal loss alpha (sigmoid classifier).")
+    focal_gamma: float = _field(2.0, "Focal loss gamma (sigmoid classifier).")
+    query_groups: int = _field(
+        1,
+        "Group DETR: train with this many independent query groups, each matched "
+        "one-to-one (more positive samples per step); inference uses the first. 1 = off.",
+    )
+    eval_every: int = _field(1, "Evaluate (and maybe keep the model) every N epochs.")
+    patience: int = _field(0, "Stop after this many evaluations without a better mAP; 0 never stops early.")
     device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
 
     def __post_init__(self) -> None:
@@ -150,17 +183,33 @@ class TrainConfig(_ConfigBase):
         _check(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
         _check(self.num_workers >= 0, s, "num_workers", self.num_workers, "must be >= 0")
         _check(32 <= self.image_size <= 4096, s, "image_size", self.image_size, "must be in [32, 4096] pixels")
-        _check(self.max_size >= self.image_size, s, "max_size", self.max_size,
-               f"must be >= image_size={self.image_size}")
+        _check(
+            self.max_size >= self.image_size, s, "max_size", self.max_size, f"must be >= image_size={self.image_size}"
+        )
         _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
+        _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
+        _check(self.focal_gamma >= 0, s, "focal_gamma", self.focal_gamma, "must be >= 0")
+        _check(1 <= self.query_groups <= 32, s, "query_groups", self.query_groups, "must be in [1, 32]")
         _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
         _check(self.patience >= 0, s, "patience", self.patience, "must be >= 0")
-        _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), s, "device",
-               self.device, "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _check(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            s,
+            "device",
+            self.device,
+            "use 'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
 
 
 #: The tiny configuration used by the quickstart and the tests: learns shapes in minutes on a CPU.
 TINY_MODEL = ModelConfig(
-    backbone="resnet18", backbone_norm="batch", hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2,
-    dim_feedforward=512, num_queries=20, dropout=0.0,
+    backbone="resnet18",
+    backbone_norm="batch",
+    hidden_dim=128,
+    nheads=8,
+    enc_layers=2,
+    dec_layers=2,
+    dim_feedforward=512,
+    num_queries=20,
+    dropout=0.0,
 )

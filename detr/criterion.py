@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
 
 from .box_ops import cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher
@@ -43,10 +44,12 @@ class SetCriterion(nn.Module):
         ce_loss_coef: float = 1.0,
         bbox_loss_coef: float = 5.0,
         giou_loss_coef: float = 2.0,
+        focal: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
+        self.focal = focal  # (alpha, gamma): sigmoid focal classification instead of softmax + no-object
         self.coefs = {"loss_ce": ce_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -82,9 +85,15 @@ class SetCriterion(nn.Module):
         # Classification: every query of every layer; unmatched ones target no-object.
         target_classes = torch.full((num_layers, batch, queries), self.num_classes, dtype=torch.long, device=device)
         target_classes[layer_idx, batch_idx, src_idx] = tgt_labels[tgt_idx]
-        ce = F.cross_entropy(logits.flatten(0, 2).float(), target_classes.flatten(), reduction="none")
-        weights = self.empty_weight[target_classes.flatten()]
-        loss_ce = (ce * weights).view(num_layers, -1).sum(1) / weights.view(num_layers, -1).sum(1)
+        if self.focal is None:
+            ce = F.cross_entropy(logits.flatten(0, 2).float(), target_classes.flatten(), reduction="none")
+            weights = self.empty_weight[target_classes.flatten()]
+            loss_ce = (ce * weights).view(num_layers, -1).sum(1) / weights.view(num_layers, -1).sum(1)
+        else:
+            # one-hot without the no-object column; summed and normalised by boxes (Deformable DETR)
+            onehot = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)
+            focal = sigmoid_focal_loss(logits.float(), onehot.float(), alpha=self.focal[0], gamma=self.focal[1])
+            loss_ce = focal.flatten(1).sum(1) / num_boxes
 
         # Boxes: matched pairs only, summed per layer and normalised by the number of target boxes.
         src_boxes = boxes[layer_idx, batch_idx, src_idx].float()

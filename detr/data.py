@@ -65,7 +65,11 @@ class DetectionData:
 
 
 def load_detection_data(
-    path: str | Path, *, val_fraction: float = 0.15, seed: int = 42, work_dir: str | Path | None = None,
+    path: str | Path,
+    *,
+    val_fraction: float = 0.15,
+    seed: int = 42,
+    work_dir: str | Path | None = None,
     split: bool = True,
 ) -> DetectionData:
     """Load a dataset in any accepted layout; zips are extracted into ``work_dir``.
@@ -78,7 +82,9 @@ def load_detection_data(
         raise DatasetError(f"{path}: no such file or folder; pass a COCO folder, a training set or a CVAT export zip")
     if path.is_file():
         if not zipfile.is_zipfile(path):
-            raise DatasetError(f"{path}: not a folder or a zip archive; pass a COCO folder or a CVAT 'COCO 1.0' export zip")
+            raise DatasetError(
+                f"{path}: not a folder or a zip archive; pass a COCO folder or a CVAT 'COCO 1.0' export zip"
+            )
         if work_dir is None:
             raise DatasetError(f"{path}: a zip archive needs a folder to extract into (work_dir)")
         root = extract_zip(path, Path(work_dir) / "extracted")
@@ -112,7 +118,9 @@ def load_detection_data(
     if not val and split:
         train, val = split_records(train, val_fraction=val_fraction, seed=seed)
     if not train and split:
-        raise DatasetError(f"{root}: no training images left after the validation split; add images or lower the validation share")
+        raise DatasetError(
+            f"{root}: no training images left after the validation split; add images or lower the validation share"
+        )
     for w in warnings:
         logger.warning(w)
     return DetectionData(labels=labels, train=train, val=val, source=str(path), warnings=warnings)
@@ -133,7 +141,9 @@ def extract_zip(archive: Path, dest: Path) -> Path:
             for member in zf.infolist():
                 target = (dest / member.filename).resolve()
                 if not target.is_relative_to(root):
-                    raise DatasetError(f"{archive}: entry {member.filename!r} points outside the archive; refusing to extract")
+                    raise DatasetError(
+                        f"{archive}: entry {member.filename!r} points outside the archive; refusing to extract"
+                    )
             zf.extractall(dest)
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{archive}: the zip archive is damaged ({e}); download or export it again") from e
@@ -141,7 +151,9 @@ def extract_zip(archive: Path, dest: Path) -> Path:
     return dest
 
 
-def split_records(records: list[ImageRecord], *, val_fraction: float, seed: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_records(
+    records: list[ImageRecord], *, val_fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Seeded split: at least one validation image, never the same image in both."""
     if not 0 < val_fraction < 1:
         raise DatasetError(f"validation share {val_fraction} must be between 0 and 1")
@@ -170,7 +182,7 @@ def _read_labels_json(path: Path) -> list[str] | None:
     if isinstance(data, dict):
         data = data.get("labels")
     if not isinstance(data, list) or not data:
-        raise DatasetError(f"{path}: expected a non-empty list of labels like [{{\"id\": 1, \"name\": \"car\"}}]")
+        raise DatasetError(f'{path}: expected a non-empty list of labels like [{{"id": 1, "name": "car"}}]')
     names = [d["name"] if isinstance(d, dict) else d for d in data]
     if not all(isinstance(n, str) and n for n in names):
         raise DatasetError(f"{path}: every label needs a non-empty 'name'")
@@ -263,7 +275,10 @@ def _parse_coco(
             continue
         if (width, height) != actual:
             if width and height:
-                warnings.append(f"{image_path}: size {actual[0]}x{actual[1]} differs from the annotation's {width}x{height}; using the file's")
+                warnings.append(
+                    f"{image_path}: size {actual[0]}x{actual[1]} differs from the annotation's "
+                    f"{width}x{height}; using the file's"
+                )
             width, height = actual
         entries = boxes_of.get(int(img["id"]), [])
         boxes = np.array([b for b, _ in entries], dtype=np.float32).reshape(-1, 4)

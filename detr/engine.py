@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .criterion import SetCriterion, total_loss
 from .evaluate import Prediction
+from .groups import QueryGroups
 from .postprocess import postprocess
 
 
@@ -22,12 +23,16 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def to_device(images: Tensor, mask: Tensor, targets: list[dict], device: torch.device) -> tuple[Tensor, Tensor, list[dict]]:
+def to_device(
+    images: Tensor, mask: Tensor, targets: list[dict], device: torch.device
+) -> tuple[Tensor, Tensor, list[dict]]:
     non_blocking = device.type == "cuda"
     images = images.to(device, non_blocking=non_blocking)
     mask = mask.to(device, non_blocking=non_blocking)
-    targets = [{k: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v) for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
     return images, mask, targets
 
 
@@ -40,19 +45,27 @@ def train_step(
     *,
     clip_max_norm: float,
     amp: bool,
+    groups: QueryGroups | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]] | None:
     """Forward, loss, backward and optimizer step. Returns (weighted loss, named losses) as
-    device tensors (no host sync), or None when the loss was not finite and the step was skipped."""
+    device tensors, or None when the loss was not finite and the step was skipped.
+
+    ``groups`` adds Group DETR's training-only query groups."""
     images, mask, targets = to_device(*batch, device)
     with autocast(device, amp):
-        outputs = model(images, mask)
+        if groups is None:
+            outputs = model(images, mask)
+        else:
+            outputs = groups(model, images, mask)
+            targets = groups.expand_targets(targets)
     losses = criterion(outputs, targets)
     num_layers = len(outputs.get("aux_outputs", [])) + 1
     loss = total_loss(losses, criterion.weight_dict(num_layers))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_max_norm > 0:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_max_norm)
     else:
         norm = loss.detach()
     # A non-finite loss or gradient would poison the weights: skip the update instead.
@@ -65,8 +78,9 @@ def train_step(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]]], device: torch.device,
-            *, amp: bool = True) -> dict[int, Prediction]:
+def predict(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]]], device: torch.device, *, amp: bool = True
+) -> dict[int, Prediction]:
     """Predictions for every image of the loader in original-image pixels, keyed by image id."""
     was_training = model.training
     model.eval()
@@ -77,7 +91,7 @@ def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, list[dict]
             with autocast(device, amp):
                 outputs = model(images, mask)
             sizes = torch.stack([t["orig_size"] for t in targets])
-            for t, det in zip(targets, postprocess(outputs, sizes)):
+            for t, det in zip(targets, postprocess(outputs, sizes, classifier=model.config.classifier)):
                 results[int(t["image_id"])] = Prediction(
                     boxes=det["boxes"].cpu().numpy().astype(np.float32),
                     scores=det["scores"].cpu().numpy().astype(np.float32),

@@ -47,7 +47,9 @@ class EvalResult:
         return {**self.metrics, "per_class": self.per_class, "threshold": self.threshold, "F1": self.f1}
 
 
-def evaluate_predictions(records: list[ImageRecord], predictions: dict[int, Prediction], labels: list[str]) -> EvalResult:
+def evaluate_predictions(
+    records: list[ImageRecord], predictions: dict[int, Prediction], labels: list[str]
+) -> EvalResult:
     metrics, precision, per_class_ap = coco_map(records, predictions, len(labels))
     counts = np.bincount(np.concatenate([r.labels for r in records] or [np.zeros(0, np.int64)]), minlength=len(labels))
     per_class = {
@@ -56,8 +58,15 @@ def evaluate_predictions(records: list[ImageRecord], predictions: dict[int, Pred
     }
     threshold, f1 = calibrate_threshold(records, predictions)
     confusion = confusion_matrix(records, predictions, len(labels), threshold)
-    return EvalResult(metrics, per_class, precision[0, :, :, 0, -1].T.copy() if precision.size else
-                      np.full((len(labels), 101), -1.0), threshold, f1, confusion, list(labels))
+    return EvalResult(
+        metrics,
+        per_class,
+        precision[0, :, :, 0, -1].T.copy() if precision.size else np.full((len(labels), 101), -1.0),
+        threshold,
+        f1,
+        confusion,
+        list(labels),
+    )
 
 
 def coco_map(
@@ -72,18 +81,27 @@ def coco_map(
     for r in records:
         for box, cls in zip(r.boxes, r.labels):
             x0, y0, x1, y1 = (float(v) for v in box)
-            gt["annotations"].append({
-                "id": len(gt["annotations"]) + 1, "image_id": r.image_id, "category_id": int(cls) + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-            })
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": r.image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     rows = []
     for image_id, p in predictions.items():
         order = np.argsort(-p.scores, kind="stable")[:max_dets]
         for i in order:
             x0, y0, x1, y1 = (float(v) for v in p.boxes[i])
             rows.append([image_id, x0, y0, x1 - x0, y1 - y0, float(p.scores[i]), int(p.labels[i]) + 1])
-    empty = ({name: (0.0 if name.startswith("A") and gt["annotations"] else None) for name in _STAT_NAMES},
-             np.zeros(0), [(None, None)] * num_classes)
+    empty = (
+        {name: (0.0 if name.startswith("A") and gt["annotations"] else None) for name in _STAT_NAMES},
+        np.zeros(0),
+        [(None, None)] * num_classes,
+    )
     if not rows or not gt["annotations"]:
         return empty
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -106,7 +124,9 @@ def coco_map(
     return metrics, precision, per_class
 
 
-def calibrate_threshold(records: list[ImageRecord], predictions: dict[int, Prediction], iou: float = 0.5) -> tuple[float, float]:
+def calibrate_threshold(
+    records: list[ImageRecord], predictions: dict[int, Prediction], iou: float = 0.5
+) -> tuple[float, float]:
     """The score threshold with the best F1 over all classes at IoU ``iou``, and that F1."""
     scores, hits, total = [], [], 0
     for r in records:
@@ -135,8 +155,9 @@ def calibrate_threshold(records: list[ImageRecord], predictions: dict[int, Predi
     return float((s[best] + below) / 2), float(f1[best])
 
 
-def confusion_matrix(records: list[ImageRecord], predictions: dict[int, Prediction], num_classes: int,
-                     threshold: float, iou: float = 0.5) -> np.ndarray:
+def confusion_matrix(
+    records: list[ImageRecord], predictions: dict[int, Prediction], num_classes: int, threshold: float, iou: float = 0.5
+) -> np.ndarray:
     """Rows = true class, columns = predicted; index K is background (missed box / false detection)."""
     cm = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for r in records:

@@ -32,7 +32,9 @@ def read_image(path: str | Path) -> Tensor:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or e}); check that it exists and is readable") from e
+        raise ImageError(
+            f"{path}: cannot read the file ({e.strerror or e}); check that it exists and is readable"
+        ) from e
     try:
         return decode_bytes(data)
     except ImageError as e:

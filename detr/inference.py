@@ -38,15 +38,28 @@ class Detections:
         return len(self.scores)
 
     def to_list(self) -> list[dict]:
-        return [{"label": n, "score": float(s), "box": [float(v) for v in b]}
-                for n, s, b in zip(self.label_names, self.scores, self.boxes)]
+        return [
+            {"label": n, "score": float(s), "box": [float(v) for v in b]}
+            for n, s, b in zip(self.label_names, self.scores, self.boxes)
+        ]
 
 
 class Detector:
-    def __init__(self, model: DETR, labels: Sequence[str], *, threshold: float = 0.5, image_size: int = 800,
-                 max_size: int = 1333, device: str | torch.device | None = None, metrics: dict | None = None):
+    def __init__(
+        self,
+        model: DETR,
+        labels: Sequence[str],
+        *,
+        threshold: float = 0.5,
+        image_size: int = 800,
+        max_size: int = 1333,
+        device: str | torch.device | None = None,
+        metrics: dict | None = None,
+    ):
         if len(labels) != model.config.num_classes:
-            raise ValueError(f"The parameter 'labels' expected {model.config.num_classes} names but got {len(labels)} instead.")
+            raise ValueError(
+                f"The parameter 'labels' expected {model.config.num_classes} names but got {len(labels)} instead."
+            )
         self.device = torch.device(device) if device is not None else _default_device()
         self.model = model.eval().to(self.device)
         self.labels = list(labels)
@@ -68,10 +81,19 @@ class Detector:
         try:
             model.load_state_dict(data["state_dict"])
         except RuntimeError as e:
-            raise CheckpointError(f"{path}: the weights do not match the model settings stored with them ({e}); "
-                                  "the file is damaged, train or export it again") from e
-        return cls(model, data["labels"], threshold=data["threshold"], image_size=data.get("image_size", 800),
-                   max_size=data.get("max_size", 1333), device=device, metrics=data.get("metrics"))
+            raise CheckpointError(
+                f"{path}: the weights do not match the model settings stored with them ({e}); "
+                "the file is damaged, train or export it again"
+            ) from e
+        return cls(
+            model,
+            data["labels"],
+            threshold=data["threshold"],
+            image_size=data.get("image_size", 800),
+            max_size=data.get("max_size", 1333),
+            device=device,
+            metrics=data.get("metrics"),
+        )
 
     def preprocess(self, image: ImageLike) -> Tensor:
         """RGB uint8 image -> normalised float [3, h, w] at the model's input size, on the device."""
@@ -80,15 +102,16 @@ class Detector:
         return (resized.float() - self._mean) / self._std
 
     @torch.inference_mode()
-    def predict(self, images: ImageLike | Sequence[ImageLike], threshold: float | None = None,
-                batch_size: int = 8) -> list[Detections]:
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], threshold: float | None = None, batch_size: int = 8
+    ) -> list[Detections]:
         """Detect objects in one image or a list; a single image also gives a one-element list."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         threshold = self.threshold if threshold is None else float(threshold)
         results: list[Detections] = []
         for start in range(0, len(images), batch_size):
-            results.extend(self._predict_batch(images[start:start + batch_size], threshold))
+            results.extend(self._predict_batch(images[start : start + batch_size], threshold))
         return results
 
     __call__ = predict
@@ -105,17 +128,21 @@ class Detector:
             outputs = self.model(batch, mask)
         target_sizes = torch.tensor([list(s) for s in sizes], device=self.device)
         detections = []
-        for det, (h, w) in zip(postprocess(outputs, target_sizes), sizes):
+        for det, (h, w) in zip(postprocess(outputs, target_sizes, classifier=self.model.config.classifier), sizes):
             keep = (det["scores"] >= threshold) & self._reportable[det["labels"]]
             order = det["scores"][keep].argsort(descending=True)
             boxes = det["boxes"][keep][order]
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
             labels = det["labels"][keep][order].cpu().numpy()
-            detections.append(Detections(
-                boxes=boxes.float().cpu().numpy(), scores=det["scores"][keep][order].float().cpu().numpy(),
-                labels=labels.astype(np.int64), label_names=[self.labels[i] for i in labels],
-            ))
+            detections.append(
+                Detections(
+                    boxes=boxes.float().cpu().numpy(),
+                    scores=det["scores"][keep][order].float().cpu().numpy(),
+                    labels=labels.astype(np.int64),
+                    label_names=[self.labels[i] for i in labels],
+                )
+            )
         return detections
 
 

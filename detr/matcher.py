@@ -24,21 +24,41 @@ _PAD_BOX = (0.5, 0.5, 1.0, 1.0)
 
 
 class HungarianMatcher:
-    """Costs: ``cost_class * -p(class) + cost_bbox * L1 + cost_giou * -GIoU`` (DETR defaults 1, 5, 2).
+    """Costs: ``cost_class * -p(class) + cost_bbox * L1 + cost_giou * -GIoU`` (DETR defaults 1, 5, 2);
+    with ``focal`` the class cost is the focal one.
 
     The reference's constant "1 -" of the class cost is dropped: it does not change the matching.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
+    def __init__(
+        self,
+        cost_class: float = 1.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        *,
+        focal: tuple[float, float] | None = None,
+    ):
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("matcher costs are all 0; set at least one of set_cost_class/bbox/giou above 0")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
+        self.focal = focal  # (alpha, gamma) for sigmoid classifiers, None for softmax
+
+    def _class_cost(self, logits: Tensor) -> Tensor:
+        """Per-class matching cost [..., K]: -p for softmax; the focal loss difference for sigmoid
+        (Deformable DETR), so the cost agrees with the loss being minimised."""
+        if self.focal is None:
+            return -logits.float().softmax(-1)
+        alpha, gamma = self.focal
+        prob = logits.float().sigmoid()
+        neg = (1 - alpha) * prob.pow(gamma) * -(1 - prob + 1e-8).log()
+        pos = alpha * (1 - prob).pow(gamma) * -(prob + 1e-8).log()
+        return pos - neg
 
     @torch.no_grad()
     def cost_blocks(self, logits: Tensor, boxes: Tensor, targets: list[dict]) -> Tensor:
-        """logits [L, B, Q, K+1], boxes [L, B, Q, 4] (cxcywh); returns costs [L, B, Q, T_max] on the device."""
+        """logits [L, B, Q, C], boxes [L, B, Q, 4] (cxcywh); returns costs [L, B, Q, T_max] on the device."""
         num_layers, batch, queries = logits.shape[:3]
         counts = [len(t["labels"]) for t in targets]  # shapes are host metadata: no sync
         t_max = max(counts, default=0)
@@ -50,9 +70,8 @@ class HungarianMatcher:
             tgt_labels[i, : counts[i]] = t["labels"]
             tgt_boxes[i, : counts[i]] = t["boxes"].to(tgt_boxes.dtype)
 
-        prob = logits.float().softmax(-1)
         index = tgt_labels[None, :, None, :].expand(num_layers, batch, queries, t_max)
-        cost = -self.cost_class * prob.gather(-1, index)
+        cost = self.cost_class * self._class_cost(logits).gather(-1, index)
         pred = boxes.float()
         cost = cost + self.cost_bbox * torch.cdist(pred.flatten(0, 1), tgt_boxes.repeat(num_layers, 1, 1), p=1).view(
             num_layers, batch, queries, t_max

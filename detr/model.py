@@ -7,6 +7,8 @@ State-dict keys and shapes equal the official checkpoints
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,25 +40,35 @@ class DETR(nn.Module):
         self.config = config
         self.num_queries = config.num_queries
         self.transformer = transformer
-        self.class_embed = nn.Linear(hidden_dim, config.num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, config.class_outputs)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.query_embed = nn.Embedding(config.num_queries, hidden_dim)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.aux_loss = config.aux_loss
+        if config.classifier == "sigmoid":
+            # Focal-loss prior: every class starts at p = 0.01 so the many negatives do not
+            # swamp the first steps (RetinaNet, Deformable DETR).
+            nn.init.constant_(self.class_embed.bias, -math.log((1 - 0.01) / 0.01))
 
     def forward(self, images: Tensor, mask: Tensor | None = None) -> dict:
         """images: float [B, 3, H, W], normalised; mask: bool [B, H, W], True on padding (None = no padding).
 
-        Returns ``pred_logits`` [B, Q, K+1] (last = no-object), ``pred_boxes`` [B, Q, 4] as
+        Returns ``pred_logits`` [B, Q, K+1] (softmax: last = no-object; sigmoid: [B, Q, K]), ``pred_boxes`` [B, Q, 4] as
         normalised (cx, cy, w, h) of the unpadded image, and in training with ``aux_loss`` the
         same for every earlier decoder layer under ``aux_outputs``.
         """
         hs = self.decode(images, mask)
         return self.heads(hs, with_aux=self.training and self.aux_loss)
 
-    def decode(self, images: Tensor, mask: Tensor | None, tgt: Tensor | None = None,
-               query_embed: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
+    def decode(
+        self,
+        images: Tensor,
+        mask: Tensor | None,
+        tgt: Tensor | None = None,
+        query_embed: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+    ) -> Tensor:
         """Decoder states [L, B, Q, C] for every layer; training extensions pass extra queries."""
         if mask is None:
             mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
@@ -102,9 +114,18 @@ def build_model(
     ``train_backbone=False`` freezes the whole ResNet (``lr_backbone = 0`` in training).
     """
     config = ModelConfig(
-        num_classes=num_classes, backbone=backbone, dilation=dilation, backbone_norm=backbone_norm,
-        hidden_dim=hidden_dim, nheads=nheads, enc_layers=enc_layers, dec_layers=dec_layers,
-        dim_feedforward=dim_feedforward, dropout=dropout, num_queries=num_queries, pre_norm=pre_norm,
+        num_classes=num_classes,
+        backbone=backbone,
+        dilation=dilation,
+        backbone_norm=backbone_norm,
+        hidden_dim=hidden_dim,
+        nheads=nheads,
+        enc_layers=enc_layers,
+        dec_layers=dec_layers,
+        dim_feedforward=dim_feedforward,
+        dropout=dropout,
+        num_queries=num_queries,
+        pre_norm=pre_norm,
         aux_loss=aux_loss,
     )
     return build_model_from_config(config, train_backbone=train_backbone)
@@ -114,8 +135,12 @@ def build_model_from_config(config: ModelConfig, *, train_backbone: bool = True)
     resnet = Backbone(config.backbone, dilation=config.dilation, norm=config.backbone_norm, train=train_backbone)
     joiner = Joiner(resnet, PositionEmbeddingSine(config.hidden_dim // 2))
     transformer = Transformer(
-        d_model=config.hidden_dim, nhead=config.nheads, num_encoder_layers=config.enc_layers,
-        num_decoder_layers=config.dec_layers, dim_feedforward=config.dim_feedforward, dropout=config.dropout,
+        d_model=config.hidden_dim,
+        nhead=config.nheads,
+        num_encoder_layers=config.enc_layers,
+        num_decoder_layers=config.dec_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
         normalize_before=config.pre_norm,
     )
     return DETR(joiner, transformer, config)

@@ -26,8 +26,14 @@ class TrainProgressBar:
 
     def __call__(self, event: TrainEvent) -> None:
         if event.kind == "train_start":
-            self.bar = tqdm(total=event.total_steps, initial=event.global_step, unit="step", file=self.file,
-                            dynamic_ncols=True, desc=f"epoch {event.epoch + 1}/{event.epochs}")
+            self.bar = tqdm(
+                total=event.total_steps,
+                initial=event.global_step,
+                unit="step",
+                file=self.file,
+                dynamic_ncols=True,
+                desc=f"epoch {event.epoch + 1}/{event.epochs}",
+            )
             return
         if self.bar is None:
             return
@@ -39,5 +45,8 @@ class TrainProgressBar:
             self.bar.set_postfix(loss=f"{event.losses.get('loss', float('nan')):.3f}", refresh=False)
         elif event.kind == "epoch_end" and event.metrics:
             ap, ap50 = event.metrics.get("AP") or 0.0, event.metrics.get("AP50") or 0.0
-            self.bar.write(f"epoch {event.epoch + 1}/{event.epochs}: loss {event.losses.get('loss', float('nan')):.3f}, "
-                           f"AP {ap:.3f}, AP50 {ap50:.3f}", file=self.file)
+            self.bar.write(
+                f"epoch {event.epoch + 1}/{event.epochs}: loss {event.losses.get('loss', float('nan')):.3f}, "
+                f"AP {ap:.3f}, AP50 {ap50:.3f}",
+                file=self.file,
+            )

@@ -22,8 +22,14 @@ from .images import read_image  # noqa: E402
 SAMPLE_IMAGES = 8
 
 
-def write_report(report_dir: str | Path, *, result: EvalResult, records: list[ImageRecord],
-                 predictions: dict[int, Prediction], metrics_path: str | Path | None = None) -> list[Path]:
+def write_report(
+    report_dir: str | Path,
+    *,
+    result: EvalResult,
+    records: list[ImageRecord],
+    predictions: dict[int, Prediction],
+    metrics_path: str | Path | None = None,
+) -> list[Path]:
     """Write every plot and ``metrics.json``; returns the files written. Training curves need
     the run's ``metrics.jsonl``."""
     out = Path(report_dir)
@@ -49,8 +55,12 @@ def plot_curves(metrics_path: str | Path, target: Path) -> Path:
     rows = read_metrics(metrics_path)
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] for r in rows]
-    for key, name in (("train_loss", "total"), ("train_loss_ce", "class"), ("train_loss_bbox", "L1"),
-                      ("train_loss_giou", "GIoU")):
+    for key, name in (
+        ("train_loss", "total"),
+        ("train_loss_ce", "class"),
+        ("train_loss_bbox", "L1"),
+        ("train_loss_giou", "GIoU"),
+    ):
         if any(key in r for r in rows):
             ax_loss.plot(epochs, [r.get(key, np.nan) for r in rows], label=name)
     ax_loss.set(title="Training loss", xlabel="epoch")
@@ -88,14 +98,22 @@ def plot_confusion(result: EvalResult, target: Path) -> Path:
     for i in range(len(names)):
         for j in range(len(names)):
             if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize="small")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                    fontsize="small",
+                )
     ax.set(title=f"Confusion at score >= {result.threshold:.2f}, IoU 0.5", xlabel="predicted", ylabel="true")
     return _save(fig, target)
 
 
-def plot_samples(records: list[ImageRecord], predictions: dict[int, Prediction], labels: list[str],
-                 threshold: float, target: Path) -> Path:
+def plot_samples(
+    records: list[ImageRecord], predictions: dict[int, Prediction], labels: list[str], threshold: float, target: Path
+) -> Path:
     """Left: ground truth; right: predictions at the threshold, one row per image."""
     rows = max(1, len(records))
     fig, axes = plt.subplots(rows, 2, figsize=(8, 3.2 * rows), squeeze=False)
@@ -106,9 +124,12 @@ def plot_samples(records: list[ImageRecord], predictions: dict[int, Prediction],
         keep = pred.scores >= threshold if pred is not None else np.zeros(0, bool)
         panels = [
             ("ground truth", record.boxes, record.labels, None),
-            ("prediction", pred.boxes[keep] if pred is not None else np.zeros((0, 4)),
-             pred.labels[keep] if pred is not None else np.zeros(0, int),
-             pred.scores[keep] if pred is not None else None),
+            (
+                "prediction",
+                pred.boxes[keep] if pred is not None else np.zeros((0, 4)),
+                pred.labels[keep] if pred is not None else np.zeros(0, int),
+                pred.scores[keep] if pred is not None else None,
+            ),
         ]
         for ax, (title, boxes, classes, scores) in zip(row, panels):
             ax.imshow(image)
@@ -116,10 +137,19 @@ def plot_samples(records: list[ImageRecord], predictions: dict[int, Prediction],
             ax.axis("off")
             for i, (box, cls) in enumerate(zip(boxes, classes)):
                 color = colors(int(cls) % 10)
-                ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color=color, lw=1.5))
+                ax.add_patch(
+                    Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color=color, lw=1.5)
+                )
                 text = labels[int(cls)] + (f" {scores[i]:.2f}" if scores is not None else "")
-                ax.text(box[0], box[1], text, color="white", fontsize=6, va="bottom",
-                        bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "lw": 0})
+                ax.text(
+                    box[0],
+                    box[1],
+                    text,
+                    color="white",
+                    fontsize=6,
+                    va="bottom",
+                    bbox={"facecolor": color, "alpha": 0.7, "pad": 1, "lw": 0},
+                )
     return _save(fig, target)
 
 

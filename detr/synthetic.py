@@ -63,11 +63,18 @@ def make_shapes_dataset(
             _draw_shape(draw, classes[cls], box, _contrasting_color(img, box, rng))
             placed.append(box)
             x0, y0, x1, y1 = box
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1, "category_id": cls + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-                "segmentation": [], "attributes": {"occluded": False},
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": cls + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "segmentation": [],
+                    "attributes": {"occluded": False},
+                }
+            )
         name = f"frame_{index:06d}.jpg"
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=92)
@@ -115,8 +122,14 @@ def _background(width: int, height: int, kind: str, rng: random.Random, np_rng: 
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _place(width: int, height: int, size: tuple[float, float], placed: list[list[float]], max_overlap: float,
-           rng: random.Random) -> list[float] | None:
+def _place(
+    width: int,
+    height: int,
+    size: tuple[float, float],
+    placed: list[list[float]],
+    max_overlap: float,
+    rng: random.Random,
+) -> list[float] | None:
     short = min(width, height)
     for _ in range(20):
         side = max(6, int(short * rng.uniform(*size)))

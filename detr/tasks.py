@@ -19,24 +19,48 @@ from .inference import Detections, Detector
 from .report import write_report
 from .transforms import eval_transforms
 
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128))
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+)
 
 
-def evaluate_model_file(model: str | Path, data: str | Path, *, split: str = "auto", device: str | None = None,
-                        batch_size: int = 4, report_dir: str | Path | None = None,
-                        work_dir: str | Path | None = None) -> EvalResult:
+def evaluate_model_file(
+    model: str | Path,
+    data: str | Path,
+    *,
+    split: str = "auto",
+    device: str | None = None,
+    batch_size: int = 4,
+    report_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+) -> EvalResult:
     """COCO metrics of a model on a dataset whose label names are a subset of the model's."""
     detector = Detector.from_file(model, device=device)
     with tempfile.TemporaryDirectory(prefix="detr-eval-") as tmp:
         dataset = load_detection_data(data, work_dir=work_dir or tmp, split=False)
-        records = {"val": dataset.val, "train": dataset.train, "all": dataset.train + dataset.val,
-                   "auto": dataset.val or dataset.train}[split]
+        records = {
+            "val": dataset.val,
+            "train": dataset.train,
+            "all": dataset.train + dataset.val,
+            "auto": dataset.val or dataset.train,
+        }[split]
         if not records:
             raise DatasetError(f"{data}: no images in the {split!r} split; use --split all")
         records = remap_labels(records, dataset.labels, detector.labels, source=str(data))
-        loader = DataLoader(DetectionDataset(records, eval_transforms(detector.image_size, detector.max_size)),
-                            batch_size=batch_size, collate_fn=collate)
+        loader = DataLoader(
+            DetectionDataset(records, eval_transforms(detector.image_size, detector.max_size)),
+            batch_size=batch_size,
+            collate_fn=collate,
+        )
         predictions = predict(detector.model, loader, detector.device)
         result = evaluate_predictions(records, predictions, detector.labels)
         if report_dir is not None:
@@ -44,37 +68,56 @@ def evaluate_model_file(model: str | Path, data: str | Path, *, split: str = "au
     return result
 
 
-def remap_labels(records: list[ImageRecord], data_labels: list[str], model_labels: list[str], *,
-                 source: str) -> list[ImageRecord]:
+def remap_labels(
+    records: list[ImageRecord], data_labels: list[str], model_labels: list[str], *, source: str
+) -> list[ImageRecord]:
     """Express the dataset's class indices in the model's, matching labels by name."""
     unknown = [name for name in data_labels if name not in model_labels]
     if unknown:
-        raise DatasetError(f"{source}: label(s) {unknown} are not known to the model (its labels: {model_labels}); "
-                           "evaluate on data with the model's labels")
+        raise DatasetError(
+            f"{source}: label(s) {unknown} are not known to the model (its labels: {model_labels}); "
+            "evaluate on data with the model's labels"
+        )
     mapping = np.array([model_labels.index(name) for name in data_labels], dtype=np.int64)
-    return [ImageRecord(r.image_id, r.path, r.file_name, r.width, r.height, r.boxes, mapping[r.labels])
-            for r in records]
+    return [
+        ImageRecord(r.image_id, r.path, r.file_name, r.width, r.height, r.boxes, mapping[r.labels]) for r in records
+    ]
 
 
-def predict_images(model: str | Path, files: Sequence[Path], out_dir: str | Path, *, threshold: float | None = None,
-                   device: str | None = None, batch_size: int = 4) -> dict:
+def predict_images(
+    model: str | Path,
+    files: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    threshold: float | None = None,
+    device: str | None = None,
+    batch_size: int = 4,
+) -> dict:
     """Write ``<out>/<image>.jpg`` with boxes drawn, and ``<out>/predictions.json``."""
     detector = Detector.from_file(model, device=device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries, total, used_names = [], 0, set()
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
+        chunk = files[start : start + batch_size]
         images = [_open(f) for f in chunk]
         for path, image, dets in zip(chunk, images, detector.predict(images, threshold=threshold)):
             name = _unique(path.stem, used_names) + ".jpg"
             draw_detections(image, dets).save(out / name, quality=92)
-            entries.append({"file": str(path), "annotated": name, "width": image.width, "height": image.height,
-                            "detections": dets.to_list()})
+            entries.append(
+                {
+                    "file": str(path),
+                    "annotated": name,
+                    "width": image.width,
+                    "height": image.height,
+                    "detections": dets.to_list(),
+                }
+            )
             total += len(dets)
     used = detector.threshold if threshold is None else threshold
-    atomic_write_json({"model": str(model), "labels": detector.labels, "threshold": used, "images": entries},
-                      out / "predictions.json")
+    atomic_write_json(
+        {"model": str(model), "labels": detector.labels, "threshold": used, "images": entries}, out / "predictions.json"
+    )
     return {"json": out / "predictions.json", "detections": total}
 
 

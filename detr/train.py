@@ -22,14 +22,23 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import (
-    CHECKPOINT_FORMAT, FORMAT_VERSION, CheckpointError, atomic_save, atomic_write_json, load_backbone_weights,
-    load_detr_weights, load_model_file, safe_load, save_model_file,
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    atomic_write_json,
+    load_backbone_weights,
+    load_detr_weights,
+    load_model_file,
+    safe_load,
+    save_model_file,
 )
 from .config import ModelConfig, TrainConfig
 from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
 from .engine import predict, train_step
 from .evaluate import EvalResult, evaluate_predictions
+from .groups import QueryGroups
 from .matcher import HungarianMatcher
 from .model import DETR, build_model_from_config
 from .report import write_report
@@ -112,10 +121,14 @@ def fit(
         model_config = saved_model
         train_config = train_config or TrainConfig.from_dict(ckpt["train_config"])
         if pretrained or backbone_weights:
-            raise TrainingError("--pretrained/--backbone-weights cannot be combined with --resume: the checkpoint has the weights")
+            raise TrainingError(
+                "--pretrained/--backbone-weights cannot be combined with --resume: the checkpoint has the weights"
+            )
     train_config = train_config or TrainConfig()
     if pretrained and backbone_weights:
-        raise TrainingError("pass either --pretrained (a whole DETR) or --backbone-weights (an ImageNet ResNet), not both")
+        raise TrainingError(
+            "pass either --pretrained (a whole DETR) or --backbone-weights (an ImageNet ResNet), not both"
+        )
 
     dataset = load_detection_data(data, val_fraction=val_fraction, seed=train_config.seed, work_dir=out / "data")
     if ckpt is not None and ckpt["labels"] != dataset.labels:
@@ -133,16 +146,26 @@ def fit(
     if pretrained:
         logger.info("DETR weights from %s: %s", pretrained, load_detr_weights(model, pretrained).describe())
     if backbone_weights:
-        logger.info("Backbone weights from %s: %s", backbone_weights, load_backbone_weights(model, backbone_weights).describe())
+        logger.info(
+            "Backbone weights from %s: %s", backbone_weights, load_backbone_weights(model, backbone_weights).describe()
+        )
     model.to(device)
 
     loop = _Loop(model, dataset, train_config, device, out, callbacks, should_stop)
-    atomic_write_json({
-        "model": model_config.to_dict(), "train": train_config.to_dict(), "labels": dataset.labels,
-        "data": str(data), "pretrained": pretrained, "backbone_weights": backbone_weights,
-        "val_fraction": val_fraction, "images": {"train": len(dataset.train), "val": len(dataset.val)},
-        "warnings": dataset.warnings,
-    }, out / "config.json")
+    atomic_write_json(
+        {
+            "model": model_config.to_dict(),
+            "train": train_config.to_dict(),
+            "labels": dataset.labels,
+            "data": str(data),
+            "pretrained": pretrained,
+            "backbone_weights": backbone_weights,
+            "val_fraction": val_fraction,
+            "images": {"train": len(dataset.train), "val": len(dataset.val)},
+            "warnings": dataset.warnings,
+        },
+        out / "config.json",
+    )
     if ckpt is not None:
         loop.restore(ckpt)
     return loop.run()
@@ -164,7 +187,7 @@ class _EpochBatches(Sampler[list[int]]):
         order = torch.randperm(self.size, generator=g).tolist()
         n = max(1, self.size // self.batch_size)  # drop the last partial batch, as the reference does
         for b in range(self.start, n):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
 class _AugmentedDataset(DetectionDataset):
@@ -182,17 +205,36 @@ class _AugmentedDataset(DetectionDataset):
 
 
 class _Loop:
-    def __init__(self, model: DETR, data: DetectionData, cfg: TrainConfig, device: torch.device, out: Path,
-                 callbacks: Sequence[Callback], should_stop: Callable[[], bool] | None):
+    def __init__(
+        self,
+        model: DETR,
+        data: DetectionData,
+        cfg: TrainConfig,
+        device: torch.device,
+        out: Path,
+        callbacks: Sequence[Callback],
+        should_stop: Callable[[], bool] | None,
+    ):
         self.model, self.data, self.cfg, self.device, self.out = model, data, cfg, device, out
         self.callbacks, self.should_stop = list(callbacks), should_stop or (lambda: False)
+        focal = (cfg.focal_alpha, cfg.focal_gamma) if model.config.classifier == "sigmoid" else None
         self.criterion = SetCriterion(
-            model.config.num_classes, HungarianMatcher(cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou),
-            eos_coef=cfg.eos_coef, ce_loss_coef=cfg.ce_loss_coef, bbox_loss_coef=cfg.bbox_loss_coef,
+            model.config.num_classes,
+            HungarianMatcher(cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou, focal=focal),
+            eos_coef=cfg.eos_coef,
+            ce_loss_coef=cfg.ce_loss_coef,
+            bbox_loss_coef=cfg.bbox_loss_coef,
             giou_loss_coef=cfg.giou_loss_coef,
+            focal=focal,
         ).to(device)
+        self.groups = (
+            QueryGroups(cfg.query_groups, model.num_queries, model.config.hidden_dim).to(device)
+            if cfg.query_groups > 1
+            else None
+        )
         self.train_set = _AugmentedDataset(
-            data.train, train_transforms(cfg.image_size, cfg.max_size, hflip=cfg.hflip, random_crop=cfg.random_crop),
+            data.train,
+            train_transforms(cfg.image_size, cfg.max_size, hflip=cfg.hflip, random_crop=cfg.random_crop),
             cfg.seed,
         )
         self.batches = _EpochBatches(len(data.train), min(cfg.batch_size, len(data.train)), cfg.seed)
@@ -200,17 +242,32 @@ class _Loop:
         # Loaders draw worker seeds from their own generator, never from the global RNG that
         # dropout uses: a resumed run then replays exactly.
         self.loader_rng = torch.Generator()
-        self.train_loader = DataLoader(self.train_set, batch_sampler=self.batches, collate_fn=collate,
-                                       num_workers=cfg.num_workers, pin_memory=pin, generator=self.loader_rng)
-        self.val_loader = DataLoader(DetectionDataset(data.val, eval_transforms(cfg.image_size, cfg.max_size)),
-                                     batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers,
-                                     pin_memory=pin, generator=torch.Generator())
+        self.train_loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.batches,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            pin_memory=pin,
+            generator=self.loader_rng,
+        )
+        self.val_loader = DataLoader(
+            DetectionDataset(data.val, eval_transforms(cfg.image_size, cfg.max_size)),
+            batch_size=cfg.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            pin_memory=pin,
+            generator=torch.Generator(),
+        )
         self.steps_per_epoch = max(1, len(data.train) // self.batches.batch_size)
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(
+            self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-                    if cfg.ema_decay > 0 else None)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay > 0
+            else None
+        )
         self.epoch, self.start_step = 0, 0
         self.best_ap, self.best_metrics, self.evals_since_best = -1.0, {}, 0
         self.started = time.monotonic()
@@ -220,6 +277,8 @@ class _Loop:
     def _param_groups(self) -> list[dict]:
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+        if self.groups is not None:
+            rest += list(self.groups.parameters())
         groups = [{"params": rest, "lr": self.cfg.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": self.cfg.lr_backbone})
@@ -244,6 +303,8 @@ class _Loop:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
+        if self.groups is not None and ckpt.get("query_groups") is not None:
+            self.groups.load_state_dict(ckpt["query_groups"])
         self.epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.best_ap, self.best_metrics = ckpt["best_ap"], ckpt["best_metrics"]
         self.evals_since_best = ckpt["evals_since_best"]
@@ -266,7 +327,9 @@ class _Loop:
                 break
         self._finish()
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
-        return FitResult(status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out)
+        return FitResult(
+            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out
+        )
 
     def _train_epoch(self) -> dict[str, float] | None:
         """Train the rest of the current epoch; None when cancelled (checkpoint saved)."""
@@ -281,16 +344,26 @@ class _Loop:
                 self.start_step = step - 1
                 self._save_checkpoint()
                 return None
-            result = train_step(self.model, self.criterion, self.optimizer, batch, self.device,
-                                clip_max_norm=self.cfg.clip_max_norm, amp=self.cfg.amp)
+            result = train_step(
+                self.model,
+                self.criterion,
+                self.optimizer,
+                batch,
+                self.device,
+                clip_max_norm=self.cfg.clip_max_norm,
+                amp=self.cfg.amp,
+                groups=self.groups,
+            )
             self.scheduler.step()
             self.steps_this_session += 1
             if result is None:
                 bad_in_a_row += 1
                 logger.warning("Non-finite loss at epoch %d step %d: step skipped", self.epoch + 1, step)
                 if bad_in_a_row >= MAX_BAD_STEPS:
-                    raise TrainingError(f"the loss was not finite for {bad_in_a_row} steps in a row; "
-                                        f"lower the learning rate (--lr, now {self.cfg.lr}) or check the boxes")
+                    raise TrainingError(
+                        f"the loss was not finite for {bad_in_a_row} steps in a row; "
+                        f"lower the learning rate (--lr, now {self.cfg.lr}) or check the boxes"
+                    )
                 continue
             bad_in_a_row = 0
             loss, parts = result
@@ -308,8 +381,12 @@ class _Loop:
 
     def _end_epoch(self, losses: dict[str, float]) -> None:
         epoch_done = self.epoch + 1
-        record: dict = {"epoch": epoch_done, "lr": self.optimizer.param_groups[0]["lr"],
-                        "time_s": round(time.monotonic() - self.started, 2), **{f"train_{k}": v for k, v in losses.items()}}
+        record: dict = {
+            "epoch": epoch_done,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "time_s": round(time.monotonic() - self.started, 2),
+            **{f"train_{k}": v for k, v in losses.items()},
+        }
         metrics: dict = {}
         if epoch_done % self.cfg.eval_every == 0 or epoch_done == self.cfg.epochs:
             result = self.evaluate()
@@ -318,9 +395,15 @@ class _Loop:
             improved = ap > self.best_ap
             if improved:
                 self.best_ap, self.best_metrics, self.evals_since_best = ap, {**metrics, "epoch": epoch_done}, 0
-                save_model_file(self.out / "model.pt", self._eval_model(), labels=self.data.labels,
-                                threshold=result.threshold, metrics=self.best_metrics, image_size=self.cfg.image_size,
-                                max_size=self.cfg.max_size)
+                save_model_file(
+                    self.out / "model.pt",
+                    self._eval_model(),
+                    labels=self.data.labels,
+                    threshold=result.threshold,
+                    metrics=self.best_metrics,
+                    image_size=self.cfg.image_size,
+                    max_size=self.cfg.max_size,
+                )
             else:
                 self.evals_since_best += 1
             record.update({k: v for k, v in metrics.items() if k != "per_class"}, best=improved)
@@ -342,48 +425,83 @@ class _Loop:
         if not (self.out / "model.pt").is_file():
             # cancelled before the first evaluation: still leave a usable model file
             result = self.evaluate()
-            save_model_file(self.out / "model.pt", self._eval_model(), labels=self.data.labels,
-                            threshold=result.threshold, metrics=result.summary(), image_size=self.cfg.image_size,
-                            max_size=self.cfg.max_size)
+            save_model_file(
+                self.out / "model.pt",
+                self._eval_model(),
+                labels=self.data.labels,
+                threshold=result.threshold,
+                metrics=result.summary(),
+                image_size=self.cfg.image_size,
+                max_size=self.cfg.max_size,
+            )
             self.best_metrics = result.summary()
         best = build_model_from_config(self.model.config, train_backbone=False)
         best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
         predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
         result = evaluate_predictions(self.data.val, predictions, self.data.labels)
-        write_report(self.out / "report", result=result, records=self.data.val, predictions=predictions,
-                     metrics_path=self.out / "metrics.jsonl")
+        write_report(
+            self.out / "report",
+            result=result,
+            records=self.data.val,
+            predictions=predictions,
+            metrics_path=self.out / "metrics.jsonl",
+        )
 
     # --- bookkeeping ------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        atomic_save({
-            "format": CHECKPOINT_FORMAT,
-            "version": FORMAT_VERSION,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "epoch": self.epoch,
-            "step": self.start_step,
-            "rng": _get_rng(),
-            "model_config": self.model.config.to_dict(),
-            "train_config": self.cfg.to_dict(),
-            "labels": self.data.labels,
-            "best_ap": self.best_ap,
-            "best_metrics": self.best_metrics,
-            "evals_since_best": self.evals_since_best,
-        }, self.out / "checkpoint.pt")
+        atomic_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": FORMAT_VERSION,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "query_groups": self.groups.state_dict() if self.groups is not None else None,
+                "epoch": self.epoch,
+                "step": self.start_step,
+                "rng": _get_rng(),
+                "model_config": self.model.config.to_dict(),
+                "train_config": self.cfg.to_dict(),
+                "labels": self.data.labels,
+                "best_ap": self.best_ap,
+                "best_metrics": self.best_metrics,
+                "evals_since_best": self.evals_since_best,
+            },
+            self.out / "checkpoint.pt",
+        )
 
-    def _emit(self, kind: str, *, step: int, epoch: int | None = None, losses: dict | None = None,
-              metrics: dict | None = None, status: str = "") -> None:
+    def _emit(
+        self,
+        kind: str,
+        *,
+        step: int,
+        epoch: int | None = None,
+        losses: dict | None = None,
+        metrics: dict | None = None,
+        status: str = "",
+    ) -> None:
         epoch = self.epoch if epoch is None else epoch
         global_step = epoch * self.steps_per_epoch + step
         elapsed = time.monotonic() - self.started
         eta = None
         if self.steps_this_session:
             eta = elapsed / self.steps_this_session * max(0, self.total_steps - global_step)
-        event = TrainEvent(kind, epoch, self.cfg.epochs, step, self.steps_per_epoch, global_step, self.total_steps,
-                           dict(losses or {}), dict(metrics or {}), self.optimizer.param_groups[0]["lr"], elapsed,
-                           eta, status)
+        event = TrainEvent(
+            kind,
+            epoch,
+            self.cfg.epochs,
+            step,
+            self.steps_per_epoch,
+            global_step,
+            self.total_steps,
+            dict(losses or {}),
+            dict(metrics or {}),
+            self.optimizer.param_groups[0]["lr"],
+            elapsed,
+            eta,
+            status,
+        )
         for callback in self.callbacks:
             callback(event)
 
@@ -419,9 +537,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _get_rng() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(_flatten_state(random.getstate())),
-             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             "numpy_pos": int(np.random.get_state()[2])}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(_flatten_state(random.getstate())),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -61,15 +61,18 @@ class Transformer(nn.Module):
         bs = src.shape[0]
         src = src.flatten(2).permute(2, 0, 1)
         pos_embed = pos_embed.flatten(2).permute(2, 0, 1)
-        query_pos = query_embed.unsqueeze(1).expand(-1, bs, -1) if query_embed.dim() == 2 else query_embed.transpose(0, 1)
+        query_pos = (
+            query_embed.unsqueeze(1).expand(-1, bs, -1) if query_embed.dim() == 2 else query_embed.transpose(0, 1)
+        )
         key_padding_mask = mask.flatten(1) if mask is not None else None
         if tgt is None:
             tgt = query_pos.new_zeros(query_pos.shape)
         else:
             tgt = tgt.transpose(0, 1)
         memory = self.encoder(src, key_padding_mask=key_padding_mask, pos=pos_embed)
-        hs = self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_key_padding_mask=key_padding_mask,
-                          pos=pos_embed, query_pos=query_pos)
+        hs = self.decoder(
+            tgt, memory, tgt_mask=tgt_mask, memory_key_padding_mask=key_padding_mask, pos=pos_embed, query_pos=query_pos
+        )
         return hs.transpose(1, 2)
 
 
@@ -106,8 +109,14 @@ class TransformerDecoder(nn.Module):
         output = tgt
         intermediate = []
         for layer in self.layers:
-            output = layer(output, memory, tgt_mask=tgt_mask, memory_key_padding_mask=memory_key_padding_mask,
-                           pos=pos, query_pos=query_pos)
+            output = layer(
+                output,
+                memory,
+                tgt_mask=tgt_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                pos=pos,
+                query_pos=query_pos,
+            )
             intermediate.append(self.norm(output))
         return torch.stack(intermediate)
 
@@ -170,19 +179,25 @@ class TransformerDecoderLayer(nn.Module):
             q = k = tgt2 + query_pos
             tgt = tgt + self.dropout1(self.self_attn(q, k, tgt2, attn_mask=tgt_mask, need_weights=False)[0])
             tgt2 = self.norm2(tgt)
-            tgt = tgt + self.dropout2(self.multihead_attn(
-                tgt2 + query_pos, memory + pos, memory, key_padding_mask=memory_key_padding_mask, need_weights=False
-            )[0])
+            tgt = tgt + self.dropout2(
+                self.multihead_attn(
+                    tgt2 + query_pos, memory + pos, memory, key_padding_mask=memory_key_padding_mask, need_weights=False
+                )[0]
+            )
             tgt2 = self.norm3(tgt)
             return tgt + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(tgt2)))))
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, attn_mask=tgt_mask, need_weights=False)[0]))
-        tgt = self.norm2(tgt + self.dropout2(self.multihead_attn(
-            tgt + query_pos, memory + pos, memory, key_padding_mask=memory_key_padding_mask, need_weights=False
-        )[0]))
+        tgt = self.norm2(
+            tgt
+            + self.dropout2(
+                self.multihead_attn(
+                    tgt + query_pos, memory + pos, memory, key_padding_mask=memory_key_padding_mask, need_weights=False
+                )[0]
+            )
+        )
         return self.norm3(tgt + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(tgt))))))
 
 
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
-

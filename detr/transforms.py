@@ -55,11 +55,13 @@ def train_transforms(image_size: int, max_size: int, *, hflip: bool = True, rand
         steps.append(v2.RandomHorizontalFlip())
     if random_crop:
         crop_scales = [round(image_size * f) for f in (0.5, 0.625, 0.75)]
-        crop = v2.Compose([
-            v2.RandomShortestSize(crop_scales),
-            RandomSizeCrop(round(0.48 * image_size), round(0.75 * image_size)),
-            v2.RandomShortestSize(scales, max_size=max_size),
-        ])
+        crop = v2.Compose(
+            [
+                v2.RandomShortestSize(crop_scales),
+                RandomSizeCrop(round(0.48 * image_size), round(0.75 * image_size)),
+                v2.RandomShortestSize(scales, max_size=max_size),
+            ]
+        )
         steps.append(v2.RandomChoice([resize, crop]))
     else:
         steps.append(resize)

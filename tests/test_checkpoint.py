@@ -19,8 +19,15 @@ def _tiny(num_classes=2):
 def test_model_file_round_trip_loads_with_weights_only(tmp_path):
     model = _tiny(2).eval()
     path = tmp_path / "model.pt"
-    save_model_file(path, model, labels=["cat", "dog"], threshold=0.42, metrics={"AP": torch.tensor(0.5)},
-                    image_size=128, max_size=192)
+    save_model_file(
+        path,
+        model,
+        labels=["cat", "dog"],
+        threshold=0.42,
+        metrics={"AP": torch.tensor(0.5)},
+        image_size=128,
+        max_size=192,
+    )
     raw = torch.load(path, weights_only=True)
     assert raw["labels"] == ["cat", "dog"] and raw["threshold"] == pytest.approx(0.42)
     assert raw["metrics"] == {"AP": 0.5} and raw["model_config"]["num_classes"] == 2
@@ -35,8 +42,9 @@ def test_model_file_round_trip_loads_with_weights_only(tmp_path):
 
 def test_labels_must_match_the_class_head(tmp_path):
     with pytest.raises(ValueError, match="expected 2 names but got 3"):
-        save_model_file(tmp_path / "m.pt", _tiny(2), labels=["a", "b", "c"], threshold=0.5, metrics={},
-                        image_size=128, max_size=192)
+        save_model_file(
+            tmp_path / "m.pt", _tiny(2), labels=["a", "b", "c"], threshold=0.5, metrics={}, image_size=128, max_size=192
+        )
 
 
 def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -55,10 +63,13 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"garbage", "cannot load the model file"),
-    (None, "not a cvat-detr model file.*--pretrained"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"garbage", "cannot load the model file"),
+        (None, "not a cvat-detr model file.*--pretrained"),
+    ],
+)
 def test_foreign_files_are_rejected_clearly(tmp_path, content, message):
     path = tmp_path / "x.pt"
     if content is None:
@@ -70,13 +81,15 @@ def test_foreign_files_are_rejected_clearly(tmp_path, content, message):
 
 
 def test_official_checkpoint_fine_tunes_with_a_new_class_head(tmp_path):
-    official = build_model(91, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1,
-                           dim_feedforward=128)
+    official = build_model(
+        91, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1, dim_feedforward=128
+    )
     path = tmp_path / "detr-official.pth"
     # The official files store {"model": state_dict, ...} and may carry an argparse.Namespace.
     torch.save({"model": official.state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
-    model = build_model(3, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1,
-                        dim_feedforward=128)
+    model = build_model(
+        3, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1, dim_feedforward=128
+    )
     report = load_detr_weights(model, str(path))
     assert report.skipped == ["class_embed.bias", "class_embed.weight"]
     assert report.missing == ["class_embed.weight", "class_embed.bias"]
@@ -87,10 +100,17 @@ def test_official_checkpoint_fine_tunes_with_a_new_class_head(tmp_path):
 
 def test_checkpoint_for_another_architecture_names_the_mismatch(tmp_path):
     path = tmp_path / "r34.pth"
-    torch.save({"model": build_model(91, backbone="resnet34", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1,
-                                     dim_feedforward=128).state_dict()}, path)
-    model = build_model(91, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1,
-                        dim_feedforward=128)
+    torch.save(
+        {
+            "model": build_model(
+                91, backbone="resnet34", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1, dim_feedforward=128
+            ).state_dict()
+        },
+        path,
+    )
+    model = build_model(
+        91, backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=1, dec_layers=1, dim_feedforward=128
+    )
     with pytest.raises(CheckpointError, match="different architecture.*backbone=resnet18"):
         load_detr_weights(model, str(path))
 

@@ -6,8 +6,21 @@ import pytest
 
 from detr.cli import main
 
-TRAIN_FLAGS = ["--tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "128", "--max-size", "192",
-               "--num-workers", "0", "--lr", "1e-3"]
+TRAIN_FLAGS = [
+    "--tiny",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--image-size",
+    "128",
+    "--max-size",
+    "192",
+    "--num-workers",
+    "0",
+    "--lr",
+    "1e-3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +38,22 @@ def test_train_writes_the_documented_files(trained):
 
 
 def test_eval_prints_json_metrics_on_its_last_line(trained, shapes_zip, capsys, tmp_path):
-    assert main(["eval", "--data", str(shapes_zip), "--model", str(trained / "model.pt"), "--split", "all",
-                 "--report", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(shapes_zip),
+                "--model",
+                str(trained / "model.pt"),
+                "--split",
+                "all",
+                "--report",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads(last)
     assert {"AP", "AP50", "per_class", "threshold"} <= metrics.keys()
@@ -37,8 +64,12 @@ def test_eval_prints_json_metrics_on_its_last_line(trained, shapes_zip, capsys, 
 def test_predict_writes_annotated_images_and_json(trained, shapes_zip, tmp_path, capsys):
     images = sorted((trained / "data" / "extracted" / "images" / "default").glob("*.jpg"))[:3]
     out = tmp_path / "pred"
-    assert main(["predict", *map(str, images), "--model", str(trained / "model.pt"), "--out", str(out),
-                 "--threshold", "0"]) == 0
+    assert (
+        main(
+            ["predict", *map(str, images), "--model", str(trained / "model.pt"), "--out", str(out), "--threshold", "0"]
+        )
+        == 0
+    )
     result = json.loads((out / "predictions.json").read_text())
     assert len(result["images"]) == 3 and result["threshold"] == 0
     assert all(len(entry["detections"]) == 20 for entry in result["images"])  # every query at threshold 0
@@ -50,13 +81,16 @@ def test_resume_extends_a_run(trained, shapes_zip):
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--data", "/nonexistent", "--out", "{tmp}/o", "--tiny"], "no such file or folder"),
-    (["train", "--data", "{data}", "--out", "{tmp}/o", "--resume"], "training checkpoint not found"),
-    (["train", "--data", "{data}", "--out", "{tmp}/o", "--backbone", "resnet7"], "backbone='resnet7' is invalid"),
-    (["eval", "--data", "{data}", "--model", "{tmp}/missing.pt"], "model file not found"),
-    (["predict", "{tmp}/none.jpg", "--model", "{tmp}/m.pt", "--out", "{tmp}/p"], "no such image file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/nonexistent", "--out", "{tmp}/o", "--tiny"], "no such file or folder"),
+        (["train", "--data", "{data}", "--out", "{tmp}/o", "--resume"], "training checkpoint not found"),
+        (["train", "--data", "{data}", "--out", "{tmp}/o", "--backbone", "resnet7"], "backbone='resnet7' is invalid"),
+        (["eval", "--data", "{data}", "--model", "{tmp}/missing.pt"], "model file not found"),
+        (["predict", "{tmp}/none.jpg", "--model", "{tmp}/m.pt", "--out", "{tmp}/p"], "no such image file"),
+    ],
+)
 def test_errors_exit_1_with_a_message(argv, message, shapes_zip, tmp_path, capsys):
     argv = [a.format(tmp=tmp_path, data=shapes_zip) for a in argv]
     assert main(argv) == 1

@@ -64,11 +64,30 @@ def test_total_loss_has_gradients_for_every_layer():
     logits = torch.randn(2, 5, 4, requires_grad=True)
     boxes = torch.rand(2, 5, 4, requires_grad=True)
     aux_logits = torch.randn(2, 5, 4, requires_grad=True)
-    outputs = {"pred_logits": logits, "pred_boxes": boxes,
-               "aux_outputs": [{"pred_logits": aux_logits, "pred_boxes": boxes * 1.0}]}
-    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])},
-               {"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.3, 0.2]])}]
+    outputs = {
+        "pred_logits": logits,
+        "pred_boxes": boxes,
+        "aux_outputs": [{"pred_logits": aux_logits, "pred_boxes": boxes * 1.0}],
+    }
+    targets = [
+        {"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])},
+        {"labels": torch.tensor([1, 2]), "boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.3, 0.2]])},
+    ]
     crit = _criterion()
     loss = total_loss(crit(outputs, targets), crit.weight_dict(2))
     loss.backward()
     assert logits.grad.abs().sum() > 0 and aux_logits.grad.abs().sum() > 0 and boxes.grad.abs().sum() > 0
+
+
+def test_sigmoid_focal_classification_scores_matched_and_unmatched_queries():
+    boxes = [[0.3, 0.3, 0.2, 0.2]]
+    outputs = _outputs_from(boxes, [1], 3)
+    for layer in [outputs, *outputs["aux_outputs"]]:
+        layer["pred_logits"] = layer["pred_logits"][..., :-1]  # sigmoid heads have K outputs
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor(boxes)}]
+    focal = (0.25, 2.0)
+    crit = SetCriterion(3, HungarianMatcher(2, 5, 2, focal=focal), focal=focal)
+    good = crit(outputs, targets)["loss_ce"].item()
+    targets[0]["labels"] = torch.tensor([2])  # the confident query now has the wrong class
+    bad = crit(outputs, targets)["loss_ce"].item()
+    assert good < 1e-3 < bad

@@ -43,10 +43,15 @@ def test_sparse_category_ids_map_to_contiguous_classes_sorted_by_id(tmp_path):
 
 def test_labels_json_decides_the_class_order_by_name(tmp_path):
     cats = [{"id": 1, "name": "car"}, {"id": 2, "name": "person"}]
-    root = _coco_folder(tmp_path, categories=cats, images=_images(2),
-                        annotations=[_ann(1, 1, 1, [1, 1, 5, 5]), _ann(2, 2, 2, [1, 1, 5, 5])])
-    (root / "labels.json").write_text(json.dumps([{"id": 7, "name": "person"}, {"id": 9, "name": "bike"},
-                                                  {"id": 11, "name": "car"}]))
+    root = _coco_folder(
+        tmp_path,
+        categories=cats,
+        images=_images(2),
+        annotations=[_ann(1, 1, 1, [1, 1, 5, 5]), _ann(2, 2, 2, [1, 1, 5, 5])],
+    )
+    (root / "labels.json").write_text(
+        json.dumps([{"id": 7, "name": "person"}, {"id": 9, "name": "bike"}, {"id": 11, "name": "car"}])
+    )
     data = load_detection_data(root, split=False)
     assert data.labels == ["person", "bike", "car"]
     assert {r.image_id: r.labels.tolist() for r in data.train} == {1: [2], 2: [0]}
@@ -69,8 +74,9 @@ def test_crowd_degenerate_and_outside_boxes(tmp_path):
 
 def test_missing_and_corrupt_images_are_skipped_with_warnings(tmp_path):
     images = _images(4)
-    root = _coco_folder(tmp_path, categories=[{"id": 1, "name": "a"}], images=images[:3],
-                        annotations=[_ann(1, 1, 1, [1, 1, 5, 5])])
+    root = _coco_folder(
+        tmp_path, categories=[{"id": 1, "name": "a"}], images=images[:3], annotations=[_ann(1, 1, 1, [1, 1, 5, 5])]
+    )
     (root / "images" / "default" / "img_2.png").write_bytes(b"not an image")
     doc = json.loads((root / "annotations" / "instances_default.json").read_text())
     doc["images"].append(images[3])  # never written: missing
@@ -82,19 +88,26 @@ def test_missing_and_corrupt_images_are_skipped_with_warnings(tmp_path):
 
 
 def test_unknown_category_id_is_reported(tmp_path):
-    root = _coco_folder(tmp_path, categories=[{"id": 1, "name": "a"}], images=_images(2),
-                        annotations=[_ann(1, 1, 1, [1, 1, 5, 5]), _ann(2, 2, 99, [1, 1, 5, 5])])
+    root = _coco_folder(
+        tmp_path,
+        categories=[{"id": 1, "name": "a"}],
+        images=_images(2),
+        annotations=[_ann(1, 1, 1, [1, 1, 5, 5]), _ann(2, 2, 99, [1, 1, 5, 5])],
+    )
     data = load_detection_data(root, split=False)
     assert any("category id missing from the label list" in w for w in data.warnings)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no_json", "no COCO annotation file found"),
-    ("empty", "no usable images"),
-    ("bad_json", "cannot read JSON"),
-    ("all_missing", "none are left"),
-    ("missing_path", "no such file or folder"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_json", "no COCO annotation file found"),
+        ("empty", "no usable images"),
+        ("bad_json", "cannot read JSON"),
+        ("all_missing", "none are left"),
+        ("missing_path", "no such file or folder"),
+    ],
+)
 def test_bad_datasets_raise_clear_errors(tmp_path, case, message):
     root = tmp_path / "ds"
     (root / "annotations").mkdir(parents=True)
@@ -112,9 +125,13 @@ def test_bad_datasets_raise_clear_errors(tmp_path, case, message):
 
 
 def test_cvat_zip_with_flat_images_and_sub_folders(tmp_path):
-    src = _coco_folder(tmp_path / "src", categories=[{"id": 1, "name": "cat"}],
-                       images=_images(3, folder="cam 1/été/"), annotations=[_ann(1, 2, 1, [3, 3, 20, 20])],
-                       nested=False)
+    src = _coco_folder(
+        tmp_path / "src",
+        categories=[{"id": 1, "name": "cat"}],
+        images=_images(3, folder="cam 1/été/"),
+        annotations=[_ann(1, 2, 1, [3, 3, 20, 20])],
+        nested=False,
+    )
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for f in src.rglob("*"):
@@ -136,7 +153,9 @@ def test_zip_entries_outside_the_archive_are_refused(tmp_path):
 
 def test_cvat_subsets_become_train_and_val(tmp_path):
     cats = [{"id": 1, "name": "a"}]
-    _coco_folder(tmp_path, categories=cats, images=_images(3), annotations=[_ann(1, 1, 1, [1, 1, 5, 5])], subset="Train")
+    _coco_folder(
+        tmp_path, categories=cats, images=_images(3), annotations=[_ann(1, 1, 1, [1, 1, 5, 5])], subset="Train"
+    )
     _coco_folder(tmp_path, categories=cats, images=_images(2), annotations=[], subset="Validation")
     data = load_detection_data(tmp_path)
     assert len(data.train) == 3 and len(data.val) == 2

@@ -25,8 +25,14 @@ def _constant_model(box_cxcywh, class_logits):
 @pytest.fixture
 def detector():
     # class "dog" with p = e^4 / (e^4 + 1 + 1) ~ 0.965; box centre (0.5, 0.25), size 0.5 x 0.2
-    return Detector(_constant_model([0.5, 0.25, 0.5, 0.2], [0.0, 4.0, 0.0]), ["cat", "dog"], threshold=0.5,
-                    image_size=64, max_size=128, device="cpu")
+    return Detector(
+        _constant_model([0.5, 0.25, 0.5, 0.2], [0.0, 4.0, 0.0]),
+        ["cat", "dog"],
+        threshold=0.5,
+        image_size=64,
+        max_size=128,
+        device="cpu",
+    )
 
 
 IMAGES = {
@@ -66,8 +72,9 @@ def test_threshold_defaults_to_the_calibrated_one_and_can_be_overridden(detector
 
 
 def test_unnamed_class_slots_are_never_reported():
-    detector = Detector(_constant_model([0.5, 0.5, 0.2, 0.2], [0.0, 6.0, 0.0]), ["person", ""], device="cpu",
-                        image_size=64)
+    detector = Detector(
+        _constant_model([0.5, 0.5, 0.2, 0.2], [0.0, 6.0, 0.0]), ["person", ""], device="cpu", image_size=64
+    )
     assert len(detector.predict(np.zeros((64, 64, 3), np.uint8), threshold=0.0)[0]) == 0
 
 

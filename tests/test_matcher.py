@@ -14,8 +14,9 @@ def _targets(counts, num_classes, gen):
     for n in counts:
         centers = torch.rand(n, 2, generator=gen) * 0.6 + 0.2
         sizes = torch.rand(n, 2, generator=gen) * 0.2 + 0.05
-        out.append({"labels": torch.randint(0, num_classes, (n,), generator=gen),
-                    "boxes": torch.cat([centers, sizes], 1)})
+        out.append(
+            {"labels": torch.randint(0, num_classes, (n,), generator=gen), "boxes": torch.cat([centers, sizes], 1)}
+        )
     return out
 
 
@@ -58,7 +59,7 @@ def test_batched_equals_per_image():
     matcher = HungarianMatcher()
     batched = matcher(logits, boxes, targets)
     for image in range(len(counts)):
-        single = matcher(logits[:, image:image + 1], boxes[:, image:image + 1], targets[image:image + 1])
+        single = matcher(logits[:, image : image + 1], boxes[:, image : image + 1], targets[image : image + 1])
         for layer in range(3):
             np.testing.assert_array_equal(batched[layer][image][0], single[layer][0][0])
             np.testing.assert_array_equal(batched[layer][image][1], single[layer][0][1])

@@ -99,3 +99,21 @@ def test_config_round_trip_and_unknown_keys():
         ModelConfig.from_dict({"num_quries": 300})
     with pytest.raises(ConfigError, match="backbone='resnet9'.*resnet18"):
         ModelConfig(backbone="resnet9")
+
+
+def test_folded_frozen_norm_equals_the_plain_resnet_forward():
+    for backbone in ("resnet18", "resnet50"):
+        model = build_model(2, backbone=backbone).eval()
+        resnet = model.backbone[0]
+        with torch.no_grad():
+            for module in resnet.modules():  # non-trivial frozen statistics
+                if hasattr(module, "running_var"):
+                    module.running_var.uniform_(0.5, 2.0)
+                    module.running_mean.normal_(0, 0.1)
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.normal_(0, 0.1)
+            image = torch.randn(1, 3, 96, 128)
+            folded, _ = resnet(image, torch.zeros(1, 96, 128, dtype=torch.bool))
+            plain = resnet.body(image)["0"]
+        # equal up to float rounding, relative to the activations' scale
+        assert (folded - plain).abs().max() <= 1e-5 * plain.abs().max()

@@ -47,8 +47,17 @@ def test_fit_writes_model_checkpoint_metrics_report_and_events(shapes_zip, tmp_p
     result = fit(shapes_zip, tmp_path / "run", model_config=model_cfg, train_config=cfg, callbacks=[events.append])
     out = tmp_path / "run"
     assert result.status == "completed" and result.epochs_done == 2
-    for name in ("model.pt", "checkpoint.pt", "metrics.jsonl", "config.json", "report/curves.png",
-                 "report/pr_curves.png", "report/confusion_matrix.png", "report/samples.png", "report/metrics.json"):
+    for name in (
+        "model.pt",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "config.json",
+        "report/curves.png",
+        "report/pr_curves.png",
+        "report/confusion_matrix.png",
+        "report/samples.png",
+        "report/metrics.json",
+    ):
         assert (out / name).is_file(), name
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2]
@@ -68,8 +77,13 @@ def test_fit_writes_model_checkpoint_metrics_report_and_events(shapes_zip, tmp_p
 def test_resume_after_epoch_one_equals_two_epochs_straight(shapes_zip, tmp_path, model_cfg, cfg):
     fit(shapes_zip, tmp_path / "straight", model_config=model_cfg, train_config=cfg)
     steps_per_epoch = 5
-    first = fit(shapes_zip, tmp_path / "resumed", model_config=model_cfg, train_config=cfg,
-                should_stop=_stop_after(steps_per_epoch))
+    first = fit(
+        shapes_zip,
+        tmp_path / "resumed",
+        model_config=model_cfg,
+        train_config=cfg,
+        should_stop=_stop_after(steps_per_epoch),
+    )
     assert first.status == "cancelled" and first.epochs_done == 1
     second = fit(shapes_zip, tmp_path / "resumed", resume=True)
     assert second.status == "completed" and second.epochs_done == 2
@@ -81,8 +95,14 @@ def test_resume_after_epoch_one_equals_two_epochs_straight(shapes_zip, tmp_path,
 def test_cancel_mid_epoch_saves_and_resumes_exactly(shapes_zip, tmp_path, model_cfg, cfg):
     fit(shapes_zip, tmp_path / "straight", model_config=model_cfg, train_config=cfg)
     events = []
-    cancelled = fit(shapes_zip, tmp_path / "run", model_config=model_cfg, train_config=cfg,
-                    should_stop=_stop_after(7), callbacks=[events.append])
+    cancelled = fit(
+        shapes_zip,
+        tmp_path / "run",
+        model_config=model_cfg,
+        train_config=cfg,
+        should_stop=_stop_after(7),
+        callbacks=[events.append],
+    )
     assert cancelled.status == "cancelled" and events[-1].status == "cancelled"
     ckpt = torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
@@ -119,3 +139,18 @@ def test_data_without_boxes_is_refused(tmp_path, model_cfg, tiny_train):
     empty = make_shapes_dataset(tmp_path / "empty.zip", num_images=4, objects=(0, 0))
     with pytest.raises(DatasetError, match="no boxes to learn from"):
         fit(empty, tmp_path / "run", model_config=model_cfg, train_config=tiny_train)
+
+
+def test_group_detr_and_sigmoid_classifier_train_and_export_a_plain_model(shapes_zip, tmp_path, tiny_model, tiny_train):
+    from detr import Detector
+
+    model_cfg = tiny_model.replace(classifier="sigmoid")
+    cfg = tiny_train.replace(query_groups=3)
+    result = fit(shapes_zip, tmp_path / "run", model_config=model_cfg, train_config=cfg)
+    assert result.status == "completed"
+    saved = torch.load(tmp_path / "run/model.pt", weights_only=True)
+    assert not any("extra_queries" in k for k in saved["state_dict"])
+    assert saved["state_dict"]["class_embed.weight"].shape[0] == 3  # K outputs, no no-object column
+    assert torch.load(tmp_path / "run/checkpoint.pt", weights_only=True)["query_groups"] is not None
+    detector = Detector.from_file(tmp_path / "run/model.pt", device="cpu")
+    assert len(detector.predict(torch.rand(3, 64, 64), threshold=0.0)[0]) == tiny_model.num_queries

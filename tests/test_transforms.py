@@ -24,7 +24,12 @@ def _white_extent(image: torch.Tensor):
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     white = ((image * std + mean).mean(0) > 0.5).nonzero()
-    return white[:, 1].min().item(), white[:, 0].min().item(), white[:, 1].max().item() + 1, white[:, 0].max().item() + 1
+    return (
+        white[:, 1].min().item(),
+        white[:, 0].min().item(),
+        white[:, 1].max().item() + 1,
+        white[:, 0].max().item() + 1,
+    )
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -1,0 +1,63 @@
+"""Shared helpers for the benchmarks: random inputs, timing, and printing a comparison."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def random_batch(batch: int, size: int, num_classes: int, boxes_per_image: int = 4, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    targets = []
+    for _ in range(batch):
+        centers = torch.rand(boxes_per_image, 2, generator=gen) * 0.6 + 0.2
+        sizes = torch.rand(boxes_per_image, 2, generator=gen) * 0.3 + 0.05
+        targets.append(
+            {
+                "labels": torch.randint(0, num_classes, (boxes_per_image,), generator=gen),
+                "boxes": torch.cat([centers, sizes], 1),
+            }
+        )
+    return images, targets
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    runs: dict[str, Callable[[], None]], *, rounds: int, repeat: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed in alternating rounds so that machine load
+    affects both sides alike."""
+    for fn in runs.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / repeat)
+    return times
+
+
+def report(title: str, times: dict[str, list[float]], unit_items: int, unit: str = "img") -> dict[str, float]:
+    """Print median seconds per call and throughput for each side, then ours/peer speed-up."""
+    print(title)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, med in medians.items():
+        spread = f"{min(times[name]) * 1000:.0f}-{max(times[name]) * 1000:.0f}"
+        print(f"  {name:<12} {med * 1000:9.1f} ms/step  ({spread} ms)  {unit_items / med:7.2f} {unit}/s")
+    if "cvat-detr" in medians and "hf-detr" in medians:
+        print(f"  speed-up     {medians['hf-detr'] / medians['cvat-detr']:.2f}x (hf time / our time)")
+    return medians
