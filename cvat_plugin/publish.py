@@ -198,7 +198,8 @@ def _resources(resources: Mapping[str, Any], device: str) -> dict:
 def _description(entry: ModelEntry, model: Mapping[str, Any], display: str) -> str:
     config = model.get("model_config") or {}
     metrics = model.get("metrics") or entry.metrics
-    scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("AP", "AP50") if isinstance(metrics.get(key), (int, float)))
+    scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("AP", "AP50")
+                       if isinstance(metrics.get(key), (int, float)))
     source = f"CVAT task {entry.task_id}" if entry.task_id is not None else "a COCO dataset"
     labels = sum(1 for name in model["labels"] if name)
     return (f"{display}: DETR ({config.get('backbone', 'resnet50')}) trained on {source}, {labels} labels"

@@ -14,10 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
-import PIL.Image
-
 import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
+import PIL.Image
+
 from detr import Detector
 
 

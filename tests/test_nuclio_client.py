@@ -7,8 +7,14 @@ import socket
 import pytest
 
 from cvat_plugin.nuclio import (
-    DashboardHTTPError, DashboardUnreachable, DeployError, FunctionNotFound, InvalidFunction, InvocationError,
-    NuclioClient, check_function_name,
+    DashboardHTTPError,
+    DashboardUnreachable,
+    DeployError,
+    FunctionNotFound,
+    InvalidFunction,
+    InvocationError,
+    NuclioClient,
+    check_function_name,
 )
 from tests.fakes.nuclio_dashboard import echo_config
 

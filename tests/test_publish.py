@@ -10,7 +10,14 @@ import pytest
 from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.nuclio import FunctionNotFound, NuclioClient, check_function_name
 from cvat_plugin.publish import (
-    PublishError, PublishSettings, display_name, function_name, label_spec, publish, published_functions, unpublish,
+    PublishError,
+    PublishSettings,
+    display_name,
+    function_name,
+    label_spec,
+    publish,
+    published_functions,
+    unpublish,
 )
 from tests.fakes.trained_models import CONTAINER_HOME, add_model, base_config
 

@@ -60,7 +60,7 @@ def test_detect_uses_the_context_threshold_else_the_calibrated_one(model_folder)
 
 
 def test_annotate_task_with_cvat_sdk_against_the_fake_cvat(fake_cvat, model_folder, tmp_path):
-    from cvat_sdk import Config, Client
+    from cvat_sdk import Client, Config
     from cvat_sdk.auto_annotation import annotate_task
 
     owner = fake_cvat.add_user("alice", "alice-password")
