@@ -595,15 +595,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_code(error: BaseException) -> int:
+def _exit_code(error: BaseException) -> Optional[int]:
+    """The exit code of an error the commands expect (its message says what to do); None for a bug."""
+    from detr import ConfigError, TrainingError
+    from detr import DatasetError as EngineDatasetError
+
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(error, NotFoundError):
+    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound)):
         return EXIT_NOT_FOUND
-    if isinstance(error, CvatConnectionError) or (isinstance(error, CvatHTTPError) and
-                                                  (error.status >= 500 or error.status == 429)):
+    if isinstance(error, (CvatConnectionError, DashboardUnreachable)) or (
+            isinstance(error, CvatHTTPError) and (error.status >= 500 or error.status == 429)):
         return EXIT_UNREACHABLE
-    return EXIT_EXPORT
+    if isinstance(error, CvatError):
+        return EXIT_EXPORT
+    if isinstance(error, (DatasetError, EngineDatasetError)):
+        return EXIT_DATA
+    if isinstance(error, (TrainingError, ConfigError)):
+        return EXIT_TRAINING
+    if isinstance(error, (PublishError, NuclioError)):
+        return EXIT_PUBLISH
+    if isinstance(error, AnnotateError):
+        return EXIT_ANNOTATE
+    return None
+
+
+#: How the error line starts, by exit code (default "error").
+_FAILURES = {EXIT_TRAINING: "training failed", EXIT_PUBLISH: "publishing failed"}
 
 
 def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
@@ -621,39 +641,17 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, s
             logging.getLogger(noisy).setLevel(logging.ERROR)
     pbar = NullProgressReporter() if args.quiet else TqdmProgressReporter(file=stderr, leave=False)
 
-    from detr import ConfigError, TrainingError
-    from detr import DatasetError as EngineDatasetError
-
     try:
         return COMMANDS[args.command].execute(args, stdout, pbar)
-    except UsageError as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_USAGE
-    except CvatError as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return _exit_code(e)
-    except (DatasetError, EngineDatasetError) as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_DATA
-    except (TrainingError, ConfigError) as e:
-        print(f"cvat-detr {args.command}: training failed: {e}", file=stderr)
-        return EXIT_TRAINING
-    except (ModelNotFound, FunctionNotFound) as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_NOT_FOUND
-    except DashboardUnreachable as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_UNREACHABLE
-    except (PublishError, NuclioError) as e:
-        print(f"cvat-detr {args.command}: publishing failed: {e}", file=stderr)
-        return EXIT_PUBLISH
-    except AnnotateError as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_ANNOTATE
     except KeyboardInterrupt:
         print(f"cvat-detr {args.command}: interrupted", file=stderr)
         return EXIT_INTERRUPTED
-
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise
+        print(f"cvat-detr {args.command}: {_FAILURES.get(code, 'error')}: {e}", file=stderr)
+        return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,10 +20,11 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 import requests
+
+from tests.fakes.serving import utc_now
 
 KINDS = ("detector", "interactor", "reid", "tracker")
 #: What CVAT sends to the dashboard on every call (LambdaGateway._http).
@@ -36,10 +37,6 @@ class LambdaError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -132,7 +129,7 @@ class LambdaRequest:
     results: list[dict] = field(default_factory=list)
     """Detector outputs with ``frame`` added, mapped to task label names."""
     exc_info: Optional[str] = None
-    enqueued: str = field(default_factory=_now)
+    enqueued: str = field(default_factory=utc_now)
     started: Optional[str] = None
     ended: Optional[str] = None
 
@@ -153,12 +150,12 @@ class LambdaRequest:
     def step(self, gateway: NuclioGateway, frame_data: list[bytes]) -> None:
         """One poll's worth of the worker: start, or annotate the next frame, or finish."""
         if self.status == "queued":
-            self.status, self.started = "started", _now()
+            self.status, self.started = "started", utc_now()
             return
         if self.status != "started":
             return
         if not self.frames:
-            self.status, self.progress, self.ended = "finished", 100, _now()
+            self.status, self.progress, self.ended = "finished", 100, utc_now()
             return
         frame = self.frames.pop(0)
         payload: dict[str, Any] = {"image": base64.b64encode(frame_data[frame]).decode()}
@@ -167,7 +164,7 @@ class LambdaRequest:
         try:
             items = self._checked(gateway.invoke(self.function, payload))
         except LambdaError as e:
-            self.status, self.ended = "failed", _now()
+            self.status, self.ended = "failed", utc_now()
             self.exc_info = f"Traceback (most recent call last):\n  ...\nrequests.exceptions.HTTPError: {e.message}"
             return
         for item in items:

@@ -35,7 +35,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -44,6 +44,7 @@ import pytest
 
 from tests.fakes.cvat_export import export_task_zip
 from tests.fakes.cvat_lambda import LambdaError, LambdaRequest, NuclioGateway, compatible
+from tests.fakes.serving import ServedFake, utc_now
 
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
 #: Export formats the fake knows (a subset of ``GET /api/server/annotation/formats`` on 2.42).
@@ -52,10 +53,6 @@ UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 #: Frames per data chunk (``data_chunk_size``): an image chunk is a zip of this many frames.
 CHUNK_SIZE = 72
 JSON_TYPE = "application/vnd.cvat+json"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # --- state ----------------------------------------------------------------------------------------
@@ -164,7 +161,7 @@ class Task:
     export_error: Optional[str] = None
     """When set, every export of this task fails with this message."""
     project_id: Optional[int] = None
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
 
     def top_labels(self) -> list[Label]:
         return [label for label in self.labels if label.parent_id is None]
@@ -186,7 +183,7 @@ class ExportRequest:
     polls: int = 0
     message: str = ""
     file: Optional[Path] = None
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
     started: Optional[str] = None
     finished: Optional[str] = None
 
@@ -215,7 +212,7 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
 # --- the server ---------------------------------------------------------------------------------------
 
 
-class FakeCvat:
+class FakeCvat(ServedFake):
     """The fake server and its state. Start it with ``start()`` or a ``with`` block."""
 
     def __init__(
@@ -252,37 +249,14 @@ class FakeCvat:
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
         self._label_ids = itertools.count(1001)
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
 
     # -- lifecycle --
 
+    thread_name = "fake-cvat"
+
     @property
-    def url(self) -> str:
-        assert self._httpd is not None, "start the fake server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeCvat":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-cvat", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "FakeCvat":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def handler_class(self) -> type:
+        return _Handler
 
     # -- building state --
 
@@ -418,7 +392,7 @@ class FakeCvat:
         """One poll's worth of background work: queued -> started -> finished | failed."""
         request.polls += 1
         if request.status == "queued" and request.polls > self.polls_per_state:
-            request.status, request.started, request.polls = "started", _now(), 0
+            request.status, request.started, request.polls = "started", utc_now(), 0
         elif request.status == "started" and request.polls > self.polls_per_state:
             task = self.tasks[request.task_id]
             if task.export_error:
@@ -426,7 +400,7 @@ class FakeCvat:
             else:
                 request.file = self.export_file(task, request.save_images)
                 request.status = "finished"
-            request.finished = _now()
+            request.finished = utc_now()
 
 
 class _Handler(BaseHTTPRequestHandler):

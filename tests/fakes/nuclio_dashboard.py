@@ -30,7 +30,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from unittest import mock
@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from tests.fakes.nuclio import Platform, make_event, to_wire, wire_body
+from tests.fakes.serving import ServedFake
 
 DEFAULT_NAMESPACE = "nuclio"
 PROJECT_LABEL = "nuclio.io/project-name"
@@ -135,7 +136,7 @@ def build_required(spec: dict) -> bool:
 # --- the dashboard ------------------------------------------------------------------------------
 
 
-class FakeNuclioDashboard:
+class FakeNuclioDashboard(ServedFake):
     """The fake dashboard and its functions. Start it with ``start()`` or a ``with`` block."""
 
     def __init__(self, *, polls_per_state: int = 1, default_namespace: str = DEFAULT_NAMESPACE) -> None:
@@ -153,33 +154,12 @@ class FakeNuclioDashboard:
         self.lock = threading.RLock()
         self._polls: dict[tuple[str, str], int] = {}
         self._ports = itertools.count(32768)
-        self._httpd: Optional[ThreadingHTTPServer] = None
+
+    thread_name = "fake-nuclio"
 
     @property
-    def url(self) -> str:
-        assert self._httpd is not None, "start the fake dashboard first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeNuclioDashboard":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="fake-nuclio", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "FakeNuclioDashboard":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def handler_class(self) -> type:
+        return _Handler
 
     def function(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> Function:
         return self.functions[(namespace, name)]
