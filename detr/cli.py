@@ -1,4 +1,4 @@
-"""The ``detr`` command: train, eval, predict, quickstart.
+"""The ``detr`` command: train, eval, predict, quickstart, export-onnx.
 
 Training flags are generated from the ``ModelConfig`` and ``TrainConfig`` fields, so names,
 defaults and help text live in one place. ``main(argv) -> int`` never calls ``sys.exit``.
@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DatasetError
 from .images import ImageError
+from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
 from .progress import TrainProgressBar
 from .recipes import MODEL_PRESETS, RECIPES, SMALL_DATA_IMAGES, count_training_images, plan_training
 from .tasks import evaluate_model_file, predict_images
@@ -224,7 +225,45 @@ class QuickstartCommand(Command):
         return run_quickstart(Path(args.out), images=args.images, epochs=args.epochs)
 
 
-COMMANDS: tuple[Command, ...] = (TrainCommand(), EvalCommand(), PredictCommand(), QuickstartCommand())
+class ExportOnnxCommand(Command):
+    name = "export-onnx"
+    description = "Export a model file to ONNX (any image size) with its labels, threshold and input size as metadata."
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="model.pt written by training")
+        parser.add_argument("--out", required=True, help="ONNX file to write; the metadata goes to <out>.json too")
+        parser.add_argument(
+            "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 18. Default: {DEFAULT_OPSET}."
+        )
+        parser.add_argument(
+            "--check", action="store_true", help="run onnxruntime on a random image and compare with PyTorch"
+        )
+
+    def execute(self, args: argparse.Namespace) -> int:
+        require_onnx(runtime=args.check)  # before the export's minutes, not after
+        exported = export_onnx(args.model, args.out, opset=args.opset)
+        labels = exported.metadata["labels"]
+        print(f"{exported.path} (opset {exported.opset}, {len(labels)} label(s)); metadata: {exported.metadata_path}")
+        if not args.check:
+            return 0
+        check = check_onnx(exported.path, args.model)
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in check.max_diff.items())
+        print(
+            f"check on {list(check.input_shape)}: max |onnxruntime - pytorch| {diffs} (tolerance {check.tolerance:g})"
+        )
+        if not check.ok:
+            print("error: ONNX and PyTorch outputs differ beyond the tolerance; try another --opset", file=sys.stderr)
+            return EXIT_ERROR
+        return 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    TrainCommand(),
+    EvalCommand(),
+    PredictCommand(),
+    QuickstartCommand(),
+    ExportOnnxCommand(),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,7 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         code = args.handler.execute(args)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, ImageError, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        TrainingError,
+        ImageError,
+        OnnxExportError,
+        FileNotFoundError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -150,6 +150,10 @@ class TrainConfig(_ConfigBase):
     image_size: int = _field(800, "Shortest side at evaluation; training samples sizes up to this.")
     max_size: int = _field(1333, "Longest side cap.")
     random_crop: bool = _field(True, "Random crops during training, as in DETR.")
+    multi_scale: bool = _field(
+        True,
+        "Train at shortest sides drawn from multiples of 32 in [0.6, 1] x image_size, as in DETR; off = image_size.",
+    )
     hflip: bool = _field(True, "Random horizontal flips during training.")
     set_cost_class: float = _field(1.0, "Matcher weight of the class probability.")
     set_cost_bbox: float = _field(5.0, "Matcher weight of the L1 box distance.")

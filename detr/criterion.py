@@ -28,10 +28,19 @@ def stack_layers(outputs: dict) -> tuple[Tensor, Tensor]:
 def count_boxes(targets: list[dict], device: torch.device) -> Tensor:
     """Target boxes in the batch, averaged over processes; a tensor, so that no host sync is needed."""
     num_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    return average_over_processes(num_boxes).clamp(min=1.0)
+
+
+def average_over_processes(value: Tensor) -> Tensor:
+    """The mean of ``value`` over data-parallel processes (itself in a single process).
+
+    Normalising each process's sums by this global mean, then letting DDP average the
+    gradients, gives exactly the single-process loss of the whole batch."""
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num_boxes)
-        num_boxes = num_boxes / dist.get_world_size()
-    return num_boxes.clamp(min=1.0)
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
 
 
 class SetCriterion(nn.Module):
@@ -88,7 +97,8 @@ class SetCriterion(nn.Module):
         if self.focal is None:
             ce = F.cross_entropy(logits.flatten(0, 2).float(), target_classes.flatten(), reduction="none")
             weights = self.empty_weight[target_classes.flatten()]
-            loss_ce = (ce * weights).view(num_layers, -1).sum(1) / weights.view(num_layers, -1).sum(1)
+            weight_sums = average_over_processes(weights.view(num_layers, -1).sum(1))
+            loss_ce = (ce * weights).view(num_layers, -1).sum(1) / weight_sums
         else:
             # one-hot without the no-object column; summed and normalised by boxes (Deformable DETR)
             onehot = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)

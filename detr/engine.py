@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -36,8 +36,24 @@ def to_device(
     return images, mask, targets
 
 
+class TrainingForward(nn.Module):
+    """The training forward pass as one module (so DistributedDataParallel can wrap it): the
+    model, plus Group DETR's training-only query groups when enabled."""
+
+    def __init__(self, model: nn.Module, groups: QueryGroups | None = None):
+        super().__init__()
+        self.model = model
+        self.groups = groups
+
+    def forward(self, images: Tensor, mask: Tensor) -> dict:
+        return self.model(images, mask) if self.groups is None else self.groups(self.model, images, mask)
+
+    def expand_targets(self, targets: list[dict]) -> list[dict]:
+        return targets if self.groups is None else self.groups.expand_targets(targets)
+
+
 def train_step(
-    model: nn.Module,
+    forward: nn.Module,
     criterion: SetCriterion,
     optimizer: torch.optim.Optimizer,
     batch: tuple[Tensor, Tensor, list[dict]],
@@ -45,19 +61,16 @@ def train_step(
     *,
     clip_max_norm: float,
     amp: bool,
-    groups: QueryGroups | None = None,
+    expand_targets: Callable[[list[dict]], list[dict]],
 ) -> tuple[Tensor, dict[str, Tensor]] | None:
     """Forward, loss, backward and optimizer step. Returns (weighted loss, named losses) as
     device tensors, or None when the loss was not finite and the step was skipped.
 
-    ``groups`` adds Group DETR's training-only query groups."""
+    ``forward`` is a ``TrainingForward``, possibly wrapped in DistributedDataParallel."""
     images, mask, targets = to_device(*batch, device)
     with autocast(device, amp):
-        if groups is None:
-            outputs = model(images, mask)
-        else:
-            outputs = groups(model, images, mask)
-            targets = groups.expand_targets(targets)
+        outputs = forward(images, mask)
+    targets = expand_targets(targets)
     losses = criterion(outputs, targets)
     num_layers = len(outputs.get("aux_outputs", [])) + 1
     loss = total_loss(losses, criterion.weight_dict(num_layers))

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
@@ -33,10 +34,11 @@ from .checkpoint import (
     safe_load,
     save_model_file,
 )
-from .config import ModelConfig, TrainConfig
+from .config import ConfigError, ModelConfig, TrainConfig
 from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
-from .engine import predict, train_step
+from .distributed import Distributed, setup_distributed
+from .engine import TrainingForward, predict, train_step
 from .evaluate import EvalResult, evaluate_predictions
 from .groups import QueryGroups
 from .matcher import HungarianMatcher
@@ -130,7 +132,17 @@ def fit(
             "pass either --pretrained (a whole DETR) or --backbone-weights (an ImageNet ResNet), not both"
         )
 
+    dist_info, device = setup_distributed(train_config.device)
+    if train_config.batch_size % dist_info.world_size:
+        raise ConfigError(
+            f"--batch-size {train_config.batch_size} must be a multiple of the {dist_info.world_size} "
+            "processes: each trains on an equal share of every batch"
+        )
+    if not dist_info.is_main:  # rank 0 extracts archives first; the others then read its copy
+        dist_info.barrier()
     dataset = load_detection_data(data, val_fraction=val_fraction, seed=train_config.seed, work_dir=out / "data")
+    if dist_info.is_main:
+        dist_info.barrier()
     if ckpt is not None and ckpt["labels"] != dataset.labels:
         raise TrainingError(
             f"the dataset's labels {dataset.labels} differ from the checkpoint's {ckpt['labels']}; "
@@ -141,7 +153,6 @@ def fit(
     model_config = (model_config or ModelConfig()).replace(num_classes=len(dataset.labels))
 
     _seed_everything(train_config.seed)
-    device = _device(train_config.device)
     model = build_model_from_config(model_config, train_backbone=train_config.lr_backbone > 0)
     if pretrained:
         logger.info("DETR weights from %s: %s", pretrained, load_detr_weights(model, pretrained).describe())
@@ -151,21 +162,22 @@ def fit(
         )
     model.to(device)
 
-    loop = _Loop(model, dataset, train_config, device, out, callbacks, should_stop)
-    atomic_write_json(
-        {
-            "model": model_config.to_dict(),
-            "train": train_config.to_dict(),
-            "labels": dataset.labels,
-            "data": str(data),
-            "pretrained": pretrained,
-            "backbone_weights": backbone_weights,
-            "val_fraction": val_fraction,
-            "images": {"train": len(dataset.train), "val": len(dataset.val)},
-            "warnings": dataset.warnings,
-        },
-        out / "config.json",
-    )
+    loop = _Loop(model, dataset, train_config, device, out, callbacks, should_stop, dist_info)
+    if dist_info.is_main:
+        atomic_write_json(
+            {
+                "model": model_config.to_dict(),
+                "train": train_config.to_dict(),
+                "labels": dataset.labels,
+                "data": str(data),
+                "pretrained": pretrained,
+                "backbone_weights": backbone_weights,
+                "val_fraction": val_fraction,
+                "images": {"train": len(dataset.train), "val": len(dataset.val)},
+                "warnings": dataset.warnings,
+            },
+            out / "config.json",
+        )
     if ckpt is not None:
         loop.restore(ckpt)
     return loop.run()
@@ -173,10 +185,12 @@ def fit(
 
 class _EpochBatches(Sampler[list[int]]):
     """Shuffled batches drawn from (seed, epoch) alone, so a resumed run replays the same order;
-    ``start`` skips the batches an interrupted epoch already trained on."""
+    ``start`` skips the batches an interrupted epoch already trained on. With several processes
+    each takes its slice of every global batch."""
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -186,8 +200,10 @@ class _EpochBatches(Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
         n = max(1, self.size // self.batch_size)  # drop the last partial batch, as the reference does
+        share = self.batch_size // self.world_size
         for b in range(self.start, n):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            first = b * self.batch_size + self.rank * share
+            yield order[first : first + share]
 
 
 class _AugmentedDataset(DetectionDataset):
@@ -214,9 +230,11 @@ class _Loop:
         out: Path,
         callbacks: Sequence[Callback],
         should_stop: Callable[[], bool] | None,
+        dist_info: Distributed,
     ):
         self.model, self.data, self.cfg, self.device, self.out = model, data, cfg, device, out
         self.callbacks, self.should_stop = list(callbacks), should_stop or (lambda: False)
+        self.dist = dist_info
         focal = (cfg.focal_alpha, cfg.focal_gamma) if model.config.classifier == "sigmoid" else None
         self.criterion = SetCriterion(
             model.config.num_classes,
@@ -234,10 +252,20 @@ class _Loop:
         )
         self.train_set = _AugmentedDataset(
             data.train,
-            train_transforms(cfg.image_size, cfg.max_size, hflip=cfg.hflip, random_crop=cfg.random_crop),
+            train_transforms(
+                cfg.image_size, cfg.max_size, hflip=cfg.hflip, random_crop=cfg.random_crop, multi_scale=cfg.multi_scale
+            ),
             cfg.seed,
         )
-        self.batches = _EpochBatches(len(data.train), min(cfg.batch_size, len(data.train)), cfg.seed)
+        world = dist_info.world_size
+        batch_size = max(world, min(cfg.batch_size, len(data.train) // world * world))
+        self.batches = _EpochBatches(len(data.train), batch_size, cfg.seed, dist_info.rank, world)
+        self.forward = TrainingForward(model, self.groups)
+        self.train_forward: nn.Module = self.forward
+        if dist_info.enabled:
+            self.train_forward = DistributedDataParallel(
+                self.forward, device_ids=[device.index] if device.type == "cuda" else None
+            )
         pin = device.type == "cuda"
         # Loaders draw worker seeds from their own generator, never from the global RNG that
         # dropout uses: a resumed run then replays exactly.
@@ -321,7 +349,8 @@ class _Loop:
                 status = "cancelled"
                 break
             self._end_epoch(losses)
-            if self.cfg.patience and self.evals_since_best >= self.cfg.patience:
+            patience_spent = self.cfg.patience > 0 and self.evals_since_best >= self.cfg.patience
+            if self.dist.any(self.dist.is_main and patience_spent, self.device):
                 logger.info("No better mAP in %d evaluations: stopping early", self.evals_since_best)
                 status = "early_stopped"
                 break
@@ -340,19 +369,19 @@ class _Loop:
         sums: dict[str, torch.Tensor] = {}
         count, bad_in_a_row, last_event = 0, 0, 0.0
         for step, batch in enumerate(self.train_loader, start=self.start_step + 1):
-            if self.should_stop():
+            if self.dist.any(self.should_stop(), self.device):
                 self.start_step = step - 1
                 self._save_checkpoint()
                 return None
             result = train_step(
-                self.model,
+                self.train_forward,
                 self.criterion,
                 self.optimizer,
                 batch,
                 self.device,
                 clip_max_norm=self.cfg.clip_max_norm,
                 amp=self.cfg.amp,
-                groups=self.groups,
+                expand_targets=self.forward.expand_targets,
             )
             self.scheduler.step()
             self.steps_this_session += 1
@@ -388,7 +417,12 @@ class _Loop:
             **{f"train_{k}": v for k, v in losses.items()},
         }
         metrics: dict = {}
-        if epoch_done % self.cfg.eval_every == 0 or epoch_done == self.cfg.epochs:
+        evaluate_now = epoch_done % self.cfg.eval_every == 0 or epoch_done == self.cfg.epochs
+        self.epoch = epoch_done
+        if not self.dist.is_main:  # rank 0 evaluates and writes; the others wait for it
+            self.dist.barrier()
+            return
+        if evaluate_now:
             result = self.evaluate()
             metrics = result.summary()
             ap = metrics.get("AP") or 0.0
@@ -407,11 +441,11 @@ class _Loop:
             else:
                 self.evals_since_best += 1
             record.update({k: v for k, v in metrics.items() if k != "per_class"}, best=improved)
-        self.epoch = epoch_done
         self._save_checkpoint()
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         self._emit("epoch_end", epoch=epoch_done - 1, step=self.steps_per_epoch, losses=losses, metrics=metrics)
+        self.dist.barrier()
 
     def evaluate(self) -> EvalResult:
         predictions = predict(self._eval_model(), self.val_loader, self.device, amp=self.cfg.amp)
@@ -421,7 +455,10 @@ class _Loop:
         return self.ema.module if self.ema is not None else self.model
 
     def _finish(self) -> None:
-        """Make sure a model file exists, then write the report of the best model."""
+        """Make sure a model file exists, then write the report of the best model (rank 0)."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return
         if not (self.out / "model.pt").is_file():
             # cancelled before the first evaluation: still leave a usable model file
             result = self.evaluate()
@@ -446,9 +483,12 @@ class _Loop:
             predictions=predictions,
             metrics_path=self.out / "metrics.jsonl",
         )
+        self.dist.barrier()
 
     # --- bookkeeping ------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
         atomic_save(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -481,6 +521,8 @@ class _Loop:
         metrics: dict | None = None,
         status: str = "",
     ) -> None:
+        if not self.dist.is_main:
+            return
         epoch = self.epoch if epoch is None else epoch
         global_step = epoch * self.steps_per_epoch + step
         elapsed = time.monotonic() - self.started
@@ -519,15 +561,6 @@ def _load_checkpoint(path: Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a cvat-detr training checkpoint; start a new run without --resume")
     return ckpt
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
-    return device
 
 
 def _seed_everything(seed: int) -> None:

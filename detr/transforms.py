@@ -47,8 +47,10 @@ def train_scales(image_size: int) -> list[int]:
     return scales or [image_size]
 
 
-def train_transforms(image_size: int, max_size: int, *, hflip: bool = True, random_crop: bool = True) -> v2.Transform:
-    scales = train_scales(image_size)
+def train_transforms(
+    image_size: int, max_size: int, *, hflip: bool = True, random_crop: bool = True, multi_scale: bool = True
+) -> v2.Transform:
+    scales = train_scales(image_size) if multi_scale else [image_size]
     resize = v2.RandomShortestSize(scales, max_size=max_size)
     steps: list[v2.Transform] = []
     if hflip:
