@@ -6,20 +6,7 @@ import torch
 from PIL import Image
 
 from detr import Detector
-from detr.config import TINY_MODEL
-from detr.model import build_model_from_config
-
-
-def _constant_model(box_cxcywh, class_logits):
-    """A model that predicts one box and class scores whatever the image is."""
-    model = build_model_from_config(TINY_MODEL.replace(num_classes=len(class_logits) - 1, num_queries=1))
-    with torch.no_grad():
-        model.class_embed.weight.zero_()
-        model.class_embed.bias.copy_(torch.tensor(class_logits))
-        last = model.bbox_embed.layers[-1]
-        last.weight.zero_()
-        last.bias.copy_(torch.logit(torch.tensor(box_cxcywh)))
-    return model
+from tests.fakes.models import constant_model as _constant_model
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""Client of the trainer function's job API (``serverless/trainer``): submit, watch, cancel.
+
+Our exception hierarchy:
+
+    TrainerError               anything that went wrong talking to the trainer
+    ├── TrainerUnavailable     not reachable, or still failing with 502/503/504 after retries
+    └── TrainerRequestError    the trainer refused the request (4xx, or a 500 it explained);
+                               ``status`` and the trainer's message, ``body`` for details
+
+Connection errors are retried for every request (nothing reached the trainer); gateway
+errors (502/503/504) only for reads, so a job is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+logger = logging.getLogger(__name__)
+
+#: States a job never leaves (``interrupted`` jobs resume after a trainer restart).
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+#: (connect, read) seconds. Every trainer endpoint answers at once; training runs in the background.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+DEFAULT_RETRIES = 3
+DEFAULT_POLL_INTERVAL_S = 2.0
+#: How long ``follow`` keeps polling through a trainer restart before giving up.
+DEFAULT_MAX_UNAVAILABLE_S = 300.0
+
+
+class TrainerError(Exception):
+    """A trainer request failed; the message says what to do."""
+
+
+class TrainerUnavailable(TrainerError):
+    pass
+
+
+class TrainerRequestError(TrainerError):
+    def __init__(self, message: str, status: int, body: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user name and password, fit for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class TrainerClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff_factor: float = 0.5,
+        session: requests.Session | None = None,
+    ):
+        if not url.startswith(("http://", "https://")):
+            raise TrainerError(f"trainer URL {redact_url(url)!r} must start with http:// or https://")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = session or requests.Session()
+        retry = Retry(
+            total=retries, connect=retries, read=retries, status=retries, other=0,
+            allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
+            backoff_factor=backoff_factor, raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    def submit(
+        self,
+        dataset_id: str,
+        *,
+        task_id: int | None = None,
+        options: dict[str, Any] | None = None,
+        resume_from: str | None = None,
+        publish: bool = False,
+    ) -> dict[str, Any]:
+        """Queue a training job on a dataset under the trainer's ``DETR_HOME/datasets``; returns the job."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "options": options or {}, "publish": publish}
+        if task_id is not None:
+            body["task_id"] = task_id
+        if resume_from is not None:
+            body["resume_from"] = resume_from
+        return self._request("POST", "/jobs", json=body)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/jobs/{quote(job_id, safe='')}")
+
+    def list(self, *, task_id: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first; only those of one CVAT task when ``task_id`` is given."""
+        params = {"task": str(task_id)} if task_id is not None else None
+        return self._request("GET", "/jobs", params=params)["jobs"]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/jobs/{quote(job_id, safe='')}/cancel")
+
+    def follow(
+        self,
+        job_id: str,
+        *,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        timeout: float | None = None,
+        max_unavailable: float = DEFAULT_MAX_UNAVAILABLE_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """Poll a job until it succeeds, fails or is cancelled; returns the final job.
+
+        ``on_update`` gets the job whenever it changed. A trainer restart is waited out for up
+        to ``max_unavailable`` seconds, as the trainer resumes interrupted jobs by itself.
+        """
+        started = last_seen = time.monotonic()
+        previous: dict[str, Any] | None = None
+        while True:
+            try:
+                job = self.get(job_id)
+                last_seen = time.monotonic()
+            except TrainerUnavailable:
+                if time.monotonic() - last_seen > max_unavailable:
+                    raise
+                logger.warning("Trainer unreachable while following job %s; retrying", job_id)
+                sleep(poll_interval)
+                continue
+            if job != previous and on_update is not None:
+                on_update(job)
+            previous = job
+            if job.get("state") in FINAL_STATES:
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise TrainerError(
+                    f"job {job_id} is still {job.get('state')} after {timeout:.0f} s; "
+                    f"check it later with `cvat-detr status {job_id}`"
+                )
+            sleep(poll_interval)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        where = f"{method} {redact_url(self.url)}{path}"
+        try:
+            response = self._session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise TrainerUnavailable(
+                f"cannot reach the trainer ({where}: {type(e).__name__}); check the trainer URL and that "
+                "the detr-trainer function is deployed and ready (`nuctl get functions`)"
+            ) from e
+        body = _json_or_none(response)
+        if response.ok:
+            if body is None:
+                raise TrainerError(f"{where} answered {response.status_code} without a JSON body; is this "
+                                   "URL the detr-trainer function?")
+            return body
+        message = body.get("error") if isinstance(body, dict) else None
+        if response.status_code in (502, 503, 504):
+            raise TrainerUnavailable(
+                f"the trainer is unavailable ({where} answered {response.status_code}"
+                f"{': ' + message if message else ''}); retry in a minute"
+            )
+        if message is None:
+            message = response.text[:200] or response.reason
+        raise TrainerRequestError(
+            f"the trainer refused {where} ({response.status_code}): {message}", response.status_code, body
+        )
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,175 @@
+"""The trainer's HTTP API, routed by method and path.
+
+```
+POST /jobs                 {"dataset_id", "task_id"?, "options"?, "resume_from"?, "publish"?} -> 202 job
+GET  /jobs[?task=&state=]  {"jobs": [job, ...], "problems": [...]}, newest first
+GET  /jobs/{id}            job
+POST /jobs/{id}/cancel     job
+GET  /health               {"status", "version", "device", "running", "queued", "problems"}
+```
+Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
+state the trainer itself cannot read).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata
+from typing import Any, Callable, Mapping
+
+import torch
+
+from serverless.responses import RequestError
+from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
+from serverless.trainer.options import REQUEST_EXAMPLE, parse_job_request, training_setup
+from serverless.trainer.runner import CHECKPOINT_FILE, JobRunner
+from serverless.trainer.storage import DetrHome
+from serverless.trainer.weights import starting_point
+
+Reply = tuple[int, Any]
+
+
+class TrainerApi:
+    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome):
+        self.store = store
+        self.runner = runner
+        self.home = home
+
+    def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        """Answer one request; ``body()`` parses the JSON body when a route needs it."""
+        path = "/" + path.strip("/")
+        for pattern, routes in self._routes():
+            match = re.fullmatch(pattern, path)
+            if match is None:
+                continue
+            if method not in routes:
+                allowed = " or ".join(sorted(routes))
+                raise RequestError(f"{method} is not allowed on {path}; use {allowed}", status=405)
+            return routes[method](*match.groups(), query=query, body=body)
+        raise RequestError(
+            f"no route {method} {path}; the trainer serves POST /jobs, GET /jobs, GET /jobs/<id>, "
+            "POST /jobs/<id>/cancel and GET /health", status=404
+        )
+
+    def _routes(self) -> list[tuple[str, dict[str, Callable[..., Reply]]]]:
+        return [
+            (r"/health", {"GET": self.health}),
+            (r"/jobs", {"GET": self.list_jobs, "POST": self.submit}),
+            (r"/jobs/([^/]+)", {"GET": self.get_job}),
+            (r"/jobs/([^/]+)/cancel", {"POST": self.cancel}),
+        ]
+
+    # --- routes -------------------------------------------------------------------------------
+    def health(self, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        status = 200 if self.runner.alive else 503
+        return status, {
+            "status": "ok" if self.runner.alive else "error",
+            "version": _version(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "running": self.runner.current,
+            "queued": len(self.runner.queued),
+            "problems": self.store.problems
+            + ([] if self.runner.alive else ["the training worker is not running; restart the function"]),
+        }
+
+    def list_jobs(self, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        jobs = self.store.jobs()
+        if query.get("task") not in (None, ""):
+            task_id = _int_query(query, "task")
+            jobs = [job for job in jobs if job.task_id == task_id]
+        if query.get("state") not in (None, ""):
+            state = query["state"]
+            if state not in STATES:
+                raise RequestError(f"query 'state' must be one of {', '.join(STATES)}, got {state!r}")
+            jobs = [job for job in jobs if job.state == state]
+        return 200, {"jobs": [job.to_dict() for job in jobs], "problems": self.store.problems}
+
+    def get_job(self, job_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        self.home.resolve(self.home.runs, job_id, what="job id")
+        return 200, self.store.get(job_id).to_dict()
+
+    def cancel(self, job_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        self.home.resolve(self.home.runs, job_id, what="job id")
+        return 200, self.runner.cancel(job_id).to_dict()
+
+    def submit(self, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        data = body()
+        if not isinstance(data, dict):
+            raise RequestError(f"expected a JSON object such as {REQUEST_EXAMPLE}")
+        request = parse_job_request(data)
+        labels = self._dataset_labels(request.dataset_id)
+        if request.resume_from is not None:
+            self._check_resumable(request.resume_from, request.options, labels)
+        else:
+            setup = training_setup(request.options)
+            starting_point(setup.weights, setup.model_config, task_id=request.task_id, registry=self.runner.registry)
+        job = Job(
+            id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, options=request.options,
+            resume_from=request.resume_from, publish=request.publish,
+        )
+        self.store.add(job)
+        self.runner.enqueue(job.id)
+        return 202, job.to_dict()
+
+    # --- checks -------------------------------------------------------------------------------
+    def _dataset_labels(self, dataset_id: str) -> list[str]:
+        folder = self.home.resolve(self.home.datasets, dataset_id, what="dataset_id", nested=True)
+        if not folder.is_dir():
+            raise RequestError(
+                f"dataset {dataset_id!r} not found in DETR_HOME/datasets; build it CVAT-side first "
+                "(`cvat-detr train` does), then submit the job again", status=404
+            )
+        labels_file = folder / "labels.json"
+        try:
+            labels = json.loads(labels_file.read_text(encoding="utf-8"))
+            return [label["name"] for label in labels]
+        except FileNotFoundError:
+            raise RequestError(
+                f"dataset {dataset_id!r} has no labels.json; it is not a complete training set, build it again"
+            ) from None
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise RequestError(f"dataset {dataset_id!r}: labels.json is unreadable ({e}); build the dataset again") from e
+
+    def _check_resumable(self, source_id: str, options: Mapping[str, Any], labels: list[str]) -> None:
+        folder = self.home.resolve(self.home.runs, source_id, what="resume_from")
+        source = self.store.get(source_id)
+        if source.state in ("queued", "running", "interrupted"):
+            raise RequestError(
+                f"job {source_id} is still {source.state}; wait until it ends or cancel it before resuming from it",
+                status=409,
+            )
+        conflicting = [key for key in ("weights", "model") if key in options]
+        if conflicting:
+            raise RequestError(
+                f"option {conflicting[0]!r} cannot be combined with resume_from: the checkpoint of job "
+                f"{source_id} fixes the weights and the model; drop the option"
+            )
+        if not (folder / CHECKPOINT_FILE).is_file():
+            raise RequestError(f"job {source_id} left no checkpoint to resume from; start a new job instead",
+                               status=409)
+        try:
+            source_labels = json.loads((folder / "config.json").read_text(encoding="utf-8"))["labels"]
+        except (OSError, ValueError, KeyError) as e:
+            raise RequestError(f"job {source_id}: its config.json is unreadable ({e}); start a new job instead",
+                               status=409) from e
+        if source_labels != labels:
+            raise RequestError(
+                f"the dataset's labels {labels} differ from those of job {source_id} {source_labels}; resume only "
+                "on a dataset with the same labels in the same order, or start a new job", status=409
+            )
+
+
+def _int_query(query: Mapping[str, Any], name: str) -> int:
+    value = query[name]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"query {name!r} must be an integer, got {value!r}") from None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cvat-detr")
+    except metadata.PackageNotFoundError:
+        return "unknown"

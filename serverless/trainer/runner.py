@@ -1,0 +1,200 @@
+"""One background worker that runs queued jobs one after another (FIFO) with ``detr.fit``.
+
+The trainer function owns one GPU, so jobs never run side by side. The HTTP handler
+only enqueues and returns; this thread trains. It stops cleanly in two ways:
+
+- ``cancel(job)``: the job's ``should_stop`` turns true, fit saves a checkpoint and
+  returns, the job ends ``cancelled``;
+- ``terminate()`` (Nuclio's termination signal): the same, but the job becomes
+  ``interrupted`` and is resumed from that checkpoint when the function starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Callable, Optional
+
+from detr import FitResult, fit
+from detr.train import read_run_config
+from serverless.responses import RequestError
+from serverless.trainer.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, utc_now
+from serverless.trainer.models import ModelRegistry
+from serverless.trainer.options import training_setup
+from serverless.trainer.progress import JobProgress
+from cvat_plugin.storage import copy_atomic
+from serverless.trainer.storage import DetrHome
+from serverless.trainer.weights import starting_point
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+SuccessHook = Callable[[Job, Path], Optional[str]]
+"""Called after a successful job's model is registered, with the job and the model's folder.
+
+Returns the name of the Nuclio function that now serves the model (publishing), or None.
+An exception is recorded in the job's ``error``; the job still succeeded.
+"""
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None):
+        self.store = store
+        self.home = home
+        self.registry = ModelRegistry(home.models)
+        self.on_success = on_success
+        self._queue: deque[str] = deque()
+        self._cond = threading.Condition()
+        self._current: str | None = None
+        self._cancel = threading.Event()
+        self._terminating = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- control, called from the handler ---------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="detr-trainer-worker", daemon=True)
+        self._thread.start()
+
+    def recover(self) -> None:
+        """After a (re)start: jobs that were running are marked interrupted; every waiting job is queued."""
+        for job in self.store.jobs():
+            if job.state == "running":
+                logger.warning("Job %s was running when the trainer stopped: it resumes from its last checkpoint",
+                               job.id)
+                self.store.update(job.id, state="interrupted")
+        for job in self.store.waiting():
+            self.enqueue(job.id)
+
+    def enqueue(self, job_id: str) -> None:
+        with self._cond:
+            self._queue.append(job_id)
+            self._cond.notify()
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting job at once, or ask the running one to stop (it ends within a step)."""
+        with self._cond:
+            job = self.store.get(job_id)
+            if job.state in FINAL_STATES:
+                raise RequestError(f"job {job_id} already {job.state}; there is nothing to cancel", status=409)
+            if job_id == self._current:
+                self._cancel.set()
+                logger.info("Job %s: cancel requested", job_id)
+                return job
+            if job_id in self._queue:
+                self._queue.remove(job_id)
+            logger.info("Job %s: cancelled before it started", job_id)
+            return self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
+
+    def terminate(self, timeout: float | None = None) -> bool:
+        """Stop the worker: the running job saves a checkpoint and stays resumable. True if it stopped in time."""
+        self._terminating.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    @property
+    def queued(self) -> list[str]:
+        with self._cond:
+            return list(self._queue)
+
+    # --- the worker thread ------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._terminating.is_set():
+                    self._cond.wait()
+                if self._terminating.is_set():
+                    return
+                self._current = self._queue.popleft()
+                self._cancel.clear()
+            try:
+                self._run(self._current)
+            except Exception:  # a bug here must not kill the worker and strand the queue
+                logger.exception("Job %s: unexpected error in the trainer", self._current)
+            finally:
+                with self._cond:
+                    self._current = None
+
+    def _should_stop(self) -> bool:
+        return self._cancel.is_set() or self._terminating.is_set()
+
+    def _run(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job.state not in WAITING_STATES:
+            return
+        run_dir = self.home.runs / job.id
+        if self._cancel.is_set():
+            self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
+            return
+        self.store.update(job_id, state="running", started=job.started or utc_now(), finished=None, error=None)
+        logger.info("Job %s: %s on dataset %s", job_id, "resuming" if job.state == "interrupted" else "starting",
+                    job.dataset_id)
+        try:
+            result = self._fit(job, run_dir)
+            if result.status != "cancelled":
+                self._succeed(job, result)
+                return
+        except Exception as e:
+            logger.exception("Job %s failed", job_id)
+            self.store.update(job_id, state="failed", finished=utc_now(), eta_s=None, error=_describe(e))
+            return
+        if self._terminating.is_set():
+            logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
+            self.store.update(job_id, state="interrupted", eta_s=None)
+        else:
+            logger.info("Job %s cancelled after %d epoch(s)", job_id, result.epochs_done)
+            self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
+
+    def _fit(self, job: Job, run_dir: Path) -> FitResult:
+        setup = training_setup(job.options)
+        checkpoint = run_dir / CHECKPOINT_FILE
+        if job.resume_from and not checkpoint.exists():
+            copy_atomic(self.home.runs / job.resume_from / CHECKPOINT_FILE, checkpoint)
+        dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
+        progress = JobProgress(self.store, job.id)
+        if checkpoint.exists():
+            # Resuming: the checkpoint holds the weights and the recipe; options override the recipe.
+            _, saved = read_run_config(run_dir)
+            train_config = saved.replace(**setup.train_options)
+            return fit(dataset, run_dir, model_config=setup.model_config, train_config=train_config,
+                       resume=True, callbacks=[progress], should_stop=self._should_stop)
+        start = starting_point(setup.weights, setup.model_config, task_id=job.task_id, registry=self.registry)
+        return fit(dataset, run_dir, model_config=setup.model_config, train_config=setup.train_config,
+                   pretrained=start.pretrained, backbone_weights=start.backbone_weights,
+                   callbacks=[progress], should_stop=self._should_stop)
+
+    def _succeed(self, job: Job, result: FitResult) -> None:
+        dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
+        model_id, folder = self.registry.register(job, result, dataset)
+        best_metrics = result.best_metrics
+        changes: dict = {"state": "succeeded", "finished": utc_now(), "eta_s": None, "progress": 1.0,
+                         "model_id": model_id, "best_metrics": best_metrics}
+        if self.on_success is not None:
+            try:
+                changes["function"] = self.on_success(self.store.get(job.id), folder)
+            except Exception as e:
+                logger.exception("Job %s: the model was saved as %s but the success hook failed", job.id, model_id)
+                changes["error"] = f"model {model_id} was saved, but publishing it failed: {_describe(e)}"
+        self.store.update(job.id, **changes)
+        logger.info("Job %s succeeded: model %s, AP %s", job.id, model_id, best_metrics.get("AP"))
+
+
+def _describe(error: Exception) -> str:
+    """One line for the job's ``error``: the engine's messages already say what to change."""
+    text = str(error).strip() or type(error).__name__
+    return text if isinstance(error, (ValueError, RuntimeError, RequestError)) else f"{type(error).__name__}: {text}"
+

@@ -1,0 +1,75 @@
+"""Starting weights of a job (option ``weights``): files baked into the trainer image.
+
+The trainer never downloads at run time: ``function-gpu.yaml`` fetches the official DETR
+checkpoint and torchvision's ImageNet ResNet-50 into ``DETR_WEIGHTS`` (default
+``/opt/detr/weights``) when the image is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from detr import ModelConfig
+from detr.config import DETR_R50_URL
+from serverless.responses import RequestError
+from serverless.trainer.models import ModelRegistry
+
+DEFAULT_WEIGHTS_DIR = "/opt/detr/weights"
+
+#: The official DETR-R50 COCO checkpoint, under its published file name.
+COCO_FILE = Path(urlsplit(DETR_R50_URL).path).name
+
+#: torchvision's ImageNet ResNet weights (IMAGENET1K_V1, the ones DETR was trained from), by file
+#: name as published at https://download.pytorch.org/models/.
+IMAGENET_FILES = {
+    "resnet18": "resnet18-f37072fd.pth",
+    "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-0676ba61.pth",
+    "resnet101": "resnet101-63fe2227.pth",
+}
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """Keyword arguments of ``detr.fit`` for a choice of ``weights``."""
+
+    pretrained: str | None = None
+    backbone_weights: str | None = None
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("DETR_WEIGHTS", DEFAULT_WEIGHTS_DIR))
+
+
+def starting_point(
+    weights: str, model_config: ModelConfig | None, *, task_id: int | None, registry: ModelRegistry
+) -> StartingPoint:
+    """Resolve ``weights`` to files; raises :class:`RequestError` (400) when they are not there."""
+    if weights == "scratch":
+        return StartingPoint()
+    if weights == "previous":
+        if task_id is None:
+            raise RequestError("weights 'previous' needs the job's task_id; send task_id or choose weights 'coco'")
+        previous = registry.latest(task_id)
+        if previous is None:
+            raise RequestError(
+                f"weights 'previous': task {task_id} has no trained model yet; choose weights 'coco' for its first run"
+            )
+        return StartingPoint(pretrained=str(previous))
+    if weights == "coco":
+        return StartingPoint(pretrained=str(_baked(COCO_FILE, weights)))
+    backbone = (model_config or ModelConfig()).backbone
+    return StartingPoint(backbone_weights=str(_baked(IMAGENET_FILES[backbone], weights)))
+
+
+def _baked(file_name: str, weights: str) -> Path:
+    path = weights_dir() / file_name
+    if not path.is_file():
+        raise RequestError(
+            f"weights {weights!r} need {path}, which this trainer does not have; rebuild the trainer image "
+            f"(it downloads the file), put the file there, or choose weights 'scratch'"
+        )
+    return path

@@ -1,0 +1,136 @@
+"""cvat_plugin.trainer_client against scripted trainers served over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections import defaultdict, deque
+
+import pytest
+
+from cvat_plugin.trainer_client import (
+    TrainerClient, TrainerError, TrainerRequestError, TrainerUnavailable, redact_url,
+)
+from tests.fakes.nuclio import NuclioHttpServer
+
+JOB = {"id": "20250101-000000-abcdef", "state": "queued", "epoch": 0, "epochs": 2}
+
+
+class ScriptedTrainer:
+    """Answers each (method, path) with the next scripted (status, body); records request bodies."""
+
+    def __init__(self):
+        self.script: dict[tuple[str, str], deque] = defaultdict(deque)
+        self.bodies: list[tuple[str, str, object, dict]] = []
+
+    def on(self, method: str, path: str, *replies: tuple[int, object]) -> None:
+        self.script[(method, path)].extend(replies)
+
+    def __call__(self, context, event):
+        self.bodies.append((event.method, event.path, event.body, dict(event.fields)))
+        replies = self.script[(event.method, event.path)]
+        status, body = replies.popleft() if len(replies) > 1 else replies[0]
+        if isinstance(body, str):
+            return context.Response(body=body, content_type="text/plain", status_code=status)
+        return context.Response(body=json.dumps(body), content_type="application/json", status_code=status)
+
+
+@pytest.fixture
+def trainer():
+    scripted = ScriptedTrainer()
+    with NuclioHttpServer(scripted) as server:
+        scripted.url = server.url
+        yield scripted
+
+
+def client(url: str, **kwargs) -> TrainerClient:
+    return TrainerClient(url, backoff_factor=0, **kwargs)
+
+
+def test_submit_sends_the_job_request_and_returns_the_job(trainer):
+    trainer.on("POST", "/jobs", (202, JOB))
+    job = client(trainer.url).submit("task-7", task_id=7, options={"epochs": 2}, publish=True)
+    assert job == JOB
+    method, path, body, _ = trainer.bodies[-1]
+    assert (method, path) == ("POST", "/jobs")
+    assert body == {"dataset_id": "task-7", "task_id": 7, "options": {"epochs": 2}, "publish": True}
+
+
+def test_get_list_cancel_and_health_use_the_documented_paths(trainer):
+    trainer.on("GET", f"/jobs/{JOB['id']}", (200, JOB))
+    trainer.on("GET", "/jobs", (200, {"jobs": [JOB], "problems": []}))
+    trainer.on("POST", f"/jobs/{JOB['id']}/cancel", (200, {**JOB, "state": "cancelled"}))
+    trainer.on("GET", "/health", (200, {"status": "ok"}))
+    c = client(trainer.url)
+    assert c.get(JOB["id"]) == JOB
+    assert c.list(task_id=7) == [JOB]
+    assert trainer.bodies[-1][3] == {"task": "7"}
+    assert c.cancel(JOB["id"])["state"] == "cancelled"
+    assert c.health() == {"status": "ok"}
+
+
+def test_a_refusal_carries_the_trainers_message_and_status(trainer):
+    trainer.on("POST", "/jobs", (400, {"error": "unknown option 'epoch'; known options: weights, ..."}))
+    with pytest.raises(TrainerRequestError, match="unknown option 'epoch'") as caught:
+        client(trainer.url).submit("task-7", options={"epoch": 3})
+    assert caught.value.status == 400
+    assert "400" in str(caught.value)
+
+
+def test_reads_are_retried_through_gateway_errors(trainer):
+    trainer.on("GET", f"/jobs/{JOB['id']}", (503, "no worker"), (503, "no worker"), (200, JOB))
+    assert client(trainer.url, retries=3).get(JOB["id"]) == JOB
+    assert len(trainer.bodies) == 3
+
+
+def test_a_submission_is_never_sent_twice(trainer):
+    trainer.on("POST", "/jobs", (503, "no worker"), (202, JOB))
+    with pytest.raises(TrainerUnavailable, match="503"):
+        client(trainer.url, retries=3).submit("task-7")
+    assert len(trainer.bodies) == 1
+
+
+def test_an_unreachable_trainer_is_reported_without_credentials():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = client(f"http://admin:s3cret@127.0.0.1:{port}", retries=1)
+    with pytest.raises(TrainerUnavailable, match="cannot reach the trainer") as caught:
+        c.health()
+    assert "s3cret" not in str(caught.value) and "admin" not in str(caught.value)
+    assert redact_url("https://u:p@host:8080/x?y=1") == "https://host:8080/x?y=1"
+
+
+def test_a_non_json_answer_is_an_error(trainer):
+    trainer.on("GET", "/health", (200, "hello"))
+    with pytest.raises(TrainerError, match="without a JSON body"):
+        client(trainer.url).health()
+
+
+def test_the_url_must_be_http():
+    with pytest.raises(TrainerError, match="must start with http"):
+        TrainerClient("nuclio-detr-trainer:8080")
+
+
+def test_follow_reports_each_change_and_returns_the_final_job(trainer):
+    states = [(200, {**JOB, "state": s, "epoch": e}) for s, e in
+              [("queued", 0), ("running", 1), ("running", 1), ("running", 2), ("succeeded", 2)]]
+    trainer.on("GET", f"/jobs/{JOB['id']}", *states)
+    seen = []
+    final = client(trainer.url).follow(JOB["id"], on_update=seen.append, sleep=lambda s: None)
+    assert final["state"] == "succeeded"
+    assert [(j["state"], j["epoch"]) for j in seen] == [("queued", 0), ("running", 1), ("running", 2),
+                                                        ("succeeded", 2)]
+
+
+def test_follow_waits_out_a_trainer_restart(trainer):
+    trainer.on("GET", f"/jobs/{JOB['id']}", (200, {**JOB, "state": "running"}), (503, "restarting"),
+               (200, {**JOB, "state": "interrupted"}), (200, {**JOB, "state": "succeeded"}))
+    final = client(trainer.url, retries=0).follow(JOB["id"], sleep=lambda s: None)
+    assert final["state"] == "succeeded"
+
+
+def test_follow_gives_up_after_its_timeout(trainer):
+    trainer.on("GET", f"/jobs/{JOB['id']}", (200, {**JOB, "state": "running"}))
+    with pytest.raises(TrainerError, match="still running after 0 s; check it later"):
+        client(trainer.url).follow(JOB["id"], timeout=0, sleep=lambda s: None)

@@ -1,0 +1,331 @@
+"""The trainer Nuclio function, through nuclio_sdk: job API, background training, cancel, restart."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from detr.config import TINY_MODEL
+from detr.synthetic import make_shapes_dataset
+from serverless.trainer import main
+from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
+
+LABELS = ["circle", "square"]
+#: A job that trains the tiny model on 8 small images in a few seconds per epoch.
+TINY_OPTIONS = {
+    "weights": "scratch", "model": TINY_MODEL.to_dict(), "epochs": 1, "batch_size": 2, "image_size": 64,
+    "max_size": 96, "num_workers": 0, "device": "cpu", "random_crop": False,
+}
+JOB_KEYS = {"id", "task_id", "dataset_id", "state", "epoch", "epochs", "step", "steps", "progress", "loss", "metrics",
+            "best_metrics", "eta_s", "error", "model_id", "function", "options", "created", "started", "finished"}
+
+
+def make_dataset(home: Path, dataset_id: str = "task-7", labels: list[str] = LABELS) -> str:
+    folder = home / "datasets" / dataset_id
+    make_shapes_dataset(folder, num_images=8, seed=0, image_size=(64, 96), classes=tuple(labels),
+                        layout="cvat-folder")
+    (folder / "labels.json").write_text(json.dumps([{"id": i + 1, "name": n} for i, n in enumerate(labels)]))
+    return dataset_id
+
+
+class Trainer:
+    """One trainer container: a fresh platform and context on a DETR_HOME."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.platform = Platform()
+
+    def call(self, method: str, path: str, body=None, **kwargs) -> tuple[int, object]:
+        output = self.platform.call_handler(main.handler, make_event(method, path, body, **kwargs))
+        wire = to_wire(output)
+        assert wire["content_type"] == "application/json"
+        return wire["status_code"], json.loads(wire["body"])
+
+    def submit(self, **body) -> dict:
+        status, job = self.call("POST", "/jobs", {"dataset_id": "task-7", "task_id": 7, **body})
+        assert status == 202, job
+        return job
+
+    def job(self, job_id: str) -> dict:
+        status, job = self.call("GET", f"/jobs/{job_id}")
+        assert status == 200, job
+        return job
+
+    def wait(self, job_id: str, until, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            assert time.monotonic() < deadline, f"job never reached the expected state: {job}"
+            time.sleep(0.05)
+
+    def wait_final(self, job_id: str) -> dict:
+        return self.wait(job_id, lambda job: job["state"] in ("succeeded", "failed", "cancelled"))
+
+    def stop(self) -> None:
+        assert self.platform.terminate() is None
+        assert not self.runner.alive
+
+    @property
+    def runner(self):
+        return self.platform._get_handler_context(main.handler).user_data.runner
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """init_context points the package loggers at stdout; other tests expect them as they were."""
+    loggers = [logging.getLogger(name) for name in ("detr", "serverless")]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for log, (handlers, level, propagate) in zip(loggers, saved):
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("DETR_HOME", str(tmp_path))
+    monkeypatch.setenv("DETR_WEIGHTS", str(tmp_path / "no-weights"))
+    make_dataset(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def trainer(home):
+    trainer = Trainer(home)
+    yield trainer
+    trainer.runner.terminate(30)
+
+
+def test_a_tiny_job_runs_to_success_and_registers_its_model(trainer, home):
+    job = trainer.submit(options=TINY_OPTIONS)
+    assert set(job) >= JOB_KEYS
+    assert job["state"] in ("queued", "running") and job["dataset_id"] == "task-7" and job["task_id"] == 7
+
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["epoch"] == done["epochs"] == 1 and done["progress"] == 1.0 and done["step"] == done["steps"] == 3
+    assert done["model_id"] == "task-7-v1" and done["function"] is None
+    assert "AP" in done["best_metrics"] and "AP" in done["metrics"]
+    assert done["started"] and done["finished"] and done["error"] is None
+    assert json.loads((home / "runs" / job["id"] / "job.json").read_text()) == done
+
+    model_dir = home / "models" / "task-7-v1"
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["labels"] == [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+    assert card["run_id"] == job["id"] and card["dataset_id"] == "task-7" and card["status"] == "completed"
+    assert card["version"] == 1 and card["config"]["model"]["num_classes"] == 2
+    assert torch.load(model_dir / "model.pt", weights_only=True)["labels"] == LABELS
+
+    # A second job continues from the first one's checkpoint for one more epoch.
+    more = trainer.submit(resume_from=job["id"], options={"epochs": 2})
+    done = trainer.wait_final(more["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["model_id"] == "task-7-v2" and done["epoch"] == 2
+    records = (home / "runs" / more["id"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in records] == [2]
+
+    status, listing = trainer.call("GET", "/jobs", fields={"task": "7"})
+    assert status == 200 and [j["id"] for j in listing["jobs"]] == [more["id"], job["id"]]
+    status, health = trainer.call("GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["running"] is None and health["problems"] == []
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one(trainer, home):
+    running = trainer.submit(options={**TINY_OPTIONS, "epochs": 50})
+    queued = trainer.submit(options=TINY_OPTIONS)
+    trainer.wait(running["id"], lambda job: job["state"] == "running" and job["step"] > 0)
+
+    status, job = trainer.call("POST", f"/jobs/{queued['id']}/cancel")
+    assert status == 200 and job["state"] == "cancelled" and job["started"] is None
+    status, job = trainer.call("POST", f"/jobs/{running['id']}/cancel")
+    assert status == 200 and job["id"] == running["id"]
+
+    done = trainer.wait_final(running["id"])
+    assert done["state"] == "cancelled" and done["finished"] and done["model_id"] is None
+    assert (home / "runs" / running["id"] / "checkpoint.pt").is_file()
+    assert not (home / "models").exists() or not any((home / "models").iterdir())
+    assert trainer.job(queued["id"])["started"] is None
+
+    status, error = trainer.call("POST", f"/jobs/{running['id']}/cancel")
+    assert status == 409 and "already cancelled" in error["error"]
+
+
+def test_jobs_run_one_at_a_time_in_submission_order(trainer):
+    first = trainer.submit(options=TINY_OPTIONS)
+    second = trainer.submit(options=TINY_OPTIONS)
+    assert trainer.job(second["id"])["state"] == "queued"
+    status, health = trainer.call("GET", "/health")
+    assert health["queued"] + (health["running"] is not None) == 2
+    a, b = trainer.wait_final(first["id"]), trainer.wait_final(second["id"])
+    assert a["state"] == b["state"] == "succeeded"
+    assert a["started"] <= a["finished"] <= b["started"]
+    assert (a["model_id"], b["model_id"]) == ("task-7-v1", "task-7-v2")
+
+
+def test_a_restart_in_the_middle_resumes_the_job_and_finishes_it(trainer, home):
+    job = trainer.submit(options={**TINY_OPTIONS, "epochs": 2})
+    trainer.wait(job["id"], lambda j: j["epoch"] == 2 and j["step"] >= 1)
+
+    # Nuclio's termination signal: the job saves a checkpoint mid-epoch and stays resumable.
+    trainer.stop()
+    stopped = trainer.job(job["id"])
+    assert stopped["state"] == "interrupted" and stopped["finished"] is None
+    assert (home / "runs" / job["id"] / "checkpoint.pt").is_file()
+
+    # A killed container leaves the job "running" on disk; the next start must not trust that.
+    path = home / "runs" / job["id"] / "job.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "state": "running"}))
+
+    restarted = Trainer(home)
+    assert restarted.job(job["id"])["state"] in ("interrupted", "running")
+    done = restarted.wait_final(job["id"])
+    try:
+        assert done["state"] == "succeeded", done["error"]
+        assert done["epoch"] == 2 and done["model_id"] == "task-7-v1"
+        records = (home / "runs" / job["id"] / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in records] == [1, 2]
+    finally:
+        restarted.runner.terminate(30)
+
+
+def test_a_corrupted_job_file_is_reported_not_fatal(home):
+    (home / "runs" / "20240101-000000-badbad").mkdir(parents=True)
+    (home / "runs" / "20240101-000000-badbad" / "job.json").write_text('{"id": "20240101-0')
+    trainer = Trainer(home)
+    try:
+        status, listing = trainer.call("GET", "/jobs")
+        assert status == 200 and listing["jobs"] == []
+        assert "runs/20240101-000000-badbad/job.json is unreadable" in listing["problems"][0]
+        status, health = trainer.call("GET", "/health")
+        assert status == 200 and health["status"] == "ok" and len(health["problems"]) == 1
+        status, error = trainer.call("GET", "/jobs/20240101-000000-badbad")
+        assert status == 500 and "delete the folder runs/20240101-000000-badbad" in error["error"]
+        status, job = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 1}})
+        assert status == 400  # the trainer still answers: here, no COCO weights in this test image
+    finally:
+        trainer.runner.terminate(30)
+
+
+def finished_run(home: Path, job_id: str, labels: list[str], state: str = "succeeded") -> None:
+    """A past job's run folder, as a finished job leaves it (the checkpoint's content is not read here)."""
+    run = home / "runs" / job_id
+    run.mkdir(parents=True)
+    (run / "job.json").write_text(json.dumps({"id": job_id, "dataset_id": "task-7", "state": state}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"labels": labels}))
+
+
+BAD_REQUESTS = [
+    ("POST", "/jobs", None, 400, "expected a JSON object"),
+    ("POST", "/jobs", b"{not json", 400, "not valid JSON"),
+    ("POST", "/jobs", {"options": {}}, 400, "missing field 'dataset_id'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "epochs": 3}, 400, "unknown field 'epochs'; a job request has"),
+    ("POST", "/jobs", {"dataset_id": "task-8"}, 404, "dataset 'task-8' not found in DETR_HOME/datasets"),
+    ("POST", "/jobs", {"dataset_id": "../../etc"}, 400, "dataset_id '../../etc' is not valid"),
+    ("POST", "/jobs", {"dataset_id": "task-7/../../x"}, 400, "is not valid"),
+    ("POST", "/jobs", {"dataset_id": "/etc"}, 400, "is not valid"),
+    ("POST", "/jobs", {"dataset_id": 7}, 400, "dataset_id must be a non-empty string"),
+    ("POST", "/jobs", {"dataset_id": "no-labels"}, 400, "has no labels.json"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "task_id": "7"}, 400, "'task_id' must be an integer"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "publish": "yes"}, 400, "'publish' must be true or false"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epoch": 3}}, 400,
+     "unknown option 'epoch'; known options: weights, model, epochs"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": "ten"}}, 400,
+     "option 'epochs' must be an integer, got 'ten'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400, "epochs=0 is invalid; must be >= 1"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"amp": 1}}, 400, "option 'amp' must be true or false"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "imagenet21k"}}, 400,
+     "option 'weights' must be one of coco, imagenet, scratch, previous"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"num_quries": 5}}}, 400,
+     "unknown model option 'num_quries'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "coco"}}, 400,
+     "detr-r50-e632da11.pth, which this trainer does not have"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "imagenet"}}, 400,
+     "resnet50-0676ba61.pth, which this trainer does not have"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "task_id": 9, "options": {"weights": "previous"}}, 400,
+     "task 9 has no trained model yet"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "previous"}}, 400, "needs the job's task_id"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "resume_from": "20240101-000000-aaaaaa"}, 404,
+     "no job '20240101-000000-aaaaaa'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "resume_from": "../runs"}, 400, "resume_from '../runs' is not valid"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "resume_from": "other-labels"}, 409,
+     "the dataset's labels ['circle', 'square'] differ from those of job other-labels ['circle', 'star']"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "resume_from": "still-running"}, 409,
+     "job still-running is still running; wait until it ends or cancel it"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "resume_from": "same-labels", "options": {"weights": "coco"}}, 400,
+     "option 'weights' cannot be combined with resume_from"),
+    ("GET", "/jobs/20240101-000000-aaaaaa", None, 404, "no job '20240101-000000-aaaaaa'; list jobs with GET /jobs"),
+    ("GET", "/jobs/..", None, 400, "job id '..' is not valid"),
+    ("POST", "/jobs/20240101-000000-aaaaaa/cancel", None, 404, "no job"),
+    ("GET", "/jobs/same-labels/cancel", None, 405, "GET is not allowed on /jobs/same-labels/cancel; use POST"),
+    ("DELETE", "/jobs", None, 405, "DELETE is not allowed on /jobs; use GET or POST"),
+    ("GET", "/models", None, 404, "no route GET /models; the trainer serves POST /jobs"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD_REQUESTS,
+                         ids=[f"{m} {p} {status} {msg[:30]}" for m, p, _, status, msg in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_4xx(trainer, home, method, path, body, status, message):
+    store = trainer.runner.store  # starts the trainer first, so it does not try to resume "still-running"
+    (home / "datasets" / "no-labels").mkdir()
+    finished_run(home, "other-labels", ["circle", "star"])
+    finished_run(home, "same-labels", LABELS)
+    finished_run(home, "still-running", LABELS, state="running")
+    store.load()
+    content_type = "text/plain" if isinstance(body, bytes) else "application/json"
+    got_status, got = trainer.call(method, path, body, content_type=content_type)
+    assert (got_status, set(got)) == (status, {"error"})
+    assert message in got["error"]
+    assert not any(p.name.startswith("2") for p in (home / "runs").iterdir()), "no job may be created"
+
+
+def test_bad_queries_are_named(trainer):
+    status, error = trainer.call("GET", "/jobs", fields={"task": "seven"})
+    assert status == 400 and "query 'task' must be an integer, got 'seven'" in error["error"]
+    status, error = trainer.call("GET", "/jobs", fields={"state": "done"})
+    assert status == 400 and "query 'state' must be one of queued, running" in error["error"]
+
+
+def test_init_needs_detr_home(monkeypatch):
+    monkeypatch.delenv("DETR_HOME", raising=False)
+    with pytest.raises(RuntimeError, match="DETR_HOME is not set"):
+        Trainer(Path(".")).call("GET", "/health")
+
+
+def test_the_trainer_client_drives_the_real_function_over_http(home):
+    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+
+    with NuclioHttpServer(main.handler) as server:
+        client = TrainerClient(server.url)
+        try:
+            assert client.health()["status"] == "ok"
+            with pytest.raises(TrainerRequestError, match="dataset 'task-8' not found") as caught:
+                client.submit("task-8")
+            assert caught.value.status == 404
+            job = client.submit("task-7", task_id=7, options={**TINY_OPTIONS, "epochs": 50})
+            assert client.list(task_id=7)[0]["id"] == job["id"] and client.list(task_id=8) == []
+            client.cancel(job["id"])
+            seen = []
+            final = client.follow(job["id"], on_update=seen.append, poll_interval=0.05)
+            assert final["state"] == "cancelled" and seen[-1] == final
+        finally:
+            server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)
+
+
+def test_a_job_that_cannot_train_fails_with_the_engines_message(trainer, home):
+    broken = home / "datasets" / "broken"
+    broken.mkdir()
+    (broken / "labels.json").write_text(json.dumps([{"id": 1, "name": "circle"}]))
+    job = trainer.submit(dataset_id="broken", options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "failed" and done["finished"] and done["model_id"] is None
+    assert "broken" in done["error"] and "annotations" in done["error"]
+    assert trainer.runner.alive, "the worker goes on with the next job"
