@@ -93,10 +93,15 @@ class TrainerClient:
         task_id: int | None = None,
         options: dict[str, Any] | None = None,
         resume_from: str | None = None,
-        publish: bool = False,
+        publish: bool | None = None,
     ) -> dict[str, Any]:
-        """Queue a training job on a dataset under the trainer's ``DETR_HOME/datasets``; returns the job."""
-        body: dict[str, Any] = {"dataset_id": dataset_id, "options": options or {}, "publish": publish}
+        """Queue a training job on a dataset under the trainer's ``DETR_HOME/datasets``; returns the job.
+
+        ``publish``: serve the model as a CVAT detector when the job succeeds; None leaves it to the
+        trainer (it publishes when it has a Nuclio dashboard)."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "options": options or {}}
+        if publish is not None:
+            body["publish"] = publish
         if task_id is not None:
             body["task_id"] = task_id
         if resume_from is not None:
