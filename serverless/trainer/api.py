@@ -102,6 +102,7 @@ class TrainerApi:
         if not isinstance(data, dict):
             raise RequestError(f"expected a JSON object such as {REQUEST_EXAMPLE}")
         request = parse_job_request(data)
+        publish = self._publish(request.publish)
         labels = self._dataset_labels(request.dataset_id)
         if request.resume_from is not None:
             self._check_resumable(request.resume_from, request.options, labels)
@@ -110,7 +111,7 @@ class TrainerApi:
             starting_point(setup.weights, setup.model_config, task_id=request.task_id, registry=self.runner.registry)
         job = Job(
             id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, options=request.options,
-            resume_from=request.resume_from, publish=self._publish(request.publish),
+            resume_from=request.resume_from, publish=publish,
         )
         self.store.add(job)
         self.runner.enqueue(job.id)
