@@ -102,8 +102,6 @@ class Function:
     state: str
     http_port: int
     message: str = ""
-    built: bool = False
-    """Whether the last deploy built an image (False: it reused ``spec.image``)."""
     container: Optional[Container] = None
 
     @property
@@ -161,9 +159,6 @@ class FakeNuclioDashboard(ServedFake):
     def handler_class(self) -> type:
         return _Handler
 
-    def function(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> Function:
-        return self.functions[(namespace, name)]
-
     def fail(self, method: str, path: str, status: int, *, times: int = 1) -> None:
         """Answer the next ``times`` requests matching ``method`` and the ``path`` regex with ``status``."""
         self.faults.append([method, re.compile(path), status, times])
@@ -192,7 +187,7 @@ class FakeNuclioDashboard(ServedFake):
             raise HttpError(400, "If image is passed, runtime must be specified")
         previous = self.functions.get((namespace, name))
         function = Function(config=config, state="building" if built else "waitingForResourceConfiguration",
-                            http_port=previous.http_port if previous else next(self._ports), built=built)
+                            http_port=previous.http_port if previous else next(self._ports))
         self.functions[(namespace, name)] = function
         self._polls[(namespace, name)] = 0
         if built:
