@@ -16,7 +16,6 @@ import pytest
 
 from cvat_plugin import cli
 from cvat_plugin.nuclio import NuclioClient
-from detr.config import TINY_MODEL
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_tasks import add_synthetic_task
 from tests.fakes.nuclio import NuclioHttpServer
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: CVAT label ids are sparse and unrelated to the model's class indices.
 LABELS = [{"name": "circle", "id": 101}, {"name": "square", "id": 205}, {"name": "triangle", "id": 333}]
 #: One quick epoch of the tiny model on small images.
-TINY_OPTIONS = {"weights": "scratch", "model": TINY_MODEL.to_dict(), "epochs": 1, "batch_size": 4,
-                "image_size": 64, "max_size": 96, "num_workers": 0, "device": "cpu"}
+TINY_TRAINING = ["--model-preset", "tiny", "--weights", "scratch", "--epochs", "1", "--batch-size", "4",
+                 "--image-size", "64", "--max-size", "96", "--num-workers", "0", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True)
@@ -41,21 +40,6 @@ def restore_logging():
         log.handlers[:] = handlers
         log.setLevel(level)
         log.propagate = propagate
-
-
-def train_through_trainer(fake_cvat, alice, task, trainer_url, home):
-    from cvat_plugin.auth import LegacyToken
-    from cvat_plugin.client import CvatClient
-    from cvat_plugin.progress import NullProgressReporter
-    from cvat_plugin.trainer_client import TrainerClient
-
-    dataset_id = f"task-{task.id}"
-    with CvatClient(fake_cvat.url, LegacyToken(alice.token), poll_interval=0.01) as client:
-        cli.export_task(client, task.id, home / "datasets" / dataset_id, val_fraction=0.25, seed=0,
-                        overwrite=False, pbar=NullProgressReporter())
-    trainer = TrainerClient(trainer_url)
-    job = trainer.submit(dataset_id, task_id=task.id, options=TINY_OPTIONS)
-    return trainer.follow(job["id"], poll_interval=0.05)
 
 
 def cvat_detr(*argv: str) -> tuple[int, str, str]:
@@ -87,10 +71,13 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
     # Train through the trainer function; the job publishes its model
     with NuclioHttpServer(trainer_main.handler) as trainer:
         try:
-            train_through_trainer(fake_cvat, alice, task, trainer.url, home)
-            runner = trainer.platform._get_handler_context(trainer_main.handler).user_data.runner
+            code, out, err = cvat_detr("train", "--task", str(task.id), "--trainer", trainer.url, *TINY_TRAINING,
+                                       "--val-fraction", "0.25", *connection)
         finally:
-            trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
+            runner = trainer.platform._get_handler_context(trainer_main.handler).user_data.runner
+            runner.terminate(30)
+    assert code == cli.EXIT_OK, err
+    assert f"Published as detr-task-{task.id}-v1" in out
     [job] = [json.loads(path.read_text()) for path in (home / "runs").glob("*/job.json")]
     assert job["state"] == "succeeded" and job["error"] is None, job
     assert job["model_id"] == f"task-{task.id}-v1" and job["function"] == f"detr-task-{task.id}-v1"
@@ -127,3 +114,34 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
     assert Counter((shape.frame, shape.label_id) for shape in task.shapes) == expected
     assert all(shape.source == "auto" for shape in task.shapes)
     assert out.startswith(f"Task {task.id}: {sum(expected.values())} shapes added by {job['function']}")
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    ((), cli.EXIT_USAGE, "pass --local to train in this process, or --trainer URL"),
+    (("--trainer", "http://127.0.0.1:9", "--pretrained", "detr.pth"), cli.EXIT_USAGE,
+     "pass --weights coco|imagenet|scratch|previous instead"),
+    (("--local", "--publish"), cli.EXIT_USAGE, "--weights and --publish are for --trainer"),
+    (("--trainer", "http://127.0.0.1:9"), cli.EXIT_UNREACHABLE, "cannot reach the trainer"),
+])
+def test_train_options_are_checked_before_any_work(fake_cvat, argv, code, message, monkeypatch):
+    monkeypatch.delenv("DETR_TRAINER_URL", raising=False)
+    got, _, err = cvat_detr("train", "--task", "1", *argv, "--url", fake_cvat.url, "--token", "t")
+    assert got == code, err
+    assert message in err
+    assert fake_cvat.log == []  # nothing was exported
+
+
+def test_a_job_the_trainer_refuses_is_reported(fake_cvat, tmp_path, monkeypatch):
+    monkeypatch.setenv("DETR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DETR_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.delenv("NUCLIO_DASHBOARD_URL", raising=False)
+    alice = fake_cvat.add_user("alice", "alice-password")
+    task = add_synthetic_task(fake_cvat, alice, tmp_path / "frames", labels=LABELS, num_images=4, image_size=(64, 96))
+    with NuclioHttpServer(trainer_main.handler) as trainer:
+        try:
+            code, _, err = cvat_detr("train", "--task", str(task.id), "--trainer", trainer.url, "--weights", "coco",
+                                     "--url", fake_cvat.url, "--token", alice.token, "--poll-interval", "0.01")
+        finally:
+            trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
+    assert code == cli.EXIT_TRAINING
+    assert "training failed: the trainer refused POST" in err and "weights 'coco' need" in err
