@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .checkpoint import CheckpointError
-from .config import TINY_MODEL, ConfigError, ModelConfig, TrainConfig
+from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DatasetError
 from .images import ImageError
 from .progress import TrainProgressBar
+from .recipes import MODEL_PRESETS, RECIPES, SMALL_DATA_IMAGES, count_training_images, plan_training
 from .tasks import evaluate_model_file, predict_images
 from .train import TrainingError, fit, read_run_config
 
@@ -87,9 +88,18 @@ class TrainCommand(Command):
             help="validation share when the data has no validation subset. Default: 0.15.",
         )
         parser.add_argument(
-            "--tiny",
-            action="store_true",
-            help="start from the tiny model (ResNet-18, d=128, 2+2 layers, 20 queries) that trains in minutes on a CPU",
+            "--recipe",
+            choices=RECIPES,
+            default="auto",
+            help="default: the official DETR recipe; small-data: query groups, focal loss, higher learning rates; "
+            f"auto: small-data below {SMALL_DATA_IMAGES} training images. Default: auto.",
+        )
+        parser.add_argument(
+            "--model-preset",
+            choices=tuple(MODEL_PRESETS),
+            default="detr-r50",
+            help="detr-r50: the official architecture; tiny: ResNet-18, d=128, 2+2 layers, 20 queries, trains in "
+            "minutes on a CPU. Default: detr-r50.",
         )
         add_config_flags(parser, ModelConfig, skip=("num_classes",))
         add_config_flags(parser, TrainConfig)
@@ -99,13 +109,21 @@ class TrainCommand(Command):
         train_overrides = config_overrides(args, TrainConfig)
         if args.resume:
             saved_model, saved_train = read_run_config(args.out)
-            if model_overrides or args.tiny:
-                flags = ["--" + k.replace("_", "-") for k in model_overrides] + (["--tiny"] if args.tiny else [])
-                raise ConfigError(f"model options cannot change on --resume; drop {', '.join(flags)}")
+            if model_overrides:
+                flags = ", ".join("--" + k.replace("_", "-") for k in model_overrides)
+                raise ConfigError(f"model options cannot change on --resume; drop {flags}")
             model_config, train_config = saved_model, saved_train.replace(**train_overrides)
         else:
-            model_config = (TINY_MODEL if args.tiny else ModelConfig()).replace(**model_overrides)
-            train_config = TrainConfig(**train_overrides)
+            plan = plan_training(
+                recipe=args.recipe,
+                preset=args.model_preset,
+                num_train_images=count_training_images(args.data, args.val_fraction),
+                pretrained=bool(args.pretrained or args.backbone_weights),
+                model_overrides=model_overrides,
+                train_overrides=train_overrides,
+            )
+            print(plan.reason)
+            model_config, train_config = plan.model, plan.train
         with TrainProgressBar() as bar:
             result = fit(
                 args.data,

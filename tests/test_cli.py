@@ -7,7 +7,10 @@ import pytest
 from detr.cli import main
 
 TRAIN_FLAGS = [
-    "--tiny",
+    "--model-preset",
+    "tiny",
+    "--recipe",
+    "default",
     "--epochs",
     "1",
     "--batch-size",
@@ -84,7 +87,7 @@ def test_resume_extends_a_run(trained, shapes_zip):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--data", "/nonexistent", "--out", "{tmp}/o", "--tiny"], "no such file or folder"),
+        (["train", "--data", "/nonexistent", "--out", "{tmp}/o", "--model-preset", "tiny"], "no such file or folder"),
         (["train", "--data", "{data}", "--out", "{tmp}/o", "--resume"], "training checkpoint not found"),
         (["train", "--data", "{data}", "--out", "{tmp}/o", "--backbone", "resnet7"], "backbone='resnet7' is invalid"),
         (["eval", "--data", "{data}", "--model", "{tmp}/missing.pt"], "model file not found"),
