@@ -24,11 +24,13 @@ import logging
 import re
 import time
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from cvat_plugin.auth import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +109,6 @@ def check_function_name(name: str) -> str:
             f"function name {name!r} is not valid: use at most {MAX_NAME_LENGTH} lowercase letters, digits "
             f"and '-', starting and ending with a letter or digit (a Kubernetes DNS-1123 label)")
     return name
-
-
-def redact_url(url: str) -> str:
-    """``url`` without a user name and password, fit for messages and logs."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _dashboard_message(response: requests.Response) -> str:
