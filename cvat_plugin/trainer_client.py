@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
+
+from cvat_plugin.auth import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ class TrainerRequestError(TrainerError):
         super().__init__(message)
         self.status = status
         self.body = body
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user name and password, fit for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class TrainerClient:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -30,16 +29,7 @@ TINY_TRAINING = ["--model-preset", "tiny", "--weights", "scratch", "--epochs", "
                  "--image-size", "64", "--max-size", "96", "--num-workers", "0", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The trainer's init_context points the package loggers at stdout; put them back."""
-    loggers = [logging.getLogger(name) for name in ("detr", "serverless", "cvat_plugin")]
-    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
-    yield
-    for log, (handlers, level, propagate) in zip(loggers, saved):
-        log.handlers[:] = handlers
-        log.setLevel(level)
-        log.propagate = propagate
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def cvat_detr(*argv: str) -> tuple[int, str, str]:

@@ -4,7 +4,6 @@ without one; a publishing failure leaves the job succeeded with its model and a 
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import pytest
@@ -18,15 +17,7 @@ TINY_OPTIONS = {"weights": "scratch", "model": TINY_MODEL.to_dict(), "epochs": 1
                 "image_size": 64, "max_size": 96, "num_workers": 0, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    loggers = [logging.getLogger(name) for name in ("detr", "serverless", "cvat_plugin")]
-    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
-    yield
-    for log, (handlers, level, propagate) in zip(loggers, saved):
-        log.handlers[:] = handlers
-        log.setLevel(level)
-        log.propagate = propagate
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture
