@@ -74,7 +74,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a training run keeps its last checkpoint
 
 environment: CVAT_URL, CVAT_ACCESS_TOKEN, CVAT_TOKEN, CVAT_USERNAME, CVAT_PASSWORD, DETR_HOME,
-  NUCLIO_DASHBOARD_URL, NUCLIO_NAMESPACE, DETR_BASE_FUNCTION, DETR_PUBLISH_DEVICE"""
+  DETR_TRAINER_URL, NUCLIO_DASHBOARD_URL, NUCLIO_NAMESPACE, DETR_BASE_FUNCTION, DETR_PUBLISH_DEVICE"""
 
 MODEL_PRESETS = ("detr-r50", "tiny")
 SECRET_OPTIONS = ("--access-token", "--token", "--password")
@@ -227,15 +227,19 @@ class ExportCommand:
 
 
 class TrainCommand:
-    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets, train DETR on it "
-                   "in this process and save the model under $DETR_HOME/models/<id>/ (model.pt, model.json).")
+    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets and train DETR on it: "
+                   "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
+                   "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         from detr.config import BACKBONES, TrainConfig
 
         parser.add_argument("--task", type=int, required=True, help="CVAT task id")
-        parser.add_argument("--local", action="store_true", required=True,
-                            help="train in this process (required: remote training comes with the trainer function)")
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("--local", action="store_true", help="train in this process")
+        where.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
+                           help="train in the trainer function at URL (its HTTP trigger); $DETR_HOME must be its "
+                                "shared volume (default: $DETR_TRAINER_URL)")
         _add_home_option(parser)
         _add_split_options(parser)
         model = parser.add_argument_group("model")
@@ -246,6 +250,12 @@ class TrainCommand:
         model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")
         model.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune from")
         model.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights (file) to start from")
+        remote = parser.add_argument_group("trainer function (--trainer)")
+        remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
+                                              "scratch or previous (the task's newest model) (default: the trainer's)")
+        remote.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
+                            help="serve the model as a CVAT detector when the job succeeds (default: the trainer "
+                                 "publishes when it has a Nuclio dashboard)")
         train = parser.add_argument_group("training (detr.TrainConfig fields)")
         for f in dataclasses.fields(TrainConfig):
             flag = "--" + f.name.replace("_", "-")
@@ -271,6 +281,22 @@ class TrainCommand:
             raise UsageError(str(e)) from e
         if args.pretrained and args.backbone_weights:
             raise UsageError("pass either --pretrained or --backbone-weights, not both")
+        if not args.local and not args.trainer:
+            raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
+        if args.trainer:
+            if args.pretrained or args.backbone_weights:
+                raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
+                                 "instead of --pretrained/--backbone-weights")
+            options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                       if getattr(args, f.name) is not None}
+            if args.model_preset != "detr-r50" or args.backbone or args.num_queries:
+                options["model"] = model_config.to_dict()
+            if args.weights:
+                options["weights"] = args.weights
+            return _train_on_trainer(args, options, train_config.seed, stdout, pbar)
+        if args.weights or args.publish is not None:
+            raise UsageError("--weights and --publish are for --trainer; locally use --pretrained or "
+                             "--backbone-weights, and publish with `cvat-detr publish`")
 
         storage = Storage(args.home)
         run_id = new_id(args.task)
@@ -292,6 +318,80 @@ class TrainCommand:
               file=stdout)
         print(f"Run: {run_dir}", file=stdout)
         return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK
+
+
+def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,
+                      pbar: ProgressReporter) -> int:
+    """Build the training set on the shared volume, submit a job to the trainer and follow it."""
+    from cvat_plugin.trainer_client import TrainerClient
+
+    trainer = TrainerClient(args.trainer)
+    trainer.health()  # before the export: an unreachable trainer fails fast
+    dataset_id = new_id(args.task)
+    dataset_dir = Storage(args.home).dataset_dir(dataset_id)
+    with _make_client(args) as client:
+        manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction, seed=seed,
+                               overwrite=False, pbar=pbar)
+    _print_dataset_summary(manifest, dataset_dir, stdout)
+    job = trainer.submit(dataset_id, task_id=args.task, options=options, publish=args.publish)
+    print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
+    progress = _JobProgress(pbar)
+    try:
+        job = trainer.follow(job["id"], on_update=progress, poll_interval=args.poll_interval)
+    except KeyboardInterrupt:
+        print(f"Stopped following job {job['id']}; it goes on in the trainer", file=stdout)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()
+    return _report_job(job, stdout)
+
+
+class _JobProgress:
+    """Shows a trainer job's progress (percent) and logs each epoch's loss and mAP."""
+
+    def __init__(self, pbar: ProgressReporter) -> None:
+        self.pbar = pbar
+        self.done = 0
+        self.epoch = 0
+        self.started = False
+
+    def __call__(self, job: dict) -> None:
+        if job.get("state") == "running" and not self.started:
+            self.pbar.start(100, desc="Training", unit="%")
+            self.started = True
+        percent = int(100 * float(job.get("progress") or 0))
+        if self.started and percent > self.done:
+            self.pbar.advance(percent - self.done)
+            self.done = percent
+        if job.get("epoch", 0) > self.epoch and job.get("metrics"):
+            self.epoch = job["epoch"]
+            logger.info("Epoch %d/%d: loss %s, AP %s", job["epoch"], job.get("epochs"), job.get("loss"),
+                        job["metrics"].get("AP"))
+
+    def close(self) -> None:
+        if self.started:
+            self.pbar.finish()
+
+
+def _report_job(job: dict, stdout: TextIO) -> int:
+    """The end of a trainer job in a few lines, and its exit code."""
+    if job["state"] == "failed":
+        raise TrainerJobFailed(f"job {job['id']}: {job.get('error') or 'no reason given'}")
+    if job["state"] == "cancelled":
+        print(f"Job {job['id']} was cancelled", file=stdout)
+        return EXIT_INTERRUPTED
+    metrics = job.get("best_metrics") or {}
+    print(f"Model: {job['model_id']} (job {job['id']}, {job.get('epoch')} epochs; "
+          f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})", file=stdout)
+    if job.get("function"):
+        print(f"Published as {job['function']}: it is listed in CVAT's Models page", file=stdout)
+    if job.get("error"):  # the model is saved; publishing it failed
+        raise PublishError(job["error"])
+    return EXIT_OK
+
+
+class TrainerJobFailed(Exception):
+    """The trainer ran the job and it failed; the message is the trainer's."""
 
 
 def _fit_with_progress(dataset_dir: Path, run_dir: Path, model_config, train_config, args: argparse.Namespace,
@@ -597,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _exit_code(error: BaseException) -> Optional[int]:
     """The exit code of an error the commands expect (its message says what to do); None for a bug."""
+    from cvat_plugin.trainer_client import TrainerError, TrainerUnavailable
     from detr import ConfigError, TrainingError
     from detr import DatasetError as EngineDatasetError
 
@@ -613,7 +714,9 @@ def _exit_code(error: BaseException) -> Optional[int]:
         return EXIT_EXPORT
     if isinstance(error, (DatasetError, EngineDatasetError)):
         return EXIT_DATA
-    if isinstance(error, (TrainingError, ConfigError)):
+    if isinstance(error, TrainerUnavailable):
+        return EXIT_UNREACHABLE
+    if isinstance(error, (TrainingError, ConfigError, TrainerJobFailed, TrainerError)):
         return EXIT_TRAINING
     if isinstance(error, (PublishError, NuclioError)):
         return EXIT_PUBLISH

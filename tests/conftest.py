@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,15 @@ def tiny_model():
 @pytest.fixture
 def tiny_train():
     return TINY_TRAIN
+
+
+@pytest.fixture
+def restore_logging():
+    """The trainer's init_context points the package loggers at stdout; put them back afterwards."""
+    loggers = [logging.getLogger(name) for name in ("detr", "serverless", "cvat_plugin")]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for log, (handlers, level, propagate) in zip(loggers, saved):
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
