@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -126,3 +127,12 @@ def credentials_from(
     if env.get("CVAT_USERNAME"):
         return credentials_from(username=env["CVAT_USERNAME"], password=password, env=env)
     return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a user name and password, fit for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,4 +1,5 @@
-"""The ``cvat-detr`` command: export a CVAT task as a training set, train DETR on it locally.
+"""The ``cvat-detr`` command: export a CVAT task as a training set, train DETR on it locally,
+publish trained models as CVAT detectors (Nuclio functions), annotate tasks with them.
 
 Each command is a class with ``description``, ``configure_parser`` and ``execute``, as in
 cvat-cli. ``main`` is the one place where errors become messages and exit codes.
@@ -21,12 +22,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
+from cvat_plugin.annotate import (
+    DEFAULT_TIMEOUT as DEFAULT_ANNOTATE_TIMEOUT, AnnotateError, AnnotationResult, annotate_locally,
+    annotate_with_function,
+)
 from cvat_plugin.auth import credentials_from
 from cvat_plugin.client import (
     DEFAULT_EXPORT_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_RETRIES, AuthenticationError, CvatClient,
     CvatConnectionError, CvatError, CvatHTTPError, NotFoundError, PermissionDeniedError,
 )
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, build_training_set
+from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
+from cvat_plugin.nuclio import (
+    DEFAULT_DEPLOY_TIMEOUT, DEFAULT_POLL_INTERVAL as DEFAULT_NUCLIO_POLL_INTERVAL,
+    DEFAULT_RETRIES as DEFAULT_NUCLIO_RETRIES, DashboardUnreachable, FunctionNotFound, NuclioClient, NuclioError,
+)
+from cvat_plugin.publish import (
+    DEFAULT_BASE_FUNCTION, DEVICES, PublishError, PublishSettings, publish, published_functions, unpublish,
+)
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter, TqdmProgressReporter
 from cvat_plugin.storage import Storage, copy_atomic, detr_home, new_id, write_json_atomic
 
@@ -41,6 +54,8 @@ EXIT_UNREACHABLE = 5
 EXIT_EXPORT = 6
 EXIT_DATA = 7
 EXIT_TRAINING = 8
+EXIT_PUBLISH = 9
+EXIT_ANNOTATE = 10
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""exit codes:
@@ -48,14 +63,18 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_ERROR}    unexpected error (a bug: please report it with the traceback)
   {EXIT_USAGE}    bad command line or options
   {EXIT_AUTH}    CVAT rejected the credentials (401) or the user has no access (403)
-  {EXIT_NOT_FOUND}    the task does not exist (404)
-  {EXIT_UNREACHABLE}    CVAT unreachable or failing (connection errors, timeouts, 429/5xx after retries)
+  {EXIT_NOT_FOUND}    the task, model or function does not exist (404)
+  {EXIT_UNREACHABLE}    CVAT or the Nuclio dashboard unreachable or failing (connection errors, timeouts,
+       429/5xx after retries)
   {EXIT_EXPORT}    the export failed, timed out or its download was incomplete
   {EXIT_DATA}    the task cannot make a training set (no images, no boxes, unreadable export)
   {EXIT_TRAINING}    training failed
+  {EXIT_PUBLISH}    publishing failed (no base detector function, deploy error or timeout)
+  {EXIT_ANNOTATE}   automatic annotation failed, timed out, or one is already running on the task
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a training run keeps its last checkpoint
 
-environment: CVAT_URL, CVAT_ACCESS_TOKEN, CVAT_TOKEN, CVAT_USERNAME, CVAT_PASSWORD, DETR_HOME"""
+environment: CVAT_URL, CVAT_ACCESS_TOKEN, CVAT_TOKEN, CVAT_USERNAME, CVAT_PASSWORD, DETR_HOME,
+  DETR_TRAINER_URL, NUCLIO_DASHBOARD_URL, NUCLIO_NAMESPACE, DETR_BASE_FUNCTION, DETR_PUBLISH_DEVICE"""
 
 MODEL_PRESETS = ("detr-r50", "tiny")
 SECRET_OPTIONS = ("--access-token", "--token", "--password")
@@ -86,6 +105,49 @@ def _connection_parser() -> argparse.ArgumentParser:
     group.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL,
                        help="seconds between two checks of a running export (default: %(default)s)")
     return parser
+
+
+def _nuclio_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    settings = PublishSettings.from_env()
+    group = parser.add_argument_group("Nuclio dashboard")
+    group.add_argument("--nuclio-url", default=settings.dashboard_url,
+                       help="Nuclio dashboard address, e.g. http://nuclio:8070 (default: $NUCLIO_DASHBOARD_URL)")
+    group.add_argument("--namespace", default=settings.namespace,
+                       help="function namespace CVAT reads (default: $NUCLIO_NAMESPACE or %(default)s)")
+    group.add_argument("--deploy-timeout", type=float, default=DEFAULT_DEPLOY_TIMEOUT,
+                       help="seconds to wait for a function to become ready (default: %(default)s)")
+    group.add_argument("--poll-interval", type=float, default=DEFAULT_NUCLIO_POLL_INTERVAL,
+                       help="seconds between two checks of a deploying function (default: %(default)s)")
+    group.add_argument("--retries", type=int, default=DEFAULT_NUCLIO_RETRIES,
+                       help="retries on connection errors, 429 and 5xx (default: %(default)s)")
+    _add_home_option(parser)
+    return parser
+
+
+def _add_home_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", type=Path, default=None,
+                        help=f"storage folder (default: $DETR_HOME or {detr_home({})})")
+
+
+def _nuclio_client(args: argparse.Namespace) -> NuclioClient:
+    if not args.nuclio_url:
+        raise UsageError("no Nuclio dashboard address: pass --nuclio-url or set NUCLIO_DASHBOARD_URL")
+    try:
+        return NuclioClient(args.nuclio_url, namespace=args.namespace, deploy_timeout=args.deploy_timeout,
+                            poll_interval=args.poll_interval, retries=args.retries)
+    except NuclioError as e:
+        raise UsageError(str(e)) from e
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
 
 
 def _make_client(args: argparse.Namespace) -> CvatClient:
@@ -165,17 +227,20 @@ class ExportCommand:
 
 
 class TrainCommand:
-    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets, train DETR on it "
-                   "in this process and save the model under $DETR_HOME/models/<id>/ (model.pt, model.json).")
+    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets and train DETR on it: "
+                   "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
+                   "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         from detr.config import BACKBONES, TrainConfig
 
         parser.add_argument("--task", type=int, required=True, help="CVAT task id")
-        parser.add_argument("--local", action="store_true", required=True,
-                            help="train in this process (required: remote training comes with the trainer function)")
-        parser.add_argument("--home", type=Path, default=None,
-                            help=f"storage folder (default: $DETR_HOME or {detr_home({})})")
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("--local", action="store_true", help="train in this process")
+        where.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
+                           help="train in the trainer function at URL (its HTTP trigger); $DETR_HOME must be its "
+                                "shared volume (default: $DETR_TRAINER_URL)")
+        _add_home_option(parser)
         _add_split_options(parser)
         model = parser.add_argument_group("model")
         model.add_argument("--model-preset", choices=MODEL_PRESETS, default="detr-r50",
@@ -185,6 +250,12 @@ class TrainCommand:
         model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")
         model.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune from")
         model.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights (file) to start from")
+        remote = parser.add_argument_group("trainer function (--trainer)")
+        remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
+                                              "scratch or previous (the task's newest model) (default: the trainer's)")
+        remote.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
+                            help="serve the model as a CVAT detector when the job succeeds (default: the trainer "
+                                 "publishes when it has a Nuclio dashboard)")
         train = parser.add_argument_group("training (detr.TrainConfig fields)")
         for f in dataclasses.fields(TrainConfig):
             flag = "--" + f.name.replace("_", "-")
@@ -210,6 +281,22 @@ class TrainCommand:
             raise UsageError(str(e)) from e
         if args.pretrained and args.backbone_weights:
             raise UsageError("pass either --pretrained or --backbone-weights, not both")
+        if not args.local and not args.trainer:
+            raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
+        if args.trainer:
+            if args.pretrained or args.backbone_weights:
+                raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
+                                 "instead of --pretrained/--backbone-weights")
+            options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                       if getattr(args, f.name) is not None}
+            if args.model_preset != "detr-r50" or args.backbone or args.num_queries:
+                options["model"] = model_config.to_dict()
+            if args.weights:
+                options["weights"] = args.weights
+            return _train_on_trainer(args, options, train_config.seed, stdout, pbar)
+        if args.weights or args.publish is not None:
+            raise UsageError("--weights and --publish are for --trainer; locally use --pretrained or "
+                             "--backbone-weights, and publish with `cvat-detr publish`")
 
         storage = Storage(args.home)
         run_id = new_id(args.task)
@@ -231,6 +318,80 @@ class TrainCommand:
               file=stdout)
         print(f"Run: {run_dir}", file=stdout)
         return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK
+
+
+def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,
+                      pbar: ProgressReporter) -> int:
+    """Build the training set on the shared volume, submit a job to the trainer and follow it."""
+    from cvat_plugin.trainer_client import TrainerClient
+
+    trainer = TrainerClient(args.trainer)
+    trainer.health()  # before the export: an unreachable trainer fails fast
+    dataset_id = new_id(args.task)
+    dataset_dir = Storage(args.home).dataset_dir(dataset_id)
+    with _make_client(args) as client:
+        manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction, seed=seed,
+                               overwrite=False, pbar=pbar)
+    _print_dataset_summary(manifest, dataset_dir, stdout)
+    job = trainer.submit(dataset_id, task_id=args.task, options=options, publish=args.publish)
+    print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
+    progress = _JobProgress(pbar)
+    try:
+        job = trainer.follow(job["id"], on_update=progress, poll_interval=args.poll_interval)
+    except KeyboardInterrupt:
+        print(f"Stopped following job {job['id']}; it goes on in the trainer", file=stdout)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()
+    return _report_job(job, stdout)
+
+
+class _JobProgress:
+    """Shows a trainer job's progress (percent) and logs each epoch's loss and mAP."""
+
+    def __init__(self, pbar: ProgressReporter) -> None:
+        self.pbar = pbar
+        self.done = 0
+        self.epoch = 0
+        self.started = False
+
+    def __call__(self, job: dict) -> None:
+        if job.get("state") == "running" and not self.started:
+            self.pbar.start(100, desc="Training", unit="%")
+            self.started = True
+        percent = int(100 * float(job.get("progress") or 0))
+        if self.started and percent > self.done:
+            self.pbar.advance(percent - self.done)
+            self.done = percent
+        if job.get("epoch", 0) > self.epoch and job.get("metrics"):
+            self.epoch = job["epoch"]
+            logger.info("Epoch %d/%d: loss %s, AP %s", job["epoch"], job.get("epochs"), job.get("loss"),
+                        job["metrics"].get("AP"))
+
+    def close(self) -> None:
+        if self.started:
+            self.pbar.finish()
+
+
+def _report_job(job: dict, stdout: TextIO) -> int:
+    """The end of a trainer job in a few lines, and its exit code."""
+    if job["state"] == "failed":
+        raise TrainerJobFailed(f"job {job['id']}: {job.get('error') or 'no reason given'}")
+    if job["state"] == "cancelled":
+        print(f"Job {job['id']} was cancelled", file=stdout)
+        return EXIT_INTERRUPTED
+    metrics = job.get("best_metrics") or {}
+    print(f"Model: {job['model_id']} (job {job['id']}, {job.get('epoch')} epochs; "
+          f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})", file=stdout)
+    if job.get("function"):
+        print(f"Published as {job['function']}: it is listed in CVAT's Models page", file=stdout)
+    if job.get("error"):  # the model is saved; publishing it failed
+        raise PublishError(job["error"])
+    return EXIT_OK
+
+
+class TrainerJobFailed(Exception):
+    """The trainer ran the job and it failed; the message is the trainer's."""
 
 
 def _fit_with_progress(dataset_dir: Path, run_dir: Path, model_config, train_config, args: argparse.Namespace,
@@ -322,7 +483,198 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     return redacted
 
 
-COMMANDS = {"export": ExportCommand(), "train": TrainCommand()}
+class PublishCommand:
+    description = ("Publish a trained model as a CVAT detector: a Nuclio function in project 'cvat' that reuses the "
+                   "base detector's image (no rebuild) and names exactly the model's labels. Publishing the same "
+                   "model again updates its function; other versions stay until unpublished.")
+    connections = ("nuclio",)
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        settings = PublishSettings.from_env()
+        parser.add_argument("model", metavar="RUN_OR_MODEL",
+                            help="model id (see `cvat-detr models`), the run or job that trained it, or its folder "
+                                 "under $DETR_HOME/models")
+        parser.add_argument("--base-function", default=settings.base_function,
+                            help="deployed detector function whose image and settings to reuse "
+                                 f"(default: $DETR_BASE_FUNCTION or {DEFAULT_BASE_FUNCTION})")
+        parser.add_argument("--device", choices=DEVICES, default=settings.device,
+                            help="auto: as the base function; gpu/cpu: set or drop the GPU limit "
+                                 "(default: $DETR_PUBLISH_DEVICE or %(default)s)")
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        store = ModelStore(args.home)
+        entry = store.resolve(args.model)
+        with _nuclio_client(args) as nuclio:
+            publication = publish(entry, nuclio=nuclio, store=store, base_function=args.base_function,
+                                  device=args.device)
+        print(f"{'Updated' if publication.updated else 'Published'} {publication.function} "
+              f"({publication.device}): \"{publication.display_name}\" serves model {entry.id}; it is listed in "
+              f"CVAT's Models page and its Automatic annotation dialog", file=stdout)
+        return EXIT_OK
+
+
+class UnpublishCommand:
+    description = "Remove a function published by `cvat-detr publish`; the model itself stays in $DETR_HOME/models."
+    connections = ("nuclio",)
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("name", metavar="NAME", help="function name, e.g. detr-task-7-v2 (see `cvat-detr models`)")
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        with _nuclio_client(args) as nuclio:
+            models = unpublish(args.name, nuclio=nuclio, store=ModelStore(args.home))
+        served = f" (model {', '.join(entry.id for entry in models)})" if models else ""
+        print(f"Removed function {args.name}{served}", file=stdout)
+        return EXIT_OK
+
+
+class ModelsCommand:
+    description = ("List trained models with their metrics and source task, and where each is published "
+                   "(checked against the Nuclio dashboard when one is configured).")
+    connections = ("nuclio",)
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--task", type=int, help="only the models trained on this CVAT task")
+        parser.add_argument("--json", action="store_true", help="print JSON (one object per model) instead of a table")
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        store = ModelStore(args.home)
+        entries = [entry for entry in store.entries() if args.task is None or entry.task_id == args.task]
+        deployed = self._deployed(args)
+        rows = [self._row(entry, store, deployed) for entry in entries]
+        # functions we published whose model is not in this storage (another DETR_HOME, or deleted)
+        known = {entry.id for entry in store.entries()}
+        for model_id, function in sorted((deployed or {}).items()):
+            annotations = function["metadata"].get("annotations") or {}
+            task = annotations.get("cvat-detr/task-id")
+            if model_id not in known and (args.task is None or task == str(args.task)):
+                rows.append({"id": model_id, "task_id": int(task) if task else None, "task_name": None,
+                             "version": None, "created": None, "metrics": {}, "labels": [],
+                             "function": function["metadata"]["name"], "state": "model not in this DETR_HOME"})
+        if args.json:
+            print(json.dumps(rows, indent=2), file=stdout)
+        elif not rows:
+            print(f"No models in {store.models_dir}; train one with `cvat-detr train`", file=stdout)
+        else:
+            _print_models(rows, stdout)
+        return EXIT_OK
+
+    @staticmethod
+    def _deployed(args: argparse.Namespace) -> Optional[dict]:
+        """Our functions on the dashboard by model id; None when no dashboard is configured or reachable."""
+        if not args.nuclio_url:
+            return None
+        try:
+            with _nuclio_client(args) as nuclio:
+                return published_functions(nuclio)
+        except NuclioError as e:
+            logger.warning("Cannot check the published functions: %s", e)
+            return None
+
+    @staticmethod
+    def _row(entry: ModelEntry, store: ModelStore, deployed: Optional[dict]) -> dict:
+        state = None
+        if deployed is not None:
+            function = deployed.get(entry.id)
+            if function is not None:
+                state = (function.get("status") or {}).get("state", "unknown")
+            elif entry.function:
+                state = "missing on the dashboard"
+        labels = [label["name"] if isinstance(label, dict) else label for label in entry.card.get("labels", [])]
+        on_dashboard = (deployed or {}).get(entry.id)
+        return {"id": entry.id, "task_id": entry.task_id, "task_name": store.task_name(entry),
+                "version": entry.version, "created": entry.card.get("created"), "metrics": entry.metrics,
+                "labels": labels, "function": entry.function or (on_dashboard and on_dashboard["metadata"]["name"]),
+                "state": state}
+
+
+def _print_models(rows: list[dict], stdout: TextIO) -> None:
+    def metric(row: dict, key: str) -> str:
+        value = row["metrics"].get(key)
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+    table = [("MODEL", "TASK", "AP", "AP50", "LABELS", "CREATED", "FUNCTION")]
+    for row in rows:
+        task = "-" if row["task_id"] is None else f"{row['task_id']} {row['task_name'] or ''}".strip()
+        function = row["function"] or "-"
+        if row["state"] and row["state"] != "ready":
+            function += f" ({row['state']})"
+        table.append((row["id"], task, metric(row, "AP"), metric(row, "AP50"), str(len(row["labels"])),
+                      (row["created"] or "-")[:19], function))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1], file=stdout)
+
+
+class AnnotateCommand:
+    description = ("Annotate a CVAT task automatically with a trained model: through CVAT with the model's published "
+                   "function (what the task's Automatic annotation does), or with --local in this process through "
+                   "cvat-sdk, without Nuclio. Labels are matched to the task's by name.")
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--task", type=int, required=True, help="CVAT task id")
+        parser.add_argument("--model", required=True,
+                            help="published function name (see `cvat-detr models`), or a model id, run id or model "
+                                 "folder: its published function, or with --local its model file")
+        parser.add_argument("--local", action="store_true",
+                            help="run the model here through cvat-sdk instead of CVAT's serverless function")
+        parser.add_argument("--threshold", type=_threshold, default=None,
+                            help="keep boxes scored at or above this, 0..1 (default: the model's calibrated threshold)")
+        parser.add_argument("--clear-existing", action="store_true", help="remove the task's annotations first")
+        parser.add_argument("--timeout", type=float, default=DEFAULT_ANNOTATE_TIMEOUT,
+                            help="seconds to wait for CVAT to finish (default: %(default)s)")
+        _add_home_option(parser)
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        store = ModelStore(args.home)
+        with _make_client(args) as client:
+            if args.local:
+                result = annotate_locally(client, args.task, _model_file(args.model, store), threshold=args.threshold,
+                                          clear_existing=args.clear_existing, sdk_pbar=_sdk_progress(args))
+            else:
+                result = annotate_with_function(client, args.task, _function_of(args.model, store),
+                                                threshold=args.threshold, clear_existing=args.clear_existing, pbar=pbar,
+                                                poll_interval=args.poll_interval, timeout=args.timeout)
+        _print_annotation(result, stdout)
+        return EXIT_OK
+
+
+def _model_file(reference: str, store: ModelStore) -> Path:
+    path = Path(reference).expanduser()
+    if path.is_file():
+        return path
+    if (path / "model.pt").is_file():
+        return path / "model.pt"
+    return store.resolve(reference).model_path
+
+
+def _function_of(reference: str, store: ModelStore) -> str:
+    """A model's published function, or ``reference`` itself taken as a function name."""
+    try:
+        entry = store.resolve(reference)
+    except ModelNotFound:
+        return reference
+    if not entry.function:
+        raise UsageError(f"model {entry.id} is not published: publish it with `cvat-detr publish {entry.id}`, "
+                         f"or annotate with --local")
+    return entry.function
+
+
+def _sdk_progress(args: argparse.Namespace):
+    if args.quiet:
+        return None
+    from cvat_sdk.core.helpers import DeferredTqdmProgressReporter
+
+    return DeferredTqdmProgressReporter({"leave": False, "unit": "frame"})
+
+
+def _print_annotation(result: AnnotationResult, stdout: TextIO) -> None:
+    print(f"Task {result.task_id}: {result.added} shapes added by {result.model} ({result.shapes_after} in total)",
+          file=stdout)
+
+
+COMMANDS = {"export": ExportCommand(), "train": TrainCommand(), "publish": PublishCommand(),
+            "unpublish": UnpublishCommand(), "models": ModelsCommand(), "annotate": AnnotateCommand()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,24 +685,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    connection = _connection_parser()
+    connections = {"cvat": _connection_parser(), "nuclio": _nuclio_parser()}
     for name, command in COMMANDS.items():
+        parents = [connections[kind] for kind in getattr(command, "connections", ("cvat",))]
         sub = subparsers.add_parser(name, help=command.description, description=command.description,
-                                    parents=[connection], epilog=EXIT_CODES_HELP,
+                                    parents=parents, epilog=EXIT_CODES_HELP,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         command.configure_parser(sub)
     return parser
 
 
-def _exit_code(error: BaseException) -> int:
+def _exit_code(error: BaseException) -> Optional[int]:
+    """The exit code of an error the commands expect (its message says what to do); None for a bug."""
+    from cvat_plugin.trainer_client import TrainerError, TrainerUnavailable
+    from detr import ConfigError, TrainingError
+    from detr import DatasetError as EngineDatasetError
+
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(error, NotFoundError):
+    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound)):
         return EXIT_NOT_FOUND
-    if isinstance(error, CvatConnectionError) or (isinstance(error, CvatHTTPError) and
-                                                  (error.status >= 500 or error.status == 429)):
+    if isinstance(error, (CvatConnectionError, DashboardUnreachable)) or (
+            isinstance(error, CvatHTTPError) and (error.status >= 500 or error.status == 429)):
         return EXIT_UNREACHABLE
-    return EXIT_EXPORT
+    if isinstance(error, CvatError):
+        return EXIT_EXPORT
+    if isinstance(error, (DatasetError, EngineDatasetError)):
+        return EXIT_DATA
+    if isinstance(error, TrainerUnavailable):
+        return EXIT_UNREACHABLE
+    if isinstance(error, (TrainingError, ConfigError, TrainerJobFailed, TrainerError)):
+        return EXIT_TRAINING
+    if isinstance(error, (PublishError, NuclioError)):
+        return EXIT_PUBLISH
+    if isinstance(error, AnnotateError):
+        return EXIT_ANNOTATE
+    return None
+
+
+#: How the error line starts, by exit code (default "error").
+_FAILURES = {EXIT_TRAINING: "training failed", EXIT_PUBLISH: "publishing failed"}
 
 
 def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
@@ -368,27 +744,17 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: TextIO = sys.stdout, s
             logging.getLogger(noisy).setLevel(logging.ERROR)
     pbar = NullProgressReporter() if args.quiet else TqdmProgressReporter(file=stderr, leave=False)
 
-    from detr import ConfigError, TrainingError
-    from detr import DatasetError as EngineDatasetError
-
     try:
         return COMMANDS[args.command].execute(args, stdout, pbar)
-    except UsageError as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_USAGE
-    except CvatError as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return _exit_code(e)
-    except (DatasetError, EngineDatasetError) as e:
-        print(f"cvat-detr {args.command}: error: {e}", file=stderr)
-        return EXIT_DATA
-    except (TrainingError, ConfigError) as e:
-        print(f"cvat-detr {args.command}: training failed: {e}", file=stderr)
-        return EXIT_TRAINING
     except KeyboardInterrupt:
         print(f"cvat-detr {args.command}: interrupted", file=stderr)
         return EXIT_INTERRUPTED
-
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise
+        print(f"cvat-detr {args.command}: {_FAILURES.get(code, 'error')}: {e}", file=stderr)
+        return code
 
 if __name__ == "__main__":
     sys.exit(main())

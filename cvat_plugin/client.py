@@ -341,6 +341,38 @@ class CvatClient:
         return self._request("PATCH", f"/api/tasks/{int(task_id)}/annotations", params={"action": action},
                              json=dict(data), action=f"{action} annotations of", resource=f"task {task_id}").json()
 
+    # -- automatic annotation (CVAT's lambda API over Nuclio functions) --
+
+    def list_functions(self) -> list[dict]:
+        """``GET /api/lambda/functions``: the models CVAT offers (``id``, ``kind``, ``name``, ``labels_v2``, ...)."""
+        return self._get_json("/api/lambda/functions", action="list", resource="the models (serverless functions)")
+
+    def get_function(self, function_id: str) -> dict:
+        return self._get_json(f"/api/lambda/functions/{quote(function_id, safe='')}", action="read",
+                              resource=f"model {function_id!r}")
+
+    def start_auto_annotation(self, task_id: int, function_id: str, *, threshold: Optional[float] = None,
+                              cleanup: bool = False) -> dict:
+        """``POST /api/lambda/requests``: annotate every frame of the task with the function; returns the
+        request (``id``, ``status``, ``progress``). A 409 means one is already running on the task."""
+        body: dict[str, Any] = {"function": function_id, "task": int(task_id), "cleanup": cleanup}
+        if threshold is not None:
+            body["threshold"] = threshold
+        return self._request("POST", "/api/lambda/requests", json=body, expected=(200, 201, 202),
+                             action=f"start automatic annotation of task {task_id} with",
+                             resource=f"model {function_id!r}").json()
+
+    def list_auto_annotations(self) -> list[dict]:
+        return self._get_json("/api/lambda/requests", action="list", resource="the automatic annotation requests")
+
+    def get_auto_annotation(self, request_id: str) -> dict:
+        return self._get_json(f"/api/lambda/requests/{quote(request_id, safe='')}", action="follow",
+                              resource=f"automatic annotation request {request_id!r}")
+
+    def cancel_auto_annotation(self, request_id: str) -> None:
+        self._request("DELETE", f"/api/lambda/requests/{quote(request_id, safe='')}", expected=(200, 204),
+                      action="cancel", resource=f"automatic annotation request {request_id!r}").close()
+
     # -- export --
 
     def export_dataset(

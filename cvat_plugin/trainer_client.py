@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
+
+from cvat_plugin.auth import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +50,6 @@ class TrainerRequestError(TrainerError):
         super().__init__(message)
         self.status = status
         self.body = body
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user name and password, fit for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class TrainerClient:
@@ -93,10 +86,15 @@ class TrainerClient:
         task_id: int | None = None,
         options: dict[str, Any] | None = None,
         resume_from: str | None = None,
-        publish: bool = False,
+        publish: bool | None = None,
     ) -> dict[str, Any]:
-        """Queue a training job on a dataset under the trainer's ``DETR_HOME/datasets``; returns the job."""
-        body: dict[str, Any] = {"dataset_id": dataset_id, "options": options or {}, "publish": publish}
+        """Queue a training job on a dataset under the trainer's ``DETR_HOME/datasets``; returns the job.
+
+        ``publish``: serve the model as a CVAT detector when the job succeeds; None leaves it to the
+        trainer (it publishes when it has a Nuclio dashboard)."""
+        body: dict[str, Any] = {"dataset_id": dataset_id, "options": options or {}}
+        if publish is not None:
+            body["publish"] = publish
         if task_id is not None:
             body["task_id"] = task_id
         if resume_from is not None:

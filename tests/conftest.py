@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from detr.config import TINY_MODEL, TrainConfig
 from detr.synthetic import make_shapes_dataset
 from tests.fakes.cvat_server import fake_cvat  # noqa: F401  (fixture: a running fake CVAT server)
+from tests.fakes.nuclio_dashboard import fake_nuclio  # noqa: F401  (fixture: a running fake Nuclio dashboard)
 
 #: Tiny training settings: small images, no workers (deterministic and quick to start).
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=4, image_size=128, max_size=192, num_workers=0, lr=1e-3,
@@ -40,3 +42,15 @@ def tiny_model():
 @pytest.fixture
 def tiny_train():
     return TINY_TRAIN
+
+
+@pytest.fixture
+def restore_logging():
+    """The trainer's init_context points the package loggers at stdout; put them back afterwards."""
+    loggers = [logging.getLogger(name) for name in ("detr", "serverless", "cvat_plugin")]
+    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
+    yield
+    for log, (handlers, level, propagate) in zip(loggers, saved):
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate

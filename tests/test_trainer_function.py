@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -23,6 +22,9 @@ TINY_OPTIONS = {
 }
 JOB_KEYS = {"id", "task_id", "dataset_id", "state", "epoch", "epochs", "step", "steps", "progress", "loss", "metrics",
             "best_metrics", "eta_s", "error", "model_id", "function", "options", "created", "started", "finished"}
+
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def make_dataset(home: Path, dataset_id: str = "task-7", labels: list[str] = LABELS) -> str:
@@ -75,18 +77,6 @@ class Trainer:
     @property
     def runner(self):
         return self.platform._get_handler_context(main.handler).user_data.runner
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """init_context points the package loggers at stdout; other tests expect them as they were."""
-    loggers = [logging.getLogger(name) for name in ("detr", "serverless")]
-    saved = [(log.handlers[:], log.level, log.propagate) for log in loggers]
-    yield
-    for log, (handlers, level, propagate) in zip(loggers, saved):
-        log.handlers[:] = handlers
-        log.setLevel(level)
-        log.propagate = propagate
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ POST /jobs                 {"dataset_id", "task_id"?, "options"?, "resume_from"?
 GET  /jobs[?task=&state=]  {"jobs": [job, ...], "problems": [...]}, newest first
 GET  /jobs/{id}            job
 POST /jobs/{id}/cancel     job
-GET  /health               {"status", "version", "device", "running", "queued", "problems"}
+GET  /health               {"status", "version", "device", "running", "queued", "publish", "problems"}
 ```
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
 state the trainer itself cannot read).
@@ -31,10 +31,13 @@ Reply = tuple[int, Any]
 
 
 class TrainerApi:
-    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome):
+    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *, can_publish: bool = False):
+        """``can_publish``: a Nuclio dashboard is configured; jobs then publish their model unless they
+        say ``"publish": false``."""
         self.store = store
         self.runner = runner
         self.home = home
+        self.can_publish = can_publish
 
     def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         """Answer one request; ``body()`` parses the JSON body when a route needs it."""
@@ -69,6 +72,7 @@ class TrainerApi:
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "running": self.runner.current,
             "queued": len(self.runner.queued),
+            "publish": self.can_publish,
             "problems": self.store.problems
             + ([] if self.runner.alive else ["the training worker is not running; restart the function"]),
         }
@@ -98,6 +102,7 @@ class TrainerApi:
         if not isinstance(data, dict):
             raise RequestError(f"expected a JSON object such as {REQUEST_EXAMPLE}")
         request = parse_job_request(data)
+        publish = self._publish(request.publish)
         labels = self._dataset_labels(request.dataset_id)
         if request.resume_from is not None:
             self._check_resumable(request.resume_from, request.options, labels)
@@ -106,13 +111,21 @@ class TrainerApi:
             starting_point(setup.weights, setup.model_config, task_id=request.task_id, registry=self.runner.registry)
         job = Job(
             id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, options=request.options,
-            resume_from=request.resume_from, publish=request.publish,
+            resume_from=request.resume_from, publish=publish,
         )
         self.store.add(job)
         self.runner.enqueue(job.id)
         return 202, job.to_dict()
 
     # --- checks -------------------------------------------------------------------------------
+    def _publish(self, requested: bool | None) -> bool:
+        if requested and not self.can_publish:
+            raise RequestError(
+                "this trainer cannot publish models: set NUCLIO_DASHBOARD_URL (e.g. http://nuclio:8070) in its "
+                'function config and redeploy it, or send "publish": false'
+            )
+        return self.can_publish if requested is None else requested
+
     def _dataset_labels(self, dataset_id: str) -> list[str]:
         folder = self.home.resolve(self.home.datasets, dataset_id, what="dataset_id", nested=True)
         if not folder.is_dir():

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from cvat_plugin.publish import PublishSettings, success_hook
 from serverless.responses import RequestError, error_response, json_body, json_response
 from serverless.trainer.api import TrainerApi
 from serverless.trainer.jobs import JobStore
@@ -38,16 +39,18 @@ def init_context(context: Any) -> None:
     home.create()
     store = JobStore(home.runs)
     store.load()
-    # Publishing a successful job's model as a detector function plugs in as on_success.
-    runner = JobRunner(store, home, on_success=None)
+    # With a Nuclio dashboard configured, a successful job's model is published as a CVAT detector
+    # (unless the job said "publish": false).
+    publishing = PublishSettings.from_env()
+    runner = JobRunner(store, home, on_success=success_hook(publishing, home.root) if publishing.enabled else None)
     runner.recover()
     runner.start()
     context.platform.set_termination_callback(lambda: _terminate(runner))
-    context.user_data.api = TrainerApi(store, runner, home)
+    context.user_data.api = TrainerApi(store, runner, home, can_publish=publishing.enabled)
     context.user_data.runner = runner
     context.logger.info_with(
         "Trainer ready", home=str(home.root), jobs=len(store.jobs()), waiting=len(runner.queued),
-        problems=len(store.problems),
+        problems=len(store.problems), publishing=publishing.enabled,
     )
 
 

@@ -32,7 +32,8 @@ class JobRequest:
     task_id: int | None
     options: dict[str, Any]
     resume_from: str | None
-    publish: bool
+    publish: bool | None
+    """None: the trainer's default (publish when it has a Nuclio dashboard)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise RequestError(f"field 'options' must be a JSON object, got a JSON {json_type(options)}")
-    publish = body.get("publish", False)
-    if not isinstance(publish, bool):
+    publish = body.get("publish")
+    if publish is not None and not isinstance(publish, bool):
         raise RequestError(f"field 'publish' must be true or false, got a JSON {json_type(publish)}")
     resume_from = body.get("resume_from")
     if resume_from is not None and not isinstance(resume_from, str):

@@ -7,7 +7,10 @@ flow exists from 2.16, the legacy ``GET .../dataset?format=`` 202/201 flow until
 answers 410 from 2.32, personal access tokens (``Bearer``) work only after 2.42.
 
 State is plain dataclasses (users, tasks with labels, frames, shapes, tags, jobs; export
-requests), so later tests can add endpoints (lambda functions, webhooks) on the same model.
+requests; auto-annotation requests), so later tests can add endpoints on the same model.
+Frames are served as CVAT's image chunks (what cvat-sdk's auto-annotation downloads).
+With ``connect_nuclio(dashboard_url)`` the lambda API lists and runs the functions of a
+Nuclio dashboard (``tests.fakes.cvat_lambda``).
 Faults (5xx/429 answers, cut-off downloads) are injected with ``fail()`` and
 ``truncate_downloads``. Every request is recorded in ``log`` as ``(method, path, status)``.
 
@@ -22,15 +25,17 @@ Usage::
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import re
 import secrets
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -38,16 +43,16 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 import pytest
 
 from tests.fakes.cvat_export import export_task_zip
+from tests.fakes.cvat_lambda import LambdaError, LambdaRequest, NuclioGateway, compatible
+from tests.fakes.serving import ServedFake, utc_now
 
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
 #: Export formats the fake knows (a subset of ``GET /api/server/annotation/formats`` on 2.42).
 EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "Datumaro 1.0", "YOLO 1.1")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: Frames per data chunk (``data_chunk_size``): an image chunk is a zip of this many frames.
+CHUNK_SIZE = 72
 JSON_TYPE = "application/vnd.cvat+json"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 # --- state ----------------------------------------------------------------------------------------
@@ -156,7 +161,7 @@ class Task:
     export_error: Optional[str] = None
     """When set, every export of this task fails with this message."""
     project_id: Optional[int] = None
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
 
     def top_labels(self) -> list[Label]:
         return [label for label in self.labels if label.parent_id is None]
@@ -178,7 +183,7 @@ class ExportRequest:
     polls: int = 0
     message: str = ""
     file: Optional[Path] = None
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
     started: Optional[str] = None
     finished: Optional[str] = None
 
@@ -207,7 +212,7 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
 # --- the server ---------------------------------------------------------------------------------------
 
 
-class FakeCvat:
+class FakeCvat(ServedFake):
     """The fake server and its state. Start it with ``start()`` or a ``with`` block."""
 
     def __init__(
@@ -234,43 +239,24 @@ class FakeCvat:
         self.sessions: dict[str, tuple[User, str]] = {}
         """sessionid -> (user, csrftoken)"""
         self.faults: list[Fault] = []
+        self.nuclio = NuclioGateway(None)
+        """Serverless is off until ``connect_nuclio``: lambda calls answer 503, as CVAT without Nuclio does."""
+        self.lambda_requests: dict[int, LambdaRequest] = {}
+        """Auto-annotation requests by task id (RQ keys them by task)."""
         self.truncate_downloads = 0
         """The next this many downloads send half the file and close the connection."""
         self.log: list[tuple[str, str, int]] = []
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
         self._label_ids = itertools.count(1001)
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
 
     # -- lifecycle --
 
+    thread_name = "fake-cvat"
+
     @property
-    def url(self) -> str:
-        assert self._httpd is not None, "start the fake server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeCvat":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-cvat", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "FakeCvat":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def handler_class(self) -> type:
+        return _Handler
 
     # -- building state --
 
@@ -373,6 +359,29 @@ class FakeCvat:
             raise HttpError(403, {"detail": "You do not have permission to perform this action."})
         return task
 
+    # -- auto-annotation --
+
+    def connect_nuclio(self, url: str, namespace: str = "nuclio") -> None:
+        """Turn serverless on: list and invoke the functions of the Nuclio dashboard at ``url``."""
+        self.nuclio = NuclioGateway(url, namespace)
+
+    def advance_lambda(self, request: LambdaRequest) -> None:
+        """One poll's worth of the auto-annotation worker; the shapes are saved when it finishes."""
+        task = self.tasks[request.task_id]
+        if request.status == "queued" and request.cleanup:
+            task.shapes, task.tags, task.tracks = [], [], []
+        request.step(self.nuclio, [frame.data for frame in task.frames])
+        if request.status == "finished":
+            label_ids = {label.name: label.id for label in task.top_labels()}
+            for item in request.results:
+                if item["type"] == "tag":
+                    task.tags.append(Tag(item["frame"], label_ids[item["label"]], source="auto", id=self.next_id()))
+                else:
+                    task.shapes.append(Shape(item["type"], item["frame"], label_ids[item["label"]],
+                                             list(item["points"]), rotation=float(item.get("rotation", 0)),
+                                             source="auto", id=self.next_id()))
+            request.results = []
+
     # -- exports --
 
     def export_file(self, task: Task, save_images: bool) -> Path:
@@ -383,7 +392,7 @@ class FakeCvat:
         """One poll's worth of background work: queued -> started -> finished | failed."""
         request.polls += 1
         if request.status == "queued" and request.polls > self.polls_per_state:
-            request.status, request.started, request.polls = "started", _now(), 0
+            request.status, request.started, request.polls = "started", utc_now(), 0
         elif request.status == "started" and request.polls > self.polls_per_state:
             task = self.tasks[request.task_id]
             if task.export_error:
@@ -391,7 +400,7 @@ class FakeCvat:
             else:
                 request.file = self.export_file(task, request.save_images)
                 request.status = "finished"
-            request.finished = _now()
+            request.finished = utc_now()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -411,6 +420,11 @@ class _Handler(BaseHTTPRequestHandler):
         ("GET", r"/api/labels", "labels", None, None),
         ("GET", r"/api/jobs", "jobs", None, None),
         ("GET", r"/api/tasks/(\d+)/data/meta", "data_meta", None, None),
+        ("GET", r"/api/tasks/(\d+)/data", "task_data", None, None),
+        ("GET", r"/api/lambda/functions", "lambda_functions", None, None),
+        ("GET", r"/api/lambda/functions/([a-zA-Z0-9_.-]+)", "lambda_function", None, None),
+        ("GET|POST", r"/api/lambda/requests", "lambda_requests", None, None),
+        ("GET|DELETE", r"/api/lambda/requests/(.+)", "lambda_request", None, None),
         ("GET|PUT|PATCH|DELETE", r"/api/tasks/(\d+)/annotations", "annotations", None, None),
         ("POST", r"/api/tasks/(\d+)/dataset/export", "export_start", (2, 16), None),
         ("GET", r"/api/requests/(.+)", "request_status", (2, 16), None),
@@ -539,7 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
             "url": f"{self.base}/api/tasks/{task.id}", "id": task.id, "name": task.name,
             "project_id": task.project_id, "mode": "annotation", "owner": task.owner.brief(self.base),
             "assignee": None, "bug_tracker": "", "created_date": task.created, "updated_date": task.created,
-            "overlap": 0, "segment_size": len(task.frames), "status": "annotation", "data_chunk_size": 72,
+            "overlap": 0, "segment_size": len(task.frames), "status": "annotation", "data_chunk_size": CHUNK_SIZE,
             "data_compressed_chunk_type": "imageset", "guide_id": None, "data_original_chunk_type": "imageset",
             "size": len(task.frames), "image_quality": 70, "data": task.id, "dimension": "2d",
             "subset": task.subset, "organization": None, "target_storage": None, "source_storage": None,
@@ -592,7 +606,7 @@ class _Handler(BaseHTTPRequestHandler):
              "project_id": task.project_id, "assignee": None, "guide_id": None, "dimension": "2d",
              "bug_tracker": None, "status": "annotation", "stage": job.stage, "state": job.state,
              "mode": "annotation", "frame_count": job.stop_frame - job.start_frame + 1,
-             "start_frame": job.start_frame, "stop_frame": job.stop_frame, "data_chunk_size": 72,
+             "start_frame": job.start_frame, "stop_frame": job.stop_frame, "data_chunk_size": CHUNK_SIZE,
              "data_compressed_chunk_type": "imageset", "data_original_chunk_type": "imageset",
              "created_date": task.created, "updated_date": task.created, "type": "annotation",
              "organization": None, "target_storage": None, "source_storage": None,
@@ -605,12 +619,28 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_data_meta(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
         self._send(200, {
-            "chunks_updated_date": task.created, "chunk_size": 72, "size": len(task.frames),
+            "chunks_updated_date": task.created, "chunk_size": CHUNK_SIZE, "size": len(task.frames),
             "image_quality": 70, "start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0),
             "frame_filter": "", "deleted_frames": sorted(task.deleted_frames), "included_frames": None,
             "frames": [{"width": f.width, "height": f.height, "name": f.name, "related_files": 0,
                         "has_related_context": False} for f in task.frames],
         })
+
+    def handle_task_data(self, user: User, task_id: str) -> None:
+        """``?type=frame|chunk&number=N``: one encoded frame, or an image chunk (a zip of frames)."""
+        task = self.fake.task_for(user, int(task_id))
+        kind, number = self.query.get("type"), int(self.query.get("number", 0))
+        if kind == "frame" and 0 <= number < len(task.frames):
+            frame = task.frames[number]
+            self._send(200, frame.data, content_type="image/png" if frame.name.endswith(".png") else "image/jpeg")
+        elif kind == "chunk" and 0 <= number * CHUNK_SIZE < len(task.frames):
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as chunk:
+                for index, frame in enumerate(task.frames[number * CHUNK_SIZE:(number + 1) * CHUNK_SIZE]):
+                    chunk.writestr(f"{number * CHUNK_SIZE + index:06d}{Path(frame.name).suffix}", frame.data)
+            self._send(200, buffer.getvalue(), content_type="application/zip")
+        else:
+            raise HttpError(400, [f"The frame number or chunk number {number} is out of the task"])
 
     def handle_annotations(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
@@ -668,6 +698,75 @@ class _Handler(BaseHTTPRequestHandler):
                             source=raw.get("source", "manual"), attributes=raw.get("attributes", []),
                             id=raw["id"] if keep_ids and "id" in raw else self.fake.next_id()))
         return shapes, tags
+
+    # -- lambda: functions and auto-annotation requests (tests.fakes.cvat_lambda) --
+
+    def _lambda(self, status: int, produce) -> None:
+        """Answer like the lambda views' ``return_response``: errors are bare strings."""
+        try:
+            body = produce()
+        except LambdaError as e:
+            raise HttpError(e.status, e.message) from None
+        self._send(status, body)
+
+    def handle_lambda_functions(self, user: User) -> None:
+        self._lambda(200, lambda: [function.to_dict() for function in self.fake.nuclio.list()])
+
+    def handle_lambda_function(self, user: User, function_id: str) -> None:
+        self._lambda(200, lambda: self.fake.nuclio.get(function_id).to_dict())
+
+    def handle_lambda_requests(self, user: User) -> None:
+        if self.command == "GET":
+            self._send(200, [request.to_dict() for task_id, request in self.fake.lambda_requests.items()
+                             if self._can_see(user, task_id)])
+            return
+        body = self.body()
+        if not isinstance(body, dict):
+            raise HttpError(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+        missing = [key for key in ("function", "task") if key not in body]
+        if missing:
+            raise HttpError(400, {key: ["This field is required."] for key in missing})
+        task = self.fake.task_for(user, int(body["task"]))
+        self._lambda(200, lambda: self._enqueue(user, task, body).to_dict())
+
+    def _enqueue(self, user: User, task: Task, body: dict) -> LambdaRequest:
+        function = self.fake.nuclio.get(str(body["function"]))
+        running = self.fake.lambda_requests.get(task.id)
+        if running is not None and running.running:
+            raise LambdaError(409, f"Only one running request is allowed for the same task #{task.id}")
+        labels = {label.name: label for label in task.top_labels()}
+        if body.get("mapping"):
+            mapping = {model: target["name"] for model, target in body["mapping"].items()}
+            unknown = [name for name in mapping.values() if name not in labels]
+            if unknown:
+                raise LambdaError(400, f'Invalid mapping. Unknown db label "{unknown[0]}"')
+        else:
+            mapping = {label["name"]: label["name"] for label in function.labels
+                       if label["name"] in labels and compatible(label["type"], labels[label["name"]].type)}
+        request = LambdaRequest(
+            function=function, task_id=task.id, owner_id=user.id, threshold=body.get("threshold"),
+            cleanup=bool(body.get("cleanup", False)), mapping=mapping, size=len(task.frames),
+            frames=[frame for frame in range(len(task.frames)) if frame not in task.deleted_frames])
+        self.fake.lambda_requests[task.id] = request
+        return request
+
+    def _can_see(self, user: User, task_id: int) -> bool:
+        try:
+            self.fake.task_for(user, task_id)
+        except HttpError:
+            return False
+        return True
+
+    def handle_lambda_request(self, user: User, rq_id: str) -> None:
+        request = next((r for r in self.fake.lambda_requests.values() if r.id == rq_id), None)
+        if request is None or not self._can_see(user, request.task_id):
+            raise HttpError(404, f"{rq_id} lambda job is not found")
+        if self.command == "DELETE":  # cancels: the worker stops at its next frame
+            del self.fake.lambda_requests[request.task_id]
+            self._send(204)
+            return
+        self.fake.advance_lambda(request)
+        self._send(200, request.to_dict())
 
     # -- current export flow (2.16+) --
 
