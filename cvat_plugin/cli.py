@@ -23,24 +23,52 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
 from cvat_plugin.annotate import (
-    DEFAULT_TIMEOUT as DEFAULT_ANNOTATE_TIMEOUT, AnnotateError, AnnotationResult, annotate_locally,
+    DEFAULT_TIMEOUT as DEFAULT_ANNOTATE_TIMEOUT,
+)
+from cvat_plugin.annotate import (
+    AnnotateError,
+    AnnotationResult,
+    annotate_locally,
     annotate_with_function,
 )
 from cvat_plugin.auth import credentials_from
 from cvat_plugin.client import (
-    DEFAULT_EXPORT_TIMEOUT, DEFAULT_POLL_INTERVAL, DEFAULT_RETRIES, AuthenticationError, CvatClient,
-    CvatConnectionError, CvatError, CvatHTTPError, NotFoundError, PermissionDeniedError,
+    DEFAULT_EXPORT_TIMEOUT,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETRIES,
+    AuthenticationError,
+    CvatClient,
+    CvatConnectionError,
+    CvatError,
+    CvatHTTPError,
+    NotFoundError,
+    PermissionDeniedError,
 )
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, build_training_set
 from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.nuclio import (
-    DEFAULT_DEPLOY_TIMEOUT, DEFAULT_POLL_INTERVAL as DEFAULT_NUCLIO_POLL_INTERVAL,
-    DEFAULT_RETRIES as DEFAULT_NUCLIO_RETRIES, DashboardUnreachable, FunctionNotFound, NuclioClient, NuclioError,
+    DEFAULT_DEPLOY_TIMEOUT,
+    DashboardUnreachable,
+    FunctionNotFound,
+    NuclioClient,
+    NuclioError,
 )
-from cvat_plugin.publish import (
-    DEFAULT_BASE_FUNCTION, DEVICES, PublishError, PublishSettings, publish, published_functions, unpublish,
+from cvat_plugin.nuclio import (
+    DEFAULT_POLL_INTERVAL as DEFAULT_NUCLIO_POLL_INTERVAL,
+)
+from cvat_plugin.nuclio import (
+    DEFAULT_RETRIES as DEFAULT_NUCLIO_RETRIES,
 )
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter, TqdmProgressReporter
+from cvat_plugin.publish import (
+    DEFAULT_BASE_FUNCTION,
+    DEVICES,
+    PublishError,
+    PublishSettings,
+    publish,
+    published_functions,
+    unpublish,
+)
 from cvat_plugin.storage import Storage, copy_atomic, detr_home, new_id, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -300,7 +328,8 @@ class TrainCommand:
 
         storage = Storage(args.home)
         run_id = new_id(args.task)
-        dataset_dir, run_dir, model_dir = storage.dataset_dir(run_id), storage.run_dir(run_id), storage.model_dir(run_id)
+        dataset_dir = storage.dataset_dir(run_id)
+        run_dir, model_dir = storage.run_dir(run_id), storage.model_dir(run_id)
         with _make_client(args) as client:
             manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction,
                                    seed=train_config.seed, overwrite=False, pbar=pbar)
@@ -313,8 +342,9 @@ class TrainCommand:
         copy_atomic(result.model_path, model_dir / "model.pt")
         card = _model_card(run_id, manifest, result, model_dir / "model.pt", args)
         write_json_atomic(model_dir / "model.json", card)
+        metrics = card["metrics"]
         print(f"Model: {model_dir / 'model.pt'} ({result.status} after {result.epochs_done} epochs; "
-              f"AP {card['metrics'].get('AP', float('nan')):.3f}, AP50 {card['metrics'].get('AP50', float('nan')):.3f})",
+              f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})",
               file=stdout)
         print(f"Run: {run_dir}", file=stdout)
         return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK

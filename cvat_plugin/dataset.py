@@ -430,8 +430,8 @@ def _warnings(label_stats: list[dict], counts: dict, skipped: Counter, split_met
             warnings.append(f"label {stats['name']!r} has no boxes: the model keeps a class for it but cannot "
                             f"learn it; annotate some, or remove the label from the task")
         elif total < MIN_BOXES_PER_LABEL:
-            warnings.append(f"label {stats['name']!r} has only {_plural(total, 'box')} (fewer than {MIN_BOXES_PER_LABEL}): "
-                            f"the model will rarely find it; annotate more")
+            warnings.append(f"label {stats['name']!r} has only {_plural(total, 'box')} "
+                            f"(fewer than {MIN_BOXES_PER_LABEL}): the model will rarely find it; annotate more")
         elif stats["boxes"]["val"] == 0 and split_method == "subsets":
             warnings.append(f"label {stats['name']!r} has no boxes in the validation subset: its AP cannot be "
                             f"measured; move some of its frames to the validation subset")

@@ -10,8 +10,14 @@ import pytest
 
 from cvat_plugin.auth import AccessToken, BrowserSession, LegacyToken, PasswordCredentials, credentials_from
 from cvat_plugin.client import (
-    AuthenticationError, CvatClient, CvatConnectionError, CvatError, ExportError, NotFoundError,
-    PermissionDeniedError, ServerVersion,
+    AuthenticationError,
+    CvatClient,
+    CvatConnectionError,
+    CvatError,
+    ExportError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerVersion,
 )
 from tests.fakes.cvat_server import FakeCvat
 from tests.fakes.cvat_tasks import add_shapes_task

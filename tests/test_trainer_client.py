@@ -9,7 +9,11 @@ from collections import defaultdict, deque
 import pytest
 
 from cvat_plugin.trainer_client import (
-    TrainerClient, TrainerError, TrainerRequestError, TrainerUnavailable, redact_url,
+    TrainerClient,
+    TrainerError,
+    TrainerRequestError,
+    TrainerUnavailable,
+    redact_url,
 )
 from tests.fakes.nuclio import NuclioHttpServer
 

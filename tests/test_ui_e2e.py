@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ui_gateway_stub import StubGateway
 from ui_node import UI_DIR, require_node_modules, run
 

@@ -142,7 +142,8 @@ class TrainerApi:
                 f"dataset {dataset_id!r} has no labels.json; it is not a complete training set, build it again"
             ) from None
         except (OSError, ValueError, TypeError, KeyError) as e:
-            raise RequestError(f"dataset {dataset_id!r}: labels.json is unreadable ({e}); build the dataset again") from e
+            raise RequestError(f"dataset {dataset_id!r}: labels.json is unreadable ({e}); "
+                               f"build the dataset again") from e
 
     def _check_resumable(self, source_id: str, options: Mapping[str, Any], labels: list[str]) -> None:
         folder = self.home.resolve(self.home.runs, source_id, what="resume_from")

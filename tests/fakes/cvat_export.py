@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-from PIL import Image as PILImage, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
 if TYPE_CHECKING:
     from tests.fakes.cvat_server import Frame, Shape, Tag, Task
@@ -69,7 +70,7 @@ def _ellipse_mask(points: list[float], rotation: float, height: int, width: int)
 
 
 def _convert_shape(shape: "Shape", label_index: int, frame: "Frame"):
-    from datumaro.components.annotation import Bbox, Mask, Points, PolyLine, Polygon
+    from datumaro.components.annotation import Bbox, Mask, Points, Polygon, PolyLine
 
     attributes = {a["name"]: a["value"] for a in shape.attributes}
     attributes["occluded"] = shape.occluded

@@ -3,7 +3,8 @@
 ``Platform`` is ``nuclio_sdk.test.Platform`` plus ``set_termination_callback`` and the
 ``_on_signal`` the Python wrapper calls on SIGUSR1, taken from the real ``nuclio_sdk.Platform``.
 
-``NuclioHttpServer`` serves a handler the way a Nuclio HTTP trigger and processor do: the request becomes a ``nuclio_sdk.Event`` (the body JSON-decoded only for exactly
+``NuclioHttpServer`` serves a handler the way a Nuclio HTTP trigger and processor do: the
+request becomes a ``nuclio_sdk.Event`` (the body JSON-decoded only for exactly
 ``application/json``, query arguments in ``fields``), the handler runs through
 ``nuclio_sdk.test.Platform`` (so its ``init_context`` runs once), its return value is
 encoded by the SDK's own ``Response.from_entrypoint_output``, and an exception becomes
