@@ -91,7 +91,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_ERROR}    unexpected error (a bug: please report it with the traceback)
   {EXIT_USAGE}    bad command line or options
   {EXIT_AUTH}    CVAT rejected the credentials (401) or the user has no access (403)
-  {EXIT_NOT_FOUND}    the task, model or function does not exist (404)
+  {EXIT_NOT_FOUND}    the task, model, function or job does not exist (404)
   {EXIT_UNREACHABLE}    CVAT or the Nuclio dashboard unreachable or failing (connection errors, timeouts,
        429/5xx after retries)
   {EXIT_EXPORT}    the export failed, timed out or its download was incomplete
@@ -698,13 +698,131 @@ def _sdk_progress(args: argparse.Namespace):
     return DeferredTqdmProgressReporter({"leave": False, "unit": "frame"})
 
 
+def _add_trainer_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
+                        help="the trainer function's HTTP trigger (default: $DETR_TRAINER_URL)")
+
+
+def _trainer_client(args: argparse.Namespace):
+    from cvat_plugin.trainer_client import TrainerClient
+
+    if not args.trainer:
+        raise UsageError("pass --trainer URL (or set DETR_TRAINER_URL): the trainer function's HTTP trigger")
+    return TrainerClient(args.trainer)
+
+
+class StatusCommand:
+    description = "Show the trainer's jobs (newest first), or one job in detail; --follow waits for it to end."
+    connections = ()
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("job", nargs="?", help="job id (default: list the jobs)")
+        parser.add_argument("--task", type=int, help="only the jobs of this CVAT task")
+        parser.add_argument("--follow", action="store_true", help="with JOB: follow it until it ends")
+        parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default: 5)")
+        parser.add_argument("--json", action="store_true", help="print the trainer's job objects as JSON")
+        _add_trainer_option(parser)
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        if args.follow and not args.job:
+            raise UsageError("--follow needs a JOB id")
+        trainer = _trainer_client(args)
+        if not args.job:
+            jobs = trainer.list(task_id=args.task)
+            if args.json:
+                json.dump(jobs, stdout, indent=2)
+                print(file=stdout)
+            else:
+                _print_jobs(jobs, stdout)
+            return EXIT_OK
+        job = _get_job(trainer, args.job)
+        if args.follow and job["state"] not in ("succeeded", "failed", "cancelled"):
+            progress = _JobProgress(pbar)
+            try:
+                job = trainer.follow(args.job, on_update=progress, poll_interval=args.poll_interval)
+            except KeyboardInterrupt:
+                print(f"Stopped following job {args.job}; it goes on in the trainer", file=stdout)
+                return EXIT_INTERRUPTED
+            finally:
+                progress.close()
+        if args.json:
+            json.dump(job, stdout, indent=2)
+            print(file=stdout)
+            return EXIT_OK
+        _print_jobs([job], stdout)
+        return _report_job(job, stdout) if args.follow else EXIT_OK
+
+
+class CancelCommand:
+    description = ("Cancel a trainer job: a queued job at once, a running one within a training step (it keeps "
+                   "its last checkpoint and its best model so far).")
+    connections = ()
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("job", help="job id (see `cvat-detr status`)")
+        _add_trainer_option(parser)
+
+    def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        from cvat_plugin.trainer_client import TrainerRequestError
+
+        trainer = _trainer_client(args)
+        try:
+            job = trainer.cancel(args.job)
+        except TrainerRequestError as e:
+            if e.status == 404:
+                raise JobNotFound(f"the trainer has no job {args.job!r}; list them with `cvat-detr status`") from e
+            if e.status == 409:  # already over: nothing to do, and not an error for scripts
+                print(f"Job {args.job} has already ended; nothing to cancel", file=stdout)
+                return EXIT_OK
+            raise
+        if job["state"] == "cancelled":
+            print(f"Job {args.job} cancelled", file=stdout)
+        else:
+            print(f"Job {args.job} is stopping; follow it with `cvat-detr status {args.job} --follow`", file=stdout)
+        return EXIT_OK
+
+
+class JobNotFound(Exception):
+    """The trainer has no job by that id."""
+
+
+def _get_job(trainer, job_id: str) -> dict:
+    from cvat_plugin.trainer_client import TrainerRequestError
+
+    try:
+        return trainer.get(job_id)
+    except TrainerRequestError as e:
+        if e.status == 404:
+            raise JobNotFound(f"the trainer has no job {job_id!r}; list them with `cvat-detr status`") from e
+        raise
+
+
+def _print_jobs(jobs: list[dict], stdout: TextIO) -> None:
+    if not jobs:
+        print("No jobs", file=stdout)
+        return
+    rows = [("JOB", "TASK", "STATE", "EPOCH", "AP50", "MODEL", "NOTE")]
+    for job in jobs:
+        ap50 = (job.get("best_metrics") or job.get("metrics") or {}).get("AP50")
+        note = job.get("error") or (f"published as {job['function']}" if job.get("function") else "")
+        if job.get("state") == "running" and job.get("eta_s") is not None:
+            note = note or f"about {max(1, round(job['eta_s'] / 60))} min left"
+        rows.append((job["id"], str(job.get("task_id") or "-"), job["state"],
+                     f"{job.get('epoch', 0)}/{job.get('epochs', 0)}", "-" if ap50 is None else f"{ap50:.3f}",
+                     job.get("model_id") or "-", note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1], file=stdout)
+
+
 def _print_annotation(result: AnnotationResult, stdout: TextIO) -> None:
     print(f"Task {result.task_id}: {result.added} shapes added by {result.model} ({result.shapes_after} in total)",
           file=stdout)
 
 
 COMMANDS = {"export": ExportCommand(), "train": TrainCommand(), "publish": PublishCommand(),
-            "unpublish": UnpublishCommand(), "models": ModelsCommand(), "annotate": AnnotateCommand()}
+            "unpublish": UnpublishCommand(), "models": ModelsCommand(), "annotate": AnnotateCommand(),
+            "status": StatusCommand(), "cancel": CancelCommand()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -735,7 +853,7 @@ def _exit_code(error: BaseException) -> Optional[int]:
         return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound)):
+    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound, JobNotFound)):
         return EXIT_NOT_FOUND
     if isinstance(error, (CvatConnectionError, DashboardUnreachable)) or (
             isinstance(error, CvatHTTPError) and (error.status >= 500 or error.status == 429)):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import socket
-from collections import defaultdict, deque
 
 import pytest
 
@@ -16,27 +14,9 @@ from cvat_plugin.trainer_client import (
     redact_url,
 )
 from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.scripted_trainer import ScriptedTrainer
 
 JOB = {"id": "20250101-000000-abcdef", "state": "queued", "epoch": 0, "epochs": 2}
-
-
-class ScriptedTrainer:
-    """Answers each (method, path) with the next scripted (status, body); records request bodies."""
-
-    def __init__(self):
-        self.script: dict[tuple[str, str], deque] = defaultdict(deque)
-        self.bodies: list[tuple[str, str, object, dict]] = []
-
-    def on(self, method: str, path: str, *replies: tuple[int, object]) -> None:
-        self.script[(method, path)].extend(replies)
-
-    def __call__(self, context, event):
-        self.bodies.append((event.method, event.path, event.body, dict(event.fields)))
-        replies = self.script[(event.method, event.path)]
-        status, body = replies.popleft() if len(replies) > 1 else replies[0]
-        if isinstance(body, str):
-            return context.Response(body=body, content_type="text/plain", status_code=status)
-        return context.Response(body=json.dumps(body), content_type="application/json", status_code=status)
 
 
 @pytest.fixture
