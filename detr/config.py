@@ -169,6 +169,11 @@ class TrainConfig(_ConfigBase):
         "Group DETR: train with this many independent query groups, each matched "
         "one-to-one (more positive samples per step); inference uses the first. 1 = off.",
     )
+    denoising_groups: int = _field(
+        0,
+        "DN-DETR: train with this many groups of noised ground-truth queries that learn to reconstruct "
+        "the true boxes and classes (no matching); inference is unchanged. 0 = off.",
+    )
     eval_every: int = _field(1, "Evaluate (and maybe keep the model) every N epochs.")
     patience: int = _field(0, "Stop after this many evaluations without a better mAP; 0 never stops early.")
     device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
@@ -194,6 +199,7 @@ class TrainConfig(_ConfigBase):
         _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
         _check(self.focal_gamma >= 0, s, "focal_gamma", self.focal_gamma, "must be >= 0")
         _check(1 <= self.query_groups <= 32, s, "query_groups", self.query_groups, "must be in [1, 32]")
+        _check(0 <= self.denoising_groups <= 32, s, "denoising_groups", self.denoising_groups, "must be in [0, 32]")
         _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
         _check(self.patience >= 0, s, "patience", self.patience, "must be >= 0")
         _check(

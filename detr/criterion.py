@@ -70,8 +70,12 @@ class SetCriterion(nn.Module):
             weights.update({f"{k}_{i}": v for k, v in self.coefs.items()})
         return weights
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
-        """targets: per image ``labels`` int64 [T] and ``boxes`` [T, 4] normalised cxcywh, on the device.
+    def forward(
+        self, outputs: dict, targets: list[dict], indices: list[list[tuple[np.ndarray, np.ndarray]]] | None = None
+    ) -> dict[str, Tensor]:
+        """targets: per image ``labels`` int64 [T] and ``boxes`` [T, 4] normalised cxcywh, on the device;
+        ``indices``: per layer, per image (query indices, target indices) when the pairs are
+        known (denoising queries); by default the matcher finds them.
 
         Returns the named losses (unweighted) plus ``class_error`` (top-1 error in % on matched
         queries of the last layer, for logging; no gradient).
@@ -79,7 +83,8 @@ class SetCriterion(nn.Module):
         logits, boxes = stack_layers(outputs)
         num_layers, batch, queries = logits.shape[:3]
         device = logits.device
-        indices = self.matcher(logits, boxes, targets)
+        if indices is None:
+            indices = self.matcher(logits, boxes, targets)
 
         flat_np = _flatten(indices, [len(t["labels"]) for t in targets])
         # Layers come in order, so the last layer's pairs are the tail: sliced without a device sync.

@@ -11,8 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from .criterion import SetCriterion, total_loss
+from .denoising import DenoisingQueries
 from .evaluate import Prediction
 from .groups import QueryGroups
+from .model import DETR
 from .postprocess import postprocess
 
 
@@ -38,15 +40,34 @@ def to_device(
 
 class TrainingForward(nn.Module):
     """The training forward pass as one module (so DistributedDataParallel can wrap it): the
-    model, plus Group DETR's training-only query groups when enabled."""
+    model, plus the training-only queries when enabled: Group DETR's query groups and
+    DN-DETR's denoising queries. Their outputs are under ``"denoising"``."""
 
-    def __init__(self, model: nn.Module, groups: QueryGroups | None = None):
+    def __init__(self, model: DETR, groups: QueryGroups | None = None, denoising: DenoisingQueries | None = None):
         super().__init__()
         self.model = model
         self.groups = groups
+        self.denoising = denoising
 
-    def forward(self, images: Tensor, mask: Tensor) -> dict:
-        return self.model(images, mask) if self.groups is None else self.groups(self.model, images, mask)
+    def forward(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
+        model = self.model
+        if self.groups is None and self.denoising is None:
+            return model(images, mask)
+        queries = self.groups.queries(model) if self.groups is not None else model.query_embed.weight
+        matching_mask = self.groups.self_attention_mask(images.device) if self.groups is not None else None
+        matching = queries.shape[0]
+        if self.denoising is None:
+            hs = model.decode(images, mask, query_embed=queries, tgt_mask=matching_mask)
+            return self.groups.outputs(model, hs)
+        noisy = self.denoising.prepare(targets, matching, matching_mask, model.config.nheads, model.config.dec_layers)
+        batch = images.shape[0]
+        content = torch.cat([queries.new_zeros(batch, matching, queries.shape[1]), noisy.content.to(queries.dtype)], 1)
+        position = torch.cat([queries.expand(batch, -1, -1), noisy.position.to(queries.dtype)], 1)
+        hs = model.decode(images, mask, tgt=content, query_embed=position, tgt_mask=noisy.attention_mask)
+        own = hs[:, :, :matching]
+        out = self.groups.outputs(model, own) if self.groups is not None else model.heads(own, with_aux=model.aux_loss)
+        out["denoising"] = (self.denoising.outputs(model, hs[:, :, matching:], noisy), noisy.targets, noisy.indices)
+        return out
 
     def expand_targets(self, targets: list[dict]) -> list[dict]:
         return targets if self.groups is None else self.groups.expand_targets(targets)
@@ -69,11 +90,17 @@ def train_step(
     ``forward`` is a ``TrainingForward``, possibly wrapped in DistributedDataParallel."""
     images, mask, targets = to_device(*batch, device)
     with autocast(device, amp):
-        outputs = forward(images, mask)
-    targets = expand_targets(targets)
-    losses = criterion(outputs, targets)
+        outputs = forward(images, mask, targets)
+    denoising = outputs.pop("denoising", None)
+    losses = criterion(outputs, expand_targets(targets))
     num_layers = len(outputs.get("aux_outputs", [])) + 1
-    loss = total_loss(losses, criterion.weight_dict(num_layers))
+    weights = criterion.weight_dict(num_layers)
+    if denoising is not None:  # known pairs: no matching, and the same loss weights
+        noisy_outputs, noisy_targets, indices = denoising
+        noisy_losses = criterion(noisy_outputs, noisy_targets, indices=indices)
+        losses.update({f"{name}_dn": value for name, value in noisy_losses.items() if name != "class_error"})
+        weights.update({f"{name}_dn": weight for name, weight in list(weights.items())})
+    loss = total_loss(losses, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_max_norm > 0:

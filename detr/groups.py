@@ -32,11 +32,13 @@ class QueryGroups(nn.Module):
             self._mask = group[:, None] != group[None, :]
         return self._mask
 
-    def forward(self, model: DETR, images: Tensor, mask: Tensor | None) -> dict:
-        """Outputs with the groups folded into the batch, group-major: item ``g * B + b`` is
-        group g on image b (pair it with ``expand_targets``)."""
-        queries = torch.cat([model.query_embed.weight, self.extra_queries.weight])
-        hs = model.decode(images, mask, query_embed=queries, tgt_mask=self.self_attention_mask(images.device))
+    def queries(self, model: DETR) -> Tensor:
+        """All groups' queries [G*Q, C], the model's own first."""
+        return torch.cat([model.query_embed.weight, self.extra_queries.weight])
+
+    def outputs(self, model: DETR, hs: Tensor) -> dict:
+        """Heads over the decoder states [L, B, G*Q, C], with the groups folded into the batch,
+        group-major: item ``g * B + b`` is group g on image b (pair it with ``expand_targets``)."""
         layers, batch, _, dim = hs.shape
         hs = hs.view(layers, batch, self.num_groups, self.num_queries, dim).transpose(1, 2)
         return model.heads(hs.reshape(layers, self.num_groups * batch, self.num_queries, dim), with_aux=model.aux_loss)

@@ -37,6 +37,7 @@ from .checkpoint import (
 from .config import ConfigError, ModelConfig, TrainConfig
 from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
+from .denoising import DenoisingQueries
 from .distributed import Distributed, setup_distributed
 from .engine import TrainingForward, predict, train_step
 from .evaluate import DEFAULT_THRESHOLD, EvalResult, evaluate_predictions
@@ -260,7 +261,12 @@ class _Loop:
         world = dist_info.world_size
         batch_size = max(world, min(cfg.batch_size, len(data.train) // world * world))
         self.batches = _EpochBatches(len(data.train), batch_size, cfg.seed, dist_info.rank, world)
-        self.forward = TrainingForward(model, self.groups)
+        self.denoising = (
+            DenoisingQueries(cfg.denoising_groups, model.config.num_classes, model.config.hidden_dim).to(device)
+            if cfg.denoising_groups > 0
+            else None
+        )
+        self.forward = TrainingForward(model, self.groups, self.denoising)
         self.train_forward: nn.Module = self.forward
         if dist_info.enabled:
             self.train_forward = DistributedDataParallel(
@@ -305,8 +311,9 @@ class _Loop:
     def _param_groups(self) -> list[dict]:
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-        if self.groups is not None:
-            rest += list(self.groups.parameters())
+        for extra in (self.groups, self.denoising):
+            if extra is not None:
+                rest += list(extra.parameters())
         groups = [{"params": rest, "lr": self.cfg.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": self.cfg.lr_backbone})
@@ -333,6 +340,8 @@ class _Loop:
             self.ema.load_state_dict(ckpt["ema"])
         if self.groups is not None and ckpt.get("query_groups") is not None:
             self.groups.load_state_dict(ckpt["query_groups"])
+        if self.denoising is not None and ckpt.get("denoising") is not None:
+            self.denoising.load_state_dict(ckpt["denoising"])
         self.epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.best_ap, self.best_metrics = ckpt["best_ap"], ckpt["best_metrics"]
         self.evals_since_best = ckpt["evals_since_best"]
@@ -496,6 +505,7 @@ class _Loop:
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "query_groups": self.groups.state_dict() if self.groups is not None else None,
+                "denoising": self.denoising.state_dict() if self.denoising is not None else None,
                 "epoch": self.epoch,
                 "step": self.start_step,
                 "rng": _get_rng(),
