@@ -261,6 +261,7 @@ class TrainCommand:
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         from detr.config import BACKBONES, TrainConfig
+        from detr.recipes import RECIPES
 
         parser.add_argument("--task", type=int, required=True, help="CVAT task id")
         where = parser.add_mutually_exclusive_group()
@@ -274,6 +275,10 @@ class TrainCommand:
         model.add_argument("--model-preset", choices=MODEL_PRESETS, default="detr-r50",
                            help="detr-r50: the official DETR-R50 architecture; tiny: ResNet-18, 128 wide, 2+2 "
                                 "layers, 20 queries, for tests and quick trials (default: %(default)s)")
+        model.add_argument("--recipe", choices=RECIPES, default="auto",
+                           help="default: the official DETR recipe; small-data: query groups, denoising, focal "
+                                "loss, higher learning rates; auto: small-data below 2000 training images "
+                                "(default: %(default)s)")
         model.add_argument("--backbone", choices=BACKBONES, help="override the preset's ResNet")
         model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")
         model.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune from")
@@ -295,16 +300,17 @@ class TrainCommand:
                                    help=f"(default: {f.default})")
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
-        from detr import ConfigError, ModelConfig, TrainConfig
-        from detr.config import TINY_MODEL
+        from detr import ConfigError, TrainConfig
+        from detr.recipes import SMALL_DATA_IMAGES, count_training_images, plan_training
 
         # Check every option before any work starts.
+        train_options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                         if getattr(args, f.name) is not None}
+        model_options = {k: v for k, v in (("backbone", args.backbone), ("num_queries", args.num_queries)) if v}
         try:
-            train_config = TrainConfig.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                                                  if getattr(args, f.name) is not None})
-            model_config = TINY_MODEL if args.model_preset == "tiny" else ModelConfig()
-            overrides = {k: v for k, v in (("backbone", args.backbone), ("num_queries", args.num_queries)) if v}
-            model_config = model_config.replace(**overrides)
+            for size in (1, SMALL_DATA_IMAGES):  # both recipes must accept the options
+                plan_training(recipe=args.recipe, preset=args.model_preset, num_train_images=size,
+                              model_overrides=model_options, train_overrides=train_options)
         except ConfigError as e:
             raise UsageError(str(e)) from e
         if args.pretrained and args.backbone_weights:
@@ -315,13 +321,12 @@ class TrainCommand:
             if args.pretrained or args.backbone_weights:
                 raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
                                  "instead of --pretrained/--backbone-weights")
-            options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                       if getattr(args, f.name) is not None}
-            if args.model_preset != "detr-r50" or args.backbone or args.num_queries:
-                options["model"] = model_config.to_dict()
+            options: dict[str, Any] = {**train_options, "recipe": args.recipe, "model_preset": args.model_preset}
+            if model_options:
+                options["model"] = model_options
             if args.weights:
                 options["weights"] = args.weights
-            return _train_on_trainer(args, options, train_config.seed, stdout, pbar)
+            return _train_on_trainer(args, options, train_options.get("seed", 0), stdout, pbar)
         if args.weights or args.publish is not None:
             raise UsageError("--weights and --publish are for --trainer; locally use --pretrained or "
                              "--backbone-weights, and publish with `cvat-detr publish`")
@@ -332,8 +337,14 @@ class TrainCommand:
         run_dir, model_dir = storage.run_dir(run_id), storage.model_dir(run_id)
         with _make_client(args) as client:
             manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction,
-                                   seed=train_config.seed, overwrite=False, pbar=pbar)
+                                   seed=train_options.get("seed", 0), overwrite=False, pbar=pbar)
         _print_dataset_summary(manifest, dataset_dir, stdout)
+        plan = plan_training(recipe=args.recipe, preset=args.model_preset,
+                             num_train_images=count_training_images(dataset_dir),
+                             pretrained=bool(args.pretrained or args.backbone_weights),
+                             model_overrides=model_options, train_overrides=train_options)
+        print(plan.reason, file=stdout)
+        model_config, train_config = plan.model, plan.train
 
         result = _fit_with_progress(dataset_dir, run_dir, model_config, train_config, args, pbar)
         if not result.model_path.is_file():

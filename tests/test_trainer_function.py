@@ -21,7 +21,8 @@ TINY_OPTIONS = {
     "max_size": 96, "num_workers": 0, "device": "cpu", "random_crop": False,
 }
 JOB_KEYS = {"id", "task_id", "dataset_id", "state", "epoch", "epochs", "step", "steps", "progress", "loss", "metrics",
-            "best_metrics", "eta_s", "error", "model_id", "function", "options", "created", "started", "finished"}
+            "best_metrics", "eta_s", "error", "model_id", "function", "options", "recipe", "created", "started",
+            "finished"}
 
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -105,6 +106,7 @@ def test_a_tiny_job_runs_to_success_and_registers_its_model(trainer, home):
     assert done["model_id"] == "task-7-v1" and done["function"] is None
     assert "AP" in done["best_metrics"] and "AP" in done["metrics"]
     assert done["started"] and done["finished"] and done["error"] is None
+    assert done["recipe"].startswith("small dataset: ") and "--recipe default to override" in done["recipe"]
     assert json.loads((home / "runs" / job["id"] / "job.json").read_text()) == done
 
     model_dir = home / "models" / "task-7-v1"
@@ -227,7 +229,11 @@ BAD_REQUESTS = [
     ("POST", "/jobs", {"dataset_id": "task-7", "task_id": "7"}, 400, "'task_id' must be an integer"),
     ("POST", "/jobs", {"dataset_id": "task-7", "publish": "yes"}, 400, "'publish' must be true or false"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epoch": 3}}, 400,
-     "unknown option 'epoch'; known options: weights, model, epochs"),
+     "unknown option 'epoch'; known options: weights, recipe, model_preset, model, epochs"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"recipe": "fast"}}, 400,
+     "option 'recipe' must be one of auto, default, small-data"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model_preset": "r50"}}, 400,
+     "option 'model_preset' must be one of detr-r50, tiny"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": "ten"}}, 400,
      "option 'epochs' must be an integer, got 'ten'"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400, "epochs=0 is invalid; must be >= 1"),

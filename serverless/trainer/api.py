@@ -108,7 +108,7 @@ class TrainerApi:
             self._check_resumable(request.resume_from, request.options, labels)
         else:
             setup = training_setup(request.options)
-            starting_point(setup.weights, setup.model_config, task_id=request.task_id, registry=self.runner.registry)
+            starting_point(setup.weights, setup.backbone, task_id=request.task_id, registry=self.runner.registry)
         job = Job(
             id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, options=request.options,
             resume_from=request.resume_from, publish=publish,

@@ -65,6 +65,8 @@ class Job:
     """Nuclio function serving the model, once published."""
     options: dict[str, Any] = field(default_factory=dict)
     """Training options as submitted (validated)."""
+    recipe: str | None = None
+    """The recipe the trainer chose for the data, and how to override it (one line)."""
     resume_from: str | None = None
     """Job whose last checkpoint this job continues from."""
     publish: bool = False

@@ -1,9 +1,10 @@
 """Validation of ``POST /jobs`` bodies.
 
 Training options are the fields of :class:`detr.TrainConfig` (so names and defaults live
-in one place) plus two job-level options: ``weights`` (the starting point) and ``model``
-(fields of :class:`detr.ModelConfig`). Anything else is rejected by name before a job
-is created.
+in one place) plus job-level options: ``weights`` (the starting point), ``recipe`` (auto,
+default or small-data, see :mod:`detr.recipes`), ``model_preset`` and ``model`` (fields of
+:class:`detr.ModelConfig` overriding the preset). Options given explicitly beat the recipe's.
+Anything else is rejected by name before a job is created.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 
 from detr import ModelConfig, TrainConfig
 from detr.config import ConfigError
+from detr.recipes import MODEL_PRESETS, RECIPES, plan_training
 from serverless.responses import RequestError, json_type
 
 #: Starting points: the official COCO checkpoint, an ImageNet backbone, random init, or the
@@ -21,7 +23,7 @@ from serverless.responses import RequestError, json_type
 WEIGHTS = ("coco", "imagenet", "scratch", "previous")
 DEFAULT_WEIGHTS = "coco"
 
-JOB_OPTIONS = ("weights", "model")
+JOB_OPTIONS = ("weights", "recipe", "model_preset", "model")
 REQUEST_KEYS = ("dataset_id", "task_id", "options", "resume_from", "publish")
 REQUEST_EXAMPLE = '{"dataset_id": "task-7", "task_id": 7, "options": {"epochs": 50}, "publish": true}'
 
@@ -41,11 +43,23 @@ class TrainingSetup:
     """What ``detr.fit`` is called with, derived from a job's options."""
 
     weights: str
+    recipe: str
+    model_preset: str
     train_options: dict[str, Any]
-    """The TrainConfig fields the options set explicitly (they override a resumed run's recipe)."""
-    train_config: TrainConfig
-    model_config: ModelConfig | None
-    """None = the engine's default architecture (DETR-R50)."""
+    """The TrainConfig fields the options set explicitly (they override the recipe's and a resumed run's)."""
+    model_options: dict[str, Any]
+    """The ModelConfig fields the options set explicitly (they override the preset's and the recipe's)."""
+
+    @property
+    def backbone(self) -> str:
+        return self.model_options.get("backbone", MODEL_PRESETS[self.model_preset].backbone)
+
+    def plan(self, *, num_train_images: int, pretrained: bool) -> tuple[ModelConfig, TrainConfig, str]:
+        """The model and training settings for a new run on this many images, and why (one line)."""
+        plan = plan_training(recipe=self.recipe, preset=self.model_preset, num_train_images=num_train_images,
+                             pretrained=pretrained, model_overrides=self.model_options,
+                             train_overrides=self.train_options)
+        return plan.model, plan.train, plan.reason
 
 
 def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
@@ -84,11 +98,16 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
     weights = options.get("weights", DEFAULT_WEIGHTS)
     if weights not in WEIGHTS:
         raise RequestError(f"option 'weights' must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    recipe = options.get("recipe", "auto")
+    if recipe not in RECIPES:
+        raise RequestError(f"option 'recipe' must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    preset = options.get("model_preset", "detr-r50")
+    if preset not in MODEL_PRESETS:
+        raise RequestError(f"option 'model_preset' must be one of {', '.join(MODEL_PRESETS)}, got {preset!r}")
     train = {key: value for key, value in options.items() if key in train_fields}
     train = _coerce(train, train_fields, prefix="option")
-    model = options.get("model")
-    model_config = None
-    if model is not None:
+    model = options.get("model") or {}
+    if model:
         if not isinstance(model, dict):
             raise RequestError(f"option 'model' must be a JSON object of model settings, got {json_type(model)}")
         model_fields = _fields(ModelConfig)
@@ -98,13 +117,14 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
                 f"unknown model option {unknown[0]!r}; known model options: {', '.join(model_fields)}"
             )
         model = _coerce(model, model_fields, prefix="model option")
-    try:
-        train_config = TrainConfig.from_dict(train)
-        if model is not None:
-            model_config = ModelConfig.from_dict(model)
+    setup = TrainingSetup(weights=weights, recipe=recipe, model_preset=preset, train_options=train,
+                          model_options=model)
+    try:  # every recipe with these options must make valid settings
+        for size in (1, 10**9):
+            setup.plan(num_train_images=size, pretrained=weights != "scratch")
     except ConfigError as e:
         raise RequestError(f"invalid option: {e}") from e
-    return TrainingSetup(weights=weights, train_options=train, train_config=train_config, model_config=model_config)
+    return setup
 
 
 def _fields(config_class: type) -> dict[str, Any]:

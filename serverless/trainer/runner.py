@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 from cvat_plugin.storage import copy_atomic
 from detr import FitResult, fit
+from detr.recipes import count_training_images
 from detr.train import read_run_config
 from serverless.responses import RequestError
 from serverless.trainer.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, utc_now
@@ -167,13 +168,19 @@ class JobRunner:
         dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
         progress = JobProgress(self.store, job.id)
         if checkpoint.exists():
-            # Resuming: the checkpoint holds the weights and the recipe; options override the recipe.
+            # Resuming: the checkpoint holds the weights and the settings; options override them.
             _, saved = read_run_config(run_dir)
             train_config = saved.replace(**setup.train_options)
-            return fit(dataset, run_dir, model_config=setup.model_config, train_config=train_config,
-                       resume=True, callbacks=[progress], should_stop=self._should_stop)
-        start = starting_point(setup.weights, setup.model_config, task_id=job.task_id, registry=self.registry)
-        return fit(dataset, run_dir, model_config=setup.model_config, train_config=setup.train_config,
+            return fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
+                       should_stop=self._should_stop)
+        start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, registry=self.registry)
+        model_config, train_config, reason = setup.plan(
+            num_train_images=count_training_images(dataset),
+            pretrained=bool(start.pretrained or start.backbone_weights),
+        )
+        logger.info("Job %s: %s", job.id, reason)
+        self.store.update(job.id, recipe=reason)
+        return fit(dataset, run_dir, model_config=model_config, train_config=train_config,
                    pretrained=start.pretrained, backbone_weights=start.backbone_weights,
                    callbacks=[progress], should_stop=self._should_stop)
 

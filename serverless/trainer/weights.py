@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from detr import ModelConfig
 from detr.config import DETR_R50_URL
 from serverless.responses import RequestError
 from serverless.trainer.models import ModelRegistry
@@ -45,7 +44,7 @@ def weights_dir() -> Path:
 
 
 def starting_point(
-    weights: str, model_config: ModelConfig | None, *, task_id: int | None, registry: ModelRegistry
+    weights: str, backbone: str, *, task_id: int | None, registry: ModelRegistry
 ) -> StartingPoint:
     """Resolve ``weights`` to files; raises :class:`RequestError` (400) when they are not there."""
     if weights == "scratch":
@@ -61,7 +60,6 @@ def starting_point(
         return StartingPoint(pretrained=str(previous))
     if weights == "coco":
         return StartingPoint(pretrained=str(_baked(COCO_FILE, weights)))
-    backbone = (model_config or ModelConfig()).backbone
     return StartingPoint(backbone_weights=str(_baked(IMAGENET_FILES[backbone], weights)))
 
 
