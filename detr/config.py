@@ -108,6 +108,13 @@ class ModelConfig(_ConfigBase):
             self.hidden_dim,
             f"must be a positive multiple of nheads={self.nheads}",
         )
+        _check(
+            not self.dilation or self.backbone_channels == 2048,
+            s,
+            "dilation",
+            self.dilation,
+            f"needs a bottleneck ResNet (resnet50 or resnet101); torchvision's {self.backbone} cannot dilate",
+        )
         _check(self.hidden_dim % 2 == 0, s, "hidden_dim", self.hidden_dim, "must be even (sine position encoding)")
         _check(self.enc_layers >= 0, s, "enc_layers", self.enc_layers, "must be >= 0")
         _check(self.dec_layers >= 1, s, "dec_layers", self.dec_layers, "must be >= 1")

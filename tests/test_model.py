@@ -99,6 +99,8 @@ def test_config_round_trip_and_unknown_keys():
         ModelConfig.from_dict({"num_quries": 300})
     with pytest.raises(ConfigError, match="backbone='resnet9'.*resnet18"):
         ModelConfig(backbone="resnet9")
+    with pytest.raises(ConfigError, match="dilation=True .*resnet50 or resnet101.*resnet18 cannot dilate"):
+        ModelConfig(backbone="resnet18", dilation=True)
 
 
 def test_folded_frozen_norm_equals_the_plain_resnet_forward():
