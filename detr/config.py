@@ -200,7 +200,11 @@ class TrainConfig(_ConfigBase):
         _check(self.num_workers >= 0, s, "num_workers", self.num_workers, "must be >= 0")
         _check(32 <= self.image_size <= 4096, s, "image_size", self.image_size, "must be in [32, 4096] pixels")
         _check(
-            self.max_size >= self.image_size, s, "max_size", self.max_size, f"must be >= image_size={self.image_size}"
+            self.max_size > self.image_size,
+            s,
+            "max_size",
+            self.max_size,
+            f"must be > image_size={self.image_size} (the longer side's cap; e.g. {self.image_size * 5 // 3})",
         )
         _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
         _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
