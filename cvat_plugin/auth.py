@@ -101,6 +101,25 @@ class BrowserSession(Credentials):
         return "BrowserSession(sessionid=***, csrftoken=***)"
 
 
+@dataclass(frozen=True, repr=False)
+class ForwardedAuthorization(Credentials):
+    """A caller's ``Authorization`` header (``Token``, ``Bearer`` or ``Basic``), forwarded verbatim
+    by the gateway so that CVAT, not the gateway, decides who the caller is."""
+
+    header: str
+    source: str = "the Authorization header of the request"
+
+    def apply(self, session: requests.Session, host: str) -> None:
+        session.headers["Authorization"] = self.header
+
+    def describe(self) -> str:
+        scheme = self.header.partition(" ")[0]
+        return f"the {scheme} credentials of the Authorization header" if scheme else "the Authorization header"
+
+    def __repr__(self) -> str:
+        return "ForwardedAuthorization(header=***)"
+
+
 def credentials_from(
     *,
     access_token: Optional[str] = None,

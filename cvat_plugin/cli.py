@@ -16,7 +16,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +43,7 @@ from cvat_plugin.client import (
     NotFoundError,
     PermissionDeniedError,
 )
-from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, build_training_set
+from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, export_task
 from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.nuclio import (
     DEFAULT_DEPLOY_TIMEOUT,
@@ -198,26 +197,6 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help="share of images held out for validation when the task has no Train/Validation "
                              "subsets (default: %(default)s)")
-
-
-def export_task(client: CvatClient, task_id: int, out_dir: Path, *, val_fraction: float, seed: int,
-                overwrite: bool, pbar: ProgressReporter) -> dict:
-    """Export task ``task_id`` and build its training set in ``out_dir``; returns the manifest."""
-    task = client.get_task(task_id)
-    if not task.get("size"):
-        raise DatasetError(f"task {task_id} ({task.get('name')!r}) has no images; add data to it in CVAT")
-    labels = client.get_labels(task_id)
-    data_meta = client.get_data_meta(task_id)
-    annotations = client.get_annotations(task_id)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
-        export_zip = client.export_dataset(task_id, Path(tmp) / f"task_{task_id}_coco.zip", pbar=pbar)
-        source = {"url": client.url, "task_id": task_id, "task_name": task.get("name"),
-                  "server_version": str(client.server_version),
-                  "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        return build_training_set(export_zip, out_dir, labels=labels, data_meta=data_meta, annotations=annotations,
-                                  source=source, val_fraction=val_fraction, seed=seed, overwrite=overwrite,
-                                  pbar=pbar)
 
 
 def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> None:

@@ -317,6 +317,12 @@ class CvatClient:
                                 action="list the labels of", resource=f"task {task_id}")
         return [label for label in labels if label.get("parent_id") is None]
 
+    def get_jobs(self, task_id: int) -> list[dict]:
+        """The task's CVAT jobs (``id``, ``state``, ``stage``, ``start_frame``, ...); ``state`` is one of
+        ``new``, ``in progress``, ``completed``, ``rejected``."""
+        return self._paginate("/api/jobs", {"task_id": int(task_id)},
+                              action="list the jobs of", resource=f"task {task_id}")
+
     def get_data_meta(self, task_id: int) -> dict:
         """``frames`` (name, width, height), ``deleted_frames``, ``start_frame``, ``frame_filter``, ..."""
         return self._get_json(f"/api/tasks/{int(task_id)}/data/meta",

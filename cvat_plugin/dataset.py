@@ -31,10 +31,13 @@ import zipfile
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
 from cvat_plugin.split import stratified_split, subset_roles
+
+if TYPE_CHECKING:
+    from cvat_plugin.client import CvatClient
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +291,29 @@ def build_training_set(
     return manifest
 
 
+def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathLike], *,
+                val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, overwrite: bool = False,
+                pbar: Optional[ProgressReporter] = None) -> dict:
+    """Export task ``task_id`` as ``client``'s user and build its training set in ``out_dir``;
+    returns the manifest. The export zip lives in a temporary folder beside ``out_dir``."""
+    out_dir = Path(out_dir)
+    task = client.get_task(task_id)
+    if not task.get("size"):
+        raise DatasetError(f"task {task_id} ({task.get('name')!r}) has no images; add data to it in CVAT")
+    labels = client.get_labels(task_id)
+    data_meta = client.get_data_meta(task_id)
+    annotations = client.get_annotations(task_id)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
+        export_zip = client.export_dataset(task_id, Path(tmp) / f"task_{task_id}_coco.zip", pbar=pbar)
+        source = {"url": client.url, "task_id": task_id, "task_name": task.get("name"),
+                  "server_version": str(client.server_version),
+                  "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return build_training_set(export_zip, out_dir, labels=labels, data_meta=data_meta, annotations=annotations,
+                                  source=source, val_fraction=val_fraction, seed=seed, overwrite=overwrite,
+                                  pbar=pbar)
+
+
 def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, source: dict,
            val_fraction: float, seed: int, pbar: ProgressReporter) -> dict:
     from datumaro.components.annotation import AnnotationType
@@ -388,7 +414,11 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         for i, label in enumerate(labels)
     ]
     counts = {s: writers[s].num_images for s in SPLITS}
-    warnings += _warnings(label_stats, counts, skipped, split["method"])
+    by_subsets = split["method"] == "subsets"
+    warnings += training_warnings(
+        [(stats["name"], sum(stats["boxes"].values()), stats["boxes"]["val"] if by_subsets else None)
+         for stats in label_stats],
+        images=counts["train"] + counts["val"], skipped=skipped)
     for warning in warnings:
         logger.warning("%s", warning)
 
@@ -422,24 +452,29 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('x', 's')) else 's'}"
 
 
-def _warnings(label_stats: list[dict], counts: dict, skipped: Counter, split_method: str) -> list[str]:
+def training_warnings(label_boxes: Sequence[tuple[str, int, Optional[int]]], *, images: int,
+                      skipped: Mapping[str, int]) -> list[str]:
+    """What will make the model weak, in words: labels with no or few boxes, few images, shapes left out.
+
+    ``label_boxes``: ``(name, boxes, boxes in the validation subset)`` per label, the last None when
+    the validation split is not fixed by CVAT subsets. ``images``: images kept (with or without boxes).
+    ``skipped``: counts of shapes without a box by kind (``count_unsupported``), plus ``degenerate_box``.
+    The gateway shows these before training, the manifest keeps them after."""
     warnings = []
-    for stats in label_stats:
-        total = sum(stats["boxes"].values())
+    for name, total, val in label_boxes:
         if total == 0:
-            warnings.append(f"label {stats['name']!r} has no boxes: the model keeps a class for it but cannot "
+            warnings.append(f"label {name!r} has no boxes: the model keeps a class for it but cannot "
                             f"learn it; annotate some, or remove the label from the task")
         elif total < MIN_BOXES_PER_LABEL:
-            warnings.append(f"label {stats['name']!r} has only {_plural(total, 'box')} "
+            warnings.append(f"label {name!r} has only {_plural(total, 'box')} "
                             f"(fewer than {MIN_BOXES_PER_LABEL}): the model will rarely find it; annotate more")
-        elif stats["boxes"]["val"] == 0 and split_method == "subsets":
-            warnings.append(f"label {stats['name']!r} has no boxes in the validation subset: its AP cannot be "
+        elif val == 0:
+            warnings.append(f"label {name!r} has no boxes in the validation subset: its AP cannot be "
                             f"measured; move some of its frames to the validation subset")
-    total_images = counts["train"] + counts["val"]
-    if total_images < MIN_IMAGES:
-        warnings.append(f"only {total_images} images (fewer than {MIN_IMAGES}): expect a weak model and noisy "
+    if images < MIN_IMAGES:
+        warnings.append(f"only {images} images (fewer than {MIN_IMAGES}): expect a weak model and noisy "
                         f"validation metrics; annotate more frames")
-    unsupported = {kind: n for kind, n in skipped.items() if kind != "degenerate_box"}
+    unsupported = {kind: n for kind, n in skipped.items() if kind != "degenerate_box" and n}
     if unsupported:
         listed = ", ".join(_plural(n, "tag") if kind == "tag" else f"{_plural(n, kind + ' shape')}"
                            for kind, n in sorted(unsupported.items()))
@@ -448,4 +483,3 @@ def _warnings(label_stats: list[dict], counts: dict, skipped: Counter, split_met
         warnings.append(f"dropped {_plural(skipped['degenerate_box'], 'box')} with no area inside its image; "
                         f"fix them in CVAT")
     return warnings
-

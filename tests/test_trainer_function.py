@@ -12,6 +12,7 @@ import torch
 from detr.config import TINY_MODEL
 from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
+from serverless.trainer.weights import COCO_FILE, IMAGENET_FILES, available_weights
 from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
 
 LABELS = ["circle", "square"]
@@ -128,6 +129,15 @@ def test_a_tiny_job_runs_to_success_and_registers_its_model(trainer, home):
     assert status == 200 and [j["id"] for j in listing["jobs"]] == [more["id"], job["id"]]
     status, health = trainer.call("GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["running"] is None and health["problems"] == []
+    assert health["weights"] == ["scratch", "previous"]  # no baked files in DETR_WEIGHTS here
+
+
+def test_health_offers_only_the_weights_the_image_has(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETR_WEIGHTS", str(tmp_path))
+    assert available_weights() == ["scratch", "previous"]
+    (tmp_path / COCO_FILE).write_bytes(b"")
+    (tmp_path / IMAGENET_FILES["resnet50"]).write_bytes(b"")
+    assert available_weights() == ["coco", "imagenet", "scratch", "previous"]
 
 
 def test_cancel_stops_a_running_job_and_a_queued_one(trainer, home):

@@ -5,7 +5,7 @@ POST /jobs                 {"dataset_id", "task_id"?, "options"?, "resume_from"?
 GET  /jobs[?task=&state=]  {"jobs": [job, ...], "problems": [...]}, newest first
 GET  /jobs/{id}            job
 POST /jobs/{id}/cancel     job
-GET  /health               {"status", "version", "device", "running", "queued", "publish", "problems"}
+GET  /health               {"status", "version", "device", "running", "queued", "publish", "weights", "problems"}
 ```
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
 state the trainer itself cannot read).
@@ -25,7 +25,7 @@ from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
 from serverless.trainer.options import REQUEST_EXAMPLE, parse_job_request, training_setup
 from serverless.trainer.runner import CHECKPOINT_FILE, JobRunner
 from serverless.trainer.storage import DetrHome
-from serverless.trainer.weights import starting_point
+from serverless.trainer.weights import available_weights, starting_point
 
 Reply = tuple[int, Any]
 
@@ -73,6 +73,7 @@ class TrainerApi:
             "running": self.runner.current,
             "queued": len(self.runner.queued),
             "publish": self.can_publish,
+            "weights": available_weights(),
             "problems": self.store.problems
             + ([] if self.runner.alive else ["the training worker is not running; restart the function"]),
         }

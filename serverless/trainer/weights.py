@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from detr.config import DETR_R50_URL
 from serverless.responses import RequestError
 from serverless.trainer.models import ModelRegistry
+from serverless.trainer.options import WEIGHTS
 
 DEFAULT_WEIGHTS_DIR = "/opt/detr/weights"
 
@@ -61,6 +62,15 @@ def starting_point(
     if weights == "coco":
         return StartingPoint(pretrained=str(_baked(COCO_FILE, weights)))
     return StartingPoint(backbone_weights=str(_baked(IMAGENET_FILES[backbone], weights)))
+
+
+def available_weights() -> list[str]:
+    """The choices of option ``weights`` this trainer can start from, in the order of ``WEIGHTS``:
+    ``coco`` and ``imagenet`` (for the default ResNet-50) when their files are baked in; ``scratch``
+    always; ``previous`` always (it is checked per task when a job is submitted)."""
+    have = {"coco": (weights_dir() / COCO_FILE).is_file(),
+            "imagenet": (weights_dir() / IMAGENET_FILES[ModelConfig().backbone]).is_file()}
+    return [choice for choice in WEIGHTS if have.get(choice, True)]
 
 
 def _baked(file_name: str, weights: str) -> Path:
