@@ -1,0 +1,417 @@
+"""What the gateway does for a task, once the caller is known: the summary, starting a training,
+its jobs, cancelling, the task's models. Every call first asks CVAT, as the caller, for the task.
+
+Starting a training exports the task and builds its training set, which takes a while, so it
+runs in a background thread as a **preparation**: a job in the trainer's Job shape whose
+``state`` is ``preparing`` until it is submitted to the trainer (or ends ``failed`` or
+``cancelled``, with the reason in ``error``). Once submitted, ``GET /jobs/<preparation id>``
+answers with the trainer's job, whose own id the UI then follows. Preparations are kept in
+``$DETR_HOME/gateway/<id>.json``: a failure stays visible in the task's jobs after a restart,
+and a preparation that a restart cut short is marked failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import secrets
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from cvat_plugin.auth import Credentials
+from cvat_plugin.client import CvatClient, CvatError
+from cvat_plugin.dataset import export_task
+from cvat_plugin.gateway_auth import authorize_task, require_credentials
+from cvat_plugin.gateway_errors import GatewayError, failure_message, from_cvat, from_trainer
+from cvat_plugin.gateway_settings import WEIGHTS, GatewaySettings
+from cvat_plugin.model_store import ModelStore
+from cvat_plugin.progress import ProgressReporter
+from cvat_plugin.storage import Storage, new_id, write_json_atomic
+from cvat_plugin.task_summary import summarize_task
+from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
+
+logger = logging.getLogger(__name__)
+
+PREPARATION_PREFIX = "prep-"
+#: Trainer job states that hold the task: a second training gets 409 (``interrupted`` resumes by itself).
+ACTIVE_STATES = ("queued", "running", "interrupted")
+#: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
+DEFAULT_MAX_SIZE = 1333
+MAX_SIZE_RATIO = 1333 / 800
+#: Calls made while a request waits: fewer retries and shorter timeouts than background work.
+REQUEST_TIMEOUT = (5.0, 30.0)
+REQUEST_RETRIES = 1
+
+
+def utc_now() -> str:
+    """The trainer's timestamp format, so that preparations and jobs sort together."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_preparation_id() -> str:
+    return f"{PREPARATION_PREFIX}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Preparation:
+    """A training on its way to the trainer."""
+
+    id: str
+    task_id: int
+    dataset_id: str
+    options: dict[str, Any]
+    """The dialog's options (``epochs``, ``image_size``, ``weights``, ``val_fraction``, ``publish``)."""
+    state: str = "preparing"
+    """``preparing``, then ``submitted``, ``failed`` or ``cancelled``."""
+    error: Optional[str] = None
+    job_id: Optional[str] = None
+    """The trainer's job, once submitted."""
+    trigger: str = "user"
+    """``user`` (the dialog or the API) or ``webhook`` (auto-retrain)."""
+    created: str = field(default_factory=utc_now)
+    finished: Optional[str] = None
+
+    def to_job(self) -> dict[str, Any]:
+        """The trainer's Job object for a job that has not reached the trainer."""
+        return {
+            "id": self.id, "task_id": self.task_id, "dataset_id": self.dataset_id, "state": self.state,
+            "epoch": 0, "epochs": self.options.get("epochs", 0), "step": 0, "steps": 0, "progress": 0.0,
+            "loss": None, "metrics": {}, "best_metrics": {}, "eta_s": None, "error": self.error, "model_id": None,
+            "function": None, "options": dict(self.options), "resume_from": None,
+            "publish": bool(self.options.get("publish")), "created": self.created, "started": None,
+            "finished": self.finished,
+        }
+
+
+class PreparationStore:
+    """Preparations on disk, one JSON file each; not thread-safe (the service holds a lock)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._items: dict[str, Preparation] = {}
+
+    def load(self) -> None:
+        """Read every record; those still ``preparing`` were cut short by a restart and become failed."""
+        self._items.clear()
+        for path in sorted(self.folder.glob(f"{PREPARATION_PREFIX}*.json")):
+            try:
+                prep = Preparation(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as e:
+                logger.warning("Skipping unreadable preparation %s: %s", path, e)
+                continue
+            if prep.state == "preparing":
+                prep.state, prep.finished = "failed", utc_now()
+                prep.error = ("the DETR gateway restarted while it prepared this training (export and training "
+                              "set); start the training again")
+                self.save(prep)
+            self._items[prep.id] = prep
+
+    def save(self, prep: Preparation) -> None:
+        self._items[prep.id] = prep
+        write_json_atomic(self.folder / f"{prep.id}.json", dataclasses.asdict(prep))
+
+    def get(self, prep_id: str) -> Optional[Preparation]:
+        prep = self._items.get(prep_id)
+        return dataclasses.replace(prep) if prep else None
+
+    def of_task(self, task_id: int) -> list[Preparation]:
+        return [dataclasses.replace(p) for p in self._items.values() if p.task_id == task_id]
+
+
+class PreparationCancelled(Exception):
+    """The user cancelled the preparation; raised from its progress reporter to stop the work."""
+
+
+class _CancelCheck(ProgressReporter):
+    """Stops a download or a training-set build at its next step once the preparation is cancelled."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+
+    def start(self, total: Optional[int], *, desc: str, unit: str = "it") -> None:
+        self.advance(0)
+
+    def advance(self, delta: int) -> None:
+        if self.cancelled.is_set():
+            raise PreparationCancelled()
+
+
+class TrainingService:
+    """The gateway's operations; ``credentials`` are always the caller's own."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.storage = Storage(settings.home)
+        self.models = ModelStore(settings.home)
+        self.preparations = PreparationStore(settings.home / "gateway")
+        self.preparations.load()
+        self._lock = threading.RLock()
+        self._cancel_events: dict[str, threading.Event] = {}
+        self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="detr-prepare")
+
+    def close(self) -> None:
+        """Stop taking work; running preparations are marked failed at the next start."""
+        for event in self._cancel_events.values():
+            event.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- clients --------------------------------------------------------------------------------
+
+    def cvat(self, credentials: Optional[Credentials], *, background: bool = False) -> CvatClient:
+        """A CVAT client acting as ``credentials``; quick to give up while a request waits."""
+        if background:
+            return CvatClient(self.settings.cvat_url, credentials, poll_interval=self.settings.export_poll_interval)
+        return CvatClient(self.settings.cvat_url, credentials, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
+
+    def trainer(self) -> TrainerClient:
+        """One per call: requests sessions are not meant to be shared between threads."""
+        return TrainerClient(self.settings.trainer_url)
+
+    def authorize(self, credentials: Optional[Credentials], task_id: int) -> dict:
+        with self.cvat(credentials) as client:
+            return authorize_task(client, task_id)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def summary(self, credentials: Optional[Credentials], task_id: int) -> dict[str, Any]:
+        """The task's counts and warnings, and the dialog's defaults and weight choices."""
+        with self.cvat(credentials) as client:
+            task = authorize_task(client, task_id)
+            try:
+                summary = summarize_task(task, client.get_labels(task_id), client.get_annotations(task_id),
+                                         client.get_data_meta(task_id))
+            except CvatError as e:
+                raise from_cvat(e, action=f"read task {task_id}") from e
+        defaults, choices, problem = self.dialog_choices(task_id)
+        if problem:
+            summary["warnings"].append(problem)
+        return {**summary, "defaults": defaults, "weights_options": choices}
+
+    def dialog_choices(self, task_id: int) -> tuple[dict[str, Any], list[str], Optional[str]]:
+        """The task's default options and weight choices, as far as the trainer can serve them
+        (``previous`` only once the task has a model), and a warning when the trainer is unreachable."""
+        defaults = self.settings.dialog_defaults
+        problem = None
+        try:
+            health = self.trainer().health()
+        except TrainerError as e:
+            logger.warning("Trainer unreachable while preparing the options of task %d: %s", task_id, e)
+            health = {}
+            problem = ("the DETR trainer is not reachable right now: training can start once it is back; if this "
+                       "persists, ask a CVAT admin to check the detr-trainer function")
+        has_model = self.has_model(task_id)
+        choices = [w for w in health.get("weights", WEIGHTS) if w in WEIGHTS and (w != "previous" or has_model)]
+        if defaults["weights"] not in choices and choices:
+            defaults["weights"] = choices[0]
+        if health.get("publish") is False:
+            defaults["publish"] = False
+        return defaults, choices, problem
+
+    def jobs(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
+        """The task's jobs, newest first: the trainer's, and preparations that never reached it."""
+        self.authorize(credentials, task_id)
+        try:
+            jobs = self.trainer().list(task_id=task_id)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+        with self._lock:
+            jobs += [p.to_job() for p in self.preparations.of_task(task_id) if p.state != "submitted"]
+        return sorted(jobs, key=lambda job: str(job.get("created") or ""), reverse=True)
+
+    def job(self, credentials: Optional[Credentials], job_id: str) -> dict[str, Any]:
+        """One job, if the caller may see its task; a submitted preparation answers with the trainer's job."""
+        require_credentials(credentials)
+        if job_id.startswith(PREPARATION_PREFIX):
+            prep = self._preparation(job_id)
+            self.authorize(credentials, prep.task_id)
+            return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
+        job = self._trainer_job(job_id)
+        self.authorize(credentials, self._task_of(job))
+        return job
+
+    def task_models(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
+        """Models trained on the task, newest first."""
+        self.authorize(credentials, task_id)
+        return [{"id": entry.id, "task_id": entry.task_id, "version": entry.version,
+                 "created": entry.card.get("created"), "metrics": entry.metrics,
+                 "labels": [label.get("name") if isinstance(label, dict) else label
+                            for label in entry.card.get("labels") or []],
+                 "function": entry.function}
+                for entry in self.models.entries() if entry.task_id == task_id]
+
+    def health(self) -> dict[str, Any]:
+        """For probes and admins; asks only the trainer, never CVAT, and names no addresses."""
+        try:
+            trainer = self.trainer().health().get("status", "ok")
+        except TrainerError as e:
+            logger.warning("Health check: %s", e)
+            trainer = "unavailable"
+        return {"status": "ok" if trainer == "ok" else "degraded", "version": _version(), "trainer": trainer,
+                "webhooks": bool(self.settings.webhook_secret), "auto_retrain": self.settings.auto_retrain.enabled}
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def start(self, credentials: Optional[Credentials], task_id: int, options: Mapping[str, Any], *,
+              trigger: str = "user") -> dict[str, Any]:
+        """Start a training of the task as ``credentials`` (the caller, or the service account for a
+        webhook); returns the preparing job. 409 with the job when the task already has one running."""
+        self.authorize(credentials, task_id)
+        options = {**self.settings.dialog_defaults, **options}
+        trainer = self.trainer()
+        try:
+            health = trainer.health()
+        except TrainerError as e:
+            raise from_trainer(e) from e
+        self._check_capabilities(task_id, options, health)
+        with self._lock:
+            active = self._active_job(task_id, trainer)
+            if active is not None:
+                raise GatewayError(409, f"task {task_id} is already training (job {active['id']}, "
+                                        f"{active['state']}); follow that job, or cancel it to start another",
+                                   job=active)
+            prep = Preparation(new_preparation_id(), task_id, new_id(task_id), options, trigger=trigger)
+            self.preparations.save(prep)
+            self._cancel_events[prep.id] = threading.Event()
+        self._executor.submit(self._prepare, prep.id, credentials)
+        logger.info("Task %d: training %s requested (%s), preparing the training set %s", task_id, prep.id,
+                    trigger, prep.dataset_id)
+        return prep.to_job()
+
+    def cancel(self, credentials: Optional[Credentials], job_id: str) -> dict[str, Any]:
+        """Cancel a preparation (its work stops at the next step) or the trainer's job."""
+        require_credentials(credentials)
+        if job_id.startswith(PREPARATION_PREFIX):
+            prep = self._preparation(job_id)
+            self.authorize(credentials, prep.task_id)
+            with self._lock:
+                prep = self._preparation(job_id)
+                if prep.state == "preparing":
+                    prep.state, prep.finished = "cancelled", utc_now()
+                    self.preparations.save(prep)
+                    self._cancel_events.get(prep.id, threading.Event()).set()
+                    logger.info("Task %d: training %s cancelled while preparing", prep.task_id, prep.id)
+                    return prep.to_job()
+            if prep.job_id is None:
+                raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
+            job_id = prep.job_id
+        else:
+            self.authorize(credentials, self._task_of(self._trainer_job(job_id)))
+        try:
+            return self.trainer().cancel(job_id)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _prepare(self, prep_id: str, credentials: Optional[Credentials]) -> None:
+        """Background: export as ``credentials``, build the training set, submit the job."""
+        with self._lock:
+            prep = self.preparations.get(prep_id)
+            cancelled = self._cancel_events.setdefault(prep_id, threading.Event())
+        if prep is None or prep.state != "preparing":
+            return
+        dataset_dir = self.storage.dataset_dir(prep.dataset_id)
+        try:
+            with self.cvat(credentials, background=True) as client:
+                export_task(client, prep.task_id, dataset_dir, val_fraction=prep.options["val_fraction"],
+                            pbar=_CancelCheck(cancelled))
+            with self._lock:
+                prep = self._preparation(prep_id)
+                if prep.state != "preparing":
+                    raise PreparationCancelled()
+                job = self.trainer().submit(prep.dataset_id, task_id=prep.task_id,
+                                            options=self._trainer_options(prep.options),
+                                            publish=prep.options["publish"])
+                prep.state, prep.job_id = "submitted", job["id"]
+                self.preparations.save(prep)
+            logger.info("Task %d: training %s submitted to the trainer as job %s", prep.task_id, prep_id, job["id"])
+        except PreparationCancelled:
+            shutil.rmtree(dataset_dir, ignore_errors=True)
+        except Exception as e:  # every failure becomes the job's error, in words
+            message = failure_message(e, task_id=prep.task_id)
+            logger.warning("Task %d: training %s failed while preparing: %s", prep.task_id, prep_id, message)
+            shutil.rmtree(dataset_dir, ignore_errors=True)
+            with self._lock:
+                prep = self._preparation(prep_id)
+                prep.state, prep.error, prep.finished = "failed", message, utc_now()
+                self.preparations.save(prep)
+        finally:
+            with self._lock:
+                self._cancel_events.pop(prep_id, None)
+
+    def _trainer_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The job's trainer options: DETR_TRAIN_DEFAULTS with the dialog's choices; the longer side
+        cap grows with a large image size (TrainConfig requires max_size >= image_size)."""
+        trainer_options = {**self.settings.trainer_defaults, "epochs": options["epochs"],
+                           "image_size": options["image_size"], "weights": options["weights"]}
+        if trainer_options["image_size"] > trainer_options.get("max_size", DEFAULT_MAX_SIZE):
+            trainer_options["max_size"] = math.ceil(trainer_options["image_size"] * MAX_SIZE_RATIO)
+        return trainer_options
+
+    def _check_capabilities(self, task_id: int, options: Mapping[str, Any], health: Mapping[str, Any]) -> None:
+        """Refuse before any export what the trainer would refuse after it."""
+        if options["publish"] and health.get("publish") is False:
+            raise GatewayError(400, "this trainer cannot publish models (it has no Nuclio dashboard); turn "
+                                    "'Publish when done' off, or ask a CVAT admin to set NUCLIO_DASHBOARD_URL "
+                                    "in the trainer's function config")
+        weights = options["weights"]
+        if weights == "previous" and not self.has_model(task_id):
+            raise GatewayError(400, f"task {task_id} has no trained model to continue from; choose other "
+                                    f"starting weights for its first training")
+        available = health.get("weights")
+        if isinstance(available, list) and weights not in available:
+            raise GatewayError(400, f"the trainer has no {weights!r} weights; choose one of "
+                                    f"{', '.join(map(repr, available))}")
+
+    def _active_job(self, task_id: int, trainer: TrainerClient) -> Optional[dict[str, Any]]:
+        for prep in self.preparations.of_task(task_id):
+            if prep.state == "preparing":
+                return prep.to_job()
+        try:
+            jobs = trainer.list(task_id=task_id)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+        return next((job for job in jobs if job.get("state") in ACTIVE_STATES), None)
+
+    def has_model(self, task_id: int) -> bool:
+        """Whether a model was trained on the task (what weights ``previous`` continues from)."""
+        return any(entry.task_id == task_id for entry in self.models.entries())
+
+    def _preparation(self, prep_id: str) -> Preparation:
+        with self._lock:
+            prep = self.preparations.get(prep_id)
+        if prep is None:
+            raise GatewayError(404, f"no training job {prep_id!r}")
+        return prep
+
+    def _trainer_job(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self.trainer().get(job_id)
+        except TrainerRequestError as e:
+            if e.status == 404:
+                raise GatewayError(404, f"no training job {job_id!r}") from e
+            raise from_trainer(e) from e
+        except TrainerError as e:
+            raise from_trainer(e) from e
+
+    @staticmethod
+    def _task_of(job: Mapping[str, Any]) -> int:
+        if job.get("task_id") is None:
+            raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task; the DETR service shows "
+                                    f"only jobs of tasks you can see in CVAT")
+        return int(job["task_id"])
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cvat-detr")
+    except metadata.PackageNotFoundError:
+        return "unknown"
