@@ -196,9 +196,8 @@ class TrainingService:
         return {**summary, "defaults": defaults, "weights_options": choices}
 
     def dialog_choices(self, task_id: int) -> tuple[dict[str, Any], list[str], Optional[str]]:
-        """The task's default options and weight choices, as far as the trainer can serve them
-        (``previous`` only once the task has a model), and a warning when the trainer is unreachable."""
-        defaults = self.settings.dialog_defaults
+        """The task's default options and weight choices, as far as the trainer can serve them, and a
+        warning when the trainer is unreachable."""
         problem = None
         try:
             health = self.trainer().health()
@@ -207,13 +206,19 @@ class TrainingService:
             health = {}
             problem = ("the DETR trainer is not reachable right now: training can start once it is back; if this "
                        "persists, ask a CVAT admin to check the detr-trainer function")
+        return *self._choices(task_id, health), problem
+
+    def _choices(self, task_id: int, health: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Defaults and weight choices given the trainer's health: only weights it has (``previous``
+        once the task has a model), and no publishing when it cannot publish."""
+        defaults = self.settings.dialog_defaults
         has_model = self.has_model(task_id)
         choices = [w for w in health.get("weights", WEIGHTS) if w in WEIGHTS and (w != "previous" or has_model)]
         if defaults["weights"] not in choices and choices:
             defaults["weights"] = choices[0]
         if health.get("publish") is False:
             defaults["publish"] = False
-        return defaults, choices, problem
+        return defaults, choices
 
     def jobs(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
         """The task's jobs, newest first: the trainer's, and preparations that never reached it."""
@@ -264,12 +269,12 @@ class TrainingService:
         """Start a training of the task as ``credentials`` (the caller, or the service account for a
         webhook); returns the preparing job. 409 with the job when the task already has one running."""
         self.authorize(credentials, task_id)
-        options = {**self.settings.dialog_defaults, **options}
         trainer = self.trainer()
         try:
             health = trainer.health()
         except TrainerError as e:
             raise from_trainer(e) from e
+        options = {**self._choices(task_id, health)[0], **options}
         self._check_capabilities(task_id, options, health)
         with self._lock:
             active = self._active_job(task_id, trainer)

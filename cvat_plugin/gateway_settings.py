@@ -40,8 +40,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 #: Starting points the trainer knows (``serverless/trainer/options.py``), best first.
 WEIGHTS = ("coco", "imagenet", "scratch", "previous")
-#: Bounds of the dialog's options (the UI plugin's ``options.ts`` uses the same).
-LIMITS = {"epochs": (1, 1000), "image_size": (128, 2048)}
+#: Bounds of the options, as ``detr.TrainConfig`` checks them (the dialog's own are narrower).
+LIMITS = {"epochs": (1, 10000), "image_size": (32, 4096)}
 #: Options the gateway uses itself rather than passing to the trainer.
 GATEWAY_OPTIONS = ("val_fraction", "publish")
 DEFAULT_WORKERS = 2
