@@ -3,7 +3,7 @@ plugin calls same-origin, and that receives CVAT's webhook.
 
 API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what happened, what to do>"}``)::
 
-    GET  /health                 {"status", "version", "trainer", "webhooks", "auto_retrain"}
+    GET  /health                 {"status", "version", "trainer", "preparing", "webhooks", "auto_retrain"}
     GET  /tasks/{id}/summary     {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}],
                                   "annotated_frames", "warnings", "defaults", "weights_options"}
     POST /tasks/{id}/train       {"epochs", "image_size", "weights", "val_fraction", "publish"} (each optional)

@@ -172,8 +172,9 @@ class TrainingService:
         return CvatClient(self.settings.cvat_url, credentials, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
 
     def trainer(self) -> TrainerClient:
-        """One per call: requests sessions are not meant to be shared between threads."""
-        return TrainerClient(self.settings.trainer_url)
+        """One per call (requests sessions are not meant to be shared between threads); a request waits
+        for it, so a trainer that is down is reported at once rather than after long retries."""
+        return TrainerClient(self.settings.trainer_url, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
 
     def authorize(self, credentials: Optional[Credentials], task_id: int) -> dict:
         with self.cvat(credentials) as client:
@@ -259,8 +260,11 @@ class TrainingService:
         except TrainerError as e:
             logger.warning("Health check: %s", e)
             trainer = "unavailable"
+        with self._lock:
+            preparing = len(self._cancel_events)
         return {"status": "ok" if trainer == "ok" else "degraded", "version": _version(), "trainer": trainer,
-                "webhooks": bool(self.settings.webhook_secret), "auto_retrain": self.settings.auto_retrain.enabled}
+                "preparing": preparing, "webhooks": bool(self.settings.webhook_secret),
+                "auto_retrain": self.settings.auto_retrain.enabled}
 
     # --- actions --------------------------------------------------------------------------------
 

@@ -128,8 +128,11 @@ class GatewaySettings:
                 raise GatewayConfigError(f"{name}={url!r} is not a URL: give it in full, e.g. http://cvat_server:8080")
         if self.workers < 1:
             raise GatewayConfigError(f"DETR_GATEWAY_WORKERS must be at least 1, got {self.workers}")
-        check_options({k: v for k, v in self.train_defaults.items() if k in DEFAULT_OPTIONS},
-                      where="DETR_TRAIN_DEFAULTS option")
+        try:
+            check_options({k: v for k, v in self.train_defaults.items() if k in DEFAULT_OPTIONS},
+                          where="DETR_TRAIN_DEFAULTS option")
+        except OptionError as e:
+            raise GatewayConfigError(str(e)) from None
         if self.auto_retrain.enabled and not self.webhook_secret:
             raise GatewayConfigError("DETR_AUTO_RETRAIN_PROJECTS is set but DETR_WEBHOOK_SECRET is not: set the "
                                      "secret you gave CVAT's webhook, so that only CVAT can start trainings")

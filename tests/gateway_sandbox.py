@@ -24,6 +24,7 @@ from unittest import mock
 import requests
 import uvicorn
 
+from cvat_plugin.auth import LegacyToken
 from cvat_plugin.gateway import API_PREFIX, create_app
 from cvat_plugin.gateway_settings import GatewaySettings
 from detr.config import TINY_MODEL
@@ -78,6 +79,8 @@ class Sandbox:
     trainer: NuclioHttpServer
     gateway: UvicornThread
     settings: GatewaySettings
+    service: Optional[User] = None
+    """The gateway's service account (a CVAT admin), when the sandbox has one."""
 
     @property
     def api(self) -> str:
@@ -102,15 +105,19 @@ def trainer_environment(home: Path) -> Iterator[None]:
 
 @contextmanager
 def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, Any]] = None,
-            **settings: Any) -> Iterator[Sandbox]:
+            service_account: bool = False, **settings: Any) -> Iterator[Sandbox]:
     """Fake CVAT with user alice and her 16-image task, the trainer, and the gateway between them.
-    ``settings`` are more ``GatewaySettings`` fields."""
+    ``service_account``: the gateway gets the API token of a CVAT admin; ``settings`` are more
+    ``GatewaySettings`` fields."""
     home = workdir / "detr-home"
     with ExitStack() as stack:
         stack.enter_context(trainer_environment(home))
         cvat = stack.enter_context(FakeCvat(workdir / "cvat"))
         alice = cvat.add_user("alice", "alice-password")
         task = add_synthetic_task(cvat, alice, workdir, name="shapes", num_images=16)
+        service = cvat.add_user("detr-service", "service-password", superuser=True) if service_account else None
+        if service is not None:
+            settings["service_credentials"] = LegacyToken(service.token)
         trainer = stack.enter_context(NuclioHttpServer(trainer_main.handler))
         stack.callback(lambda: trainer.platform.terminate())  # stops the training thread
         gateway_settings = GatewaySettings(
@@ -118,7 +125,7 @@ def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, 
             train_defaults=TINY_TRAINING if train_defaults is None else train_defaults,
             export_poll_interval=0.01, **settings)
         gateway = stack.enter_context(UvicornThread(create_app(gateway_settings), port))
-        yield Sandbox(cvat, alice, task, trainer, gateway, gateway_settings)
+        yield Sandbox(cvat, alice, task, trainer, gateway, gateway_settings, service)
 
 
 def main() -> None:

@@ -1,0 +1,602 @@
+"""The DETR gateway through a real uvicorn server, on the fake CVAT 2.42 and the in-process
+trainer function: CVAT decides who may do what, ids and options are checked before anything
+reaches CVAT, a training goes from preparation to the trainer to a model, a second one is
+refused while the first runs, failures become job errors, and CVAT's signed webhook retrains a
+task whose jobs are all completed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import secrets
+import string
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from cvat_plugin.auth import BrowserSession, ForwardedAuthorization
+from cvat_plugin.gateway import API_PREFIX
+from cvat_plugin.gateway import main as gateway_main
+from cvat_plugin.gateway_auth import check_csrf
+from cvat_plugin.gateway_errors import GatewayError
+from cvat_plugin.gateway_jobs import Preparation, PreparationStore
+from cvat_plugin.gateway_settings import AutoRetrain, GatewayConfigError, GatewaySettings, settings_repr
+from cvat_plugin.gateway_webhooks import signature_ok
+from cvat_plugin.storage import write_json_atomic
+from cvat_plugin.task_summary import summarize_task
+from tests.fakes.cvat_server import Task, User
+from tests.fakes.cvat_tasks import add_synthetic_task
+from tests.gateway_sandbox import Sandbox, sandbox
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
+WEBHOOK_SECRET = "s3cret-shared-with-cvat"
+RETRAIN_PROJECT = 5
+ACTIVE = ("preparing", "queued", "running")
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Sandbox]:
+    with sandbox(tmp_path) as box:
+        yield box
+
+
+@pytest.fixture
+def retrain_box(tmp_path: Path) -> Iterator[Sandbox]:
+    with sandbox(tmp_path, service_account=True, webhook_secret=WEBHOOK_SECRET,
+                 auto_retrain=AutoRetrain(projects=frozenset({RETRAIN_PROJECT}))) as box:
+        yield box
+
+
+class Browser:
+    """A CVAT user's browser calling the gateway as the UI plugin does: session cookies, and the
+    CSRF token echoed in ``X-CSRFToken`` on POST."""
+
+    def __init__(self, box: Sandbox, user: Optional[User]) -> None:
+        self.api = box.api
+        self.cookies = box.login(user) if user is not None else {}
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return requests.get(self.api + path, params=params, cookies=self.cookies, timeout=30)
+
+    def post(self, path: str, body: Any = None, *, csrf: Optional[str] = "cookie") -> requests.Response:
+        headers = {}
+        if csrf is not None:
+            headers["X-CSRFToken"] = self.cookies.get("csrftoken", "") if csrf == "cookie" else csrf
+        return requests.post(self.api + path, json=body, headers=headers, cookies=self.cookies, timeout=30)
+
+    def wait(self, job_id: str, until: Callable[[dict], bool], timeout: float = 90) -> dict:
+        """Polls ``GET /jobs/{id}`` and follows the id it answers with, as the UI plugin does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.get(f"/jobs/{job_id}")
+            assert answer.status_code == 200, answer.text
+            job = answer.json()
+            if until(job):
+                return job
+            assert time.monotonic() < deadline, f"the job never got there: {job}"
+            job_id = job["id"]
+            time.sleep(0.1)
+
+
+def exports(box: Sandbox) -> int:
+    return box.cvat.count("POST", r"/api/tasks/\d+/dataset/export")
+
+
+def error_of(answer: requests.Response) -> str:
+    assert answer.headers["content-type"] == "application/json", answer.text
+    return answer.json()["error"]
+
+
+# --- reading a task -----------------------------------------------------------------------------
+
+
+def test_summary_counts_the_tasks_boxes_and_offers_what_the_trainer_can_do(box):
+    answer = Browser(box, box.alice).get(f"/tasks/{box.task.id}/summary")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    summary = answer.json()
+    per_label = {label.name: sum(s.label_id == label.id for s in box.task.shapes) for label in box.task.labels}
+    assert summary["task"] == {"id": box.task.id, "name": "shapes", "frames": 16}
+    assert summary["labels"] == [{"id": label.id, "name": label.name, "boxes": per_label[label.name]}
+                                 for label in box.task.labels]
+    assert summary["annotated_frames"] == 16
+    assert summary["warnings"] == ["only 16 images (fewer than 50): expect a weak model and noisy validation "
+                                   "metrics; annotate more frames"]
+    # The trainer has no baked weights and no dashboard: only 'scratch', and publishing off.
+    assert summary["weights_options"] == ["scratch"]
+    assert summary["defaults"] == {"epochs": 1, "image_size": 128, "weights": "scratch", "val_fraction": 0.15,
+                                   "publish": False}
+
+
+def test_summary_follows_the_export_rules():
+    """Boxes from every box-like shape and from visible track frames; deleted frames count for nothing."""
+    task = {"id": 3, "name": "street", "size": 10}
+    labels = [{"id": 1, "name": "car"}, {"id": 2, "name": "person"}]
+    annotations = {
+        "shapes": [
+            {"type": "rectangle", "frame": 0, "label_id": 1}, {"type": "polygon", "frame": 1, "label_id": 1},
+            {"type": "rectangle", "frame": 2, "label_id": 1},  # a deleted frame
+            {"type": "points", "frame": 3, "label_id": 2}, {"type": "ellipse", "frame": 4, "label_id": 2},
+        ],
+        "tracks": [
+            {"label_id": 2, "shapes": [{"type": "rectangle", "frame": 5, "outside": False},
+                                       {"type": "rectangle", "frame": 7, "outside": True}]},
+            {"label_id": 1, "shapes": [{"type": "rectangle", "frame": 8, "outside": False}]},
+        ],
+        "tags": [{"frame": 0, "label_id": 1}],
+    }
+
+    summary = summarize_task(task, labels, annotations, {"deleted_frames": [2]})
+
+    assert summary["task"] == {"id": 3, "name": "street", "frames": 9}
+    assert summary["labels"] == [{"id": 1, "name": "car", "boxes": 4}, {"id": 2, "name": "person", "boxes": 3}]
+    assert summary["annotated_frames"] == 7  # frames 0, 1, 4, 5, 6, 8 and 9
+    assert any("'car' has only 4 boxes" in w for w in summary["warnings"])
+    assert any("skipped 1 points shape, 1 tag" in w for w in summary["warnings"])
+
+
+# --- who may do what: CVAT decides --------------------------------------------------------------
+
+
+def _calls(task_id: int) -> list[tuple[str, str, dict]]:
+    return [("GET", f"/tasks/{task_id}/summary", {}), ("POST", f"/tasks/{task_id}/train", {}),
+            ("GET", "/jobs", {"task": task_id}), ("GET", "/models", {"task": task_id})]
+
+
+@pytest.mark.parametrize("caller, status, reason", [
+    ("nobody", 401, "CVAT said: Authentication credentials were not provided"),
+    ("expired session", 401, "CVAT said: Authentication credentials were not provided"),
+    ("wrong API token", 401, "CVAT said: Invalid token"),
+    ("another user's session", 403, "CVAT said: You do not have permission to perform this action"),
+    ("another user's API token", 403, "CVAT said: You do not have permission to perform this action"),
+])
+def test_cvat_decides_who_may_see_a_task(box, caller, status, reason):
+    bob = box.cvat.add_user("bob", "bob-password")
+    headers, cookies = {}, {}
+    if caller == "expired session":
+        cookies = {"sessionid": "0" * 32, "csrftoken": "1" * 32}
+        headers["X-CSRFToken"] = "1" * 32
+    elif caller == "wrong API token":
+        headers["Authorization"] = "Token " + "0" * 40
+    elif caller == "another user's session":
+        cookies = box.login(bob)
+        headers["X-CSRFToken"] = cookies["csrftoken"]
+    elif caller == "another user's API token":
+        headers["Authorization"] = f"Token {bob.token}"
+
+    for method, path, params in _calls(box.task.id):
+        answer = requests.request(method, box.api + path, params=params, json={} if method == "POST" else None,
+                                  headers=headers, cookies=cookies, timeout=30)
+        assert answer.status_code == status, (method, path, answer.text)
+        assert reason in error_of(answer), (method, path)
+        assert bob.token not in answer.text
+    assert exports(box) == 0
+
+
+def test_an_api_token_works_like_a_session(box):
+    answer = requests.get(f"{box.api}/tasks/{box.task.id}/summary",
+                          headers={"Authorization": f"Token {box.alice.token}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_task_that_does_not_exist_is_a_404(box):
+    answer = Browser(box, box.alice).get("/tasks/999/summary")
+    assert answer.status_code == 404
+    assert error_of(answer) == ("CVAT cannot see task 999: it does not exist (CVAT said: No Task matches the given "
+                                "query); check the task id")
+
+
+@pytest.mark.parametrize("csrf, expected", [(None, 403), ("0" * 32, 403), ("not-a-token", 403)])
+def test_a_post_with_the_session_needs_its_csrf_token(box, csrf, expected):
+    answer = Browser(box, box.alice).post(f"/tasks/{box.task.id}/train", {}, csrf=csrf)
+    assert answer.status_code == expected
+    assert "CSRF check failed" in error_of(answer)
+    assert exports(box) == 0 and box.cvat.count("GET", r"/api/tasks/\d+") == 0
+
+
+def _django_mask(secret: str) -> str:
+    """A masked CSRF token as Django's ``get_token`` hands it out (``_mask_cipher_secret``)."""
+    chars = string.ascii_letters + string.digits
+    mask = "".join(secrets.choice(chars) for _ in range(32))
+    return mask + "".join(chars[(chars.index(x) + chars.index(y)) % len(chars)] for x, y in zip(secret, mask))
+
+
+def test_the_csrf_check_accepts_django_masked_tokens_and_ignores_api_tokens():
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
+    session = BrowserSession("session", secret)
+    check_csrf("POST", {"x-csrftoken": secret}, session)
+    check_csrf("POST", {"x-csrftoken": _django_mask(secret)}, session)
+    check_csrf("GET", {}, session)
+    check_csrf("POST", {}, ForwardedAuthorization("Token abc"))  # no cookie, no cross-site risk
+    with pytest.raises(GatewayError, match="CSRF check failed"):
+        check_csrf("POST", {"x-csrftoken": _django_mask(secret[::-1])}, session)
+
+
+# --- ids and options are checked first ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/tasks/abc/summary", 400, "the task id must be a positive whole number such as 42, got 'abc'"),
+    ("/tasks/0/summary", 400, "got '0'"),
+    ("/tasks/-3/summary", 400, "got '-3'"),
+    ("/tasks/1e3/summary", 400, "got '1e3'"),
+    ("/tasks/99999999999999999999999/summary", 400, "positive whole number"),
+    ("/tasks/../tasks/1/summary", 404, "no such path"),
+    ("/tasks/..%2F1/summary", 404, "no such path"),
+    ("/tasks/1%2F..%2F2/summary", 404, "no such path"),
+    ("/tasks/%2E%2E/summary", 400, "got '..'"),
+    ("/jobs/%2E%2E", 400, "the job id '..' is not valid"),
+    ("/jobs/..%2F..%2Fmodels", 404, "no such path"),
+    ("/jobs/a.json", 400, "is not valid"),
+    ("/jobs/x%00y", 400, "is not valid"),
+    ("/jobs?task=abc", 400, "the task query parameter must be a positive whole number"),
+    ("/jobs?task=..%2F1", 400, "the task query parameter must be a positive whole number"),
+    ("/jobs?task=1&task=2", 400, "pass the task as ?task=<task id>, once"),
+    ("/models", 400, "pass the task as ?task=<task id>, once"),
+    ("/datasets/1", 404, "no such path"),
+])
+def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status, message):
+    cookies = box.login(box.alice)
+    before = len(box.cvat.log)
+    url = urlsplit(box.gateway.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:  # http.client sends the path as written: no normalising of dots, no re-encoding
+        connection.request("GET", API_PREFIX + path,
+                           headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())})
+        answer = connection.getresponse()
+        body = json.loads(answer.read())
+    finally:
+        connection.close()
+    assert (answer.status, answer.getheader("content-type")) == (status, "application/json")
+    assert message in body["error"]
+    assert box.cvat.log[before:] == []
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"epochs": 0}, "option 'epochs' must be a whole number from 1 to 10000, got 0"),
+    ({"epochs": 2.5}, "option 'epochs' must be a whole number"),
+    ({"epochs": True}, "option 'epochs' must be a whole number"),
+    ({"image_size": 16}, "option 'image_size' must be a whole number from 32 to 4096, got 16"),
+    ({"epoch": 3}, "unknown option 'epoch'; known options: epochs, image_size, weights, val_fraction, publish"),
+    ({"val_fraction": 1.5}, "option 'val_fraction' must be a fraction between 0 and 1"),
+    ({"weights": "imagenet21k"}, "option 'weights' must be one of coco, imagenet, scratch, previous"),
+    ({"publish": "yes"}, "option 'publish' must be true or false"),
+    ([1, 2], "the body must be a JSON object of training options"),
+    ({"weights": "previous"}, "task {task} has no trained model to continue from"),
+    ({"weights": "coco"}, "the trainer has no 'coco' weights; choose one of 'scratch', 'previous'"),
+    ({"publish": True}, "this trainer cannot publish models (it has no Nuclio dashboard)"),
+])
+def test_bad_options_are_refused_before_the_export(box, body, message):
+    answer = Browser(box, box.alice).post(f"/tasks/{box.task.id}/train", body)
+    assert answer.status_code == 400
+    assert message.format(task=box.task.id) in error_of(answer)
+    assert exports(box) == 0
+
+
+def test_a_body_that_is_not_json_is_refused(box):
+    browser = Browser(box, box.alice)
+    answer = requests.post(f"{box.api}/tasks/{box.task.id}/train", data=b"{epochs: 3", cookies=browser.cookies,
+                           headers={"X-CSRFToken": browser.cookies["csrftoken"]}, timeout=30)
+    assert answer.status_code == 400 and "the request body is not valid JSON" in error_of(answer)
+
+
+# --- trainings ------------------------------------------------------------------------------------
+
+
+def test_a_training_goes_from_the_dialog_to_a_model(box):
+    alice = Browser(box, box.alice)
+
+    answer = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 2, "val_fraction": 0.25})
+    assert answer.status_code == 202, answer.text
+    preparing = answer.json()
+    assert preparing["id"].startswith("prep-") and preparing["state"] == "preparing"
+    assert preparing["task_id"] == box.task.id and preparing["epochs"] == 2 and preparing["error"] is None
+
+    job = alice.wait(preparing["id"], lambda job: job["state"] not in ACTIVE)
+    assert job["state"] == "succeeded", job["error"]
+    assert not job["id"].startswith("prep-") and job["dataset_id"] == preparing["dataset_id"]
+    assert (job["epoch"], job["epochs"], job["model_id"]) == (2, 2, f"task-{box.task.id}-v1")
+    # The dialog's choices over DETR_TRAIN_DEFAULTS, and the validation share in the training set.
+    assert job["options"]["image_size"] == 128 and job["options"]["batch_size"] == 4
+    manifest = json.loads((box.settings.home / "datasets" / job["dataset_id"] / "manifest.json").read_text())
+    assert manifest["split"]["val_fraction"] == 0.25 and manifest["source"]["task_id"] == box.task.id
+    # Exported once, as alice, with her session: the fake CVAT checks the CSRF pair on the POST.
+    assert [request.owner.username for request in box.cvat.requests.values()] == ["alice"]
+    assert box.cvat.count("POST", r"/api/tasks/\d+/dataset/export") == 1
+
+    jobs = alice.get("/jobs", task=box.task.id).json()["jobs"]
+    assert [j["id"] for j in jobs] == [job["id"]]
+    assert alice.get(f"/jobs/{preparing['id']}").json()["id"] == job["id"]  # the preparation now stands for it
+    models = alice.get("/models", task=box.task.id).json()["models"]
+    assert [(m["id"], m["version"], m["labels"], m["function"]) for m in models] == [
+        (f"task-{box.task.id}-v1", 1, ["circle", "square"], None)]
+    # Now the task can continue from its model.
+    assert alice.get(f"/tasks/{box.task.id}/summary").json()["weights_options"] == ["scratch", "previous"]
+
+
+def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
+    alice, bob = Browser(box, box.alice), Browser(box, box.cvat.add_user("bob", "bob-password"))
+    first = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 50}).json()
+
+    second = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 1})
+    assert second.status_code == 409
+    assert f"task {box.task.id} is already training" in error_of(second)
+    running = second.json()["job"]
+    assert running["task_id"] == box.task.id and running["state"] in ACTIVE
+
+    # Another user sees and cancels nothing of it.
+    for answer in (bob.get(f"/jobs/{first['id']}"), bob.post(f"/jobs/{first['id']}/cancel"),
+                   bob.get(f"/jobs/{running['id']}")):
+        assert answer.status_code == 403 and "You do not have permission" in error_of(answer)
+
+    job = alice.wait(first["id"], lambda job: job["state"] == "running")
+    assert alice.post(f"/jobs/{job['id']}/cancel").status_code == 200
+    assert alice.wait(job["id"], lambda job: job["state"] not in ACTIVE)["state"] == "cancelled"
+    again = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 1})
+    assert again.status_code == 202, again.text
+
+
+def test_cancelling_while_preparing_stops_before_the_trainer(box):
+    box.cvat.polls_per_state = 200  # the export takes a few seconds
+    alice = Browser(box, box.alice)
+    preparing = alice.post(f"/tasks/{box.task.id}/train", {}).json()
+
+    cancelled = alice.post(f"/jobs/{preparing['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert alice.post(f"/jobs/{preparing['id']}/cancel").status_code == 409  # nothing left to cancel
+
+    box.cvat.polls_per_state = 0
+    deadline = time.monotonic() + 30
+    while requests.get(f"{box.api}/health", timeout=30).json()["preparing"]:
+        assert time.monotonic() < deadline, "the cancelled preparation did not stop"
+        time.sleep(0.05)
+    assert list((box.settings.home / "datasets").glob("*")) == []
+    jobs = alice.get("/jobs", task=box.task.id).json()["jobs"]
+    assert [(j["id"], j["state"]) for j in jobs] == [(preparing["id"], "cancelled")]
+
+
+def test_a_failed_preparation_is_a_failed_job_with_the_reason(box):
+    box.task.export_error = "No space left on device"
+    alice = Browser(box, box.alice)
+    preparing = alice.post(f"/tasks/{box.task.id}/train", {}).json()
+
+    failed = alice.wait(preparing["id"], lambda job: job["state"] != "preparing")
+    assert failed["state"] == "failed" and failed["id"] == preparing["id"]
+    assert "CVAT failed to export task" in failed["error"] and "No space left on device" in failed["error"]
+    assert [j["state"] for j in alice.get("/jobs", task=box.task.id).json()["jobs"]] == ["failed"]
+    assert not (box.settings.home / "datasets" / preparing["dataset_id"]).exists()
+    box.task.export_error = None
+    assert alice.post(f"/tasks/{box.task.id}/train", {}).status_code == 202  # a failure holds nothing
+
+
+def test_a_preparation_cut_short_by_a_restart_is_reported_failed(tmp_path):
+    store = PreparationStore(tmp_path)
+    store.save(Preparation("prep-20260101-000000-abcdef", 7, "task7-x", {"epochs": 3}))
+    store.save(Preparation("prep-20260101-000001-abcdef", 7, "task7-y", {"epochs": 3}, state="submitted",
+                           job_id="20260101-000002-abcdef"))
+
+    restarted = PreparationStore(tmp_path)
+    restarted.load()
+
+    cut, submitted = sorted(restarted.of_task(7), key=lambda prep: prep.id)
+    assert cut.state == "failed" and "the DETR gateway restarted while it prepared this training" in cut.error
+    assert cut.to_job()["state"] == "failed"
+    assert submitted.state == "submitted" and submitted.error is None
+
+
+def test_health_reports_the_trainer(box):
+    answer = requests.get(f"{box.api}/health", timeout=30)
+    assert answer.status_code == 200
+    assert answer.json() | {"version": "-"} == {"status": "ok", "version": "-", "trainer": "ok", "preparing": 0,
+                                                "webhooks": False, "auto_retrain": False}
+    box.trainer.__exit__(None, None, None)
+    assert requests.get(f"{box.api}/health", timeout=30).json()["trainer"] == "unavailable"
+    summary = Browser(box, box.alice).get(f"/tasks/{box.task.id}/summary").json()
+    assert any("the DETR trainer is not reachable right now" in w for w in summary["warnings"])
+    answer = Browser(box, box.alice).post(f"/tasks/{box.task.id}/train", {})
+    assert answer.status_code == 503 and "the DETR trainer is not available right now" in error_of(answer)
+    assert exports(box) == 0
+
+
+# --- CVAT's webhook -------------------------------------------------------------------------------
+
+
+def deliver(box: Sandbox, payload: Any, *, signature: Optional[str] = "good") -> requests.Response:
+    """Post ``payload`` as CVAT does: ``json.dumps`` of the payload, signed with the webhook's secret."""
+    body = json.dumps(payload).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if signature == "good":
+        signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    if signature is not None:
+        headers["X-Signature-256"] = signature
+    return requests.post(f"{box.api}/webhooks/cvat", data=body, headers=headers, timeout=30)
+
+
+def job_update(task: Task, index: int, *, before: dict, service: User) -> dict:
+    """An ``update:job`` payload as ``cvat/apps/webhooks/signals.py`` builds it."""
+    job = task.jobs[index]
+    return {
+        "event": "update:job",
+        "job": {"id": job.id, "task_id": task.id, "project_id": task.project_id, "state": job.state,
+                "stage": job.stage, "type": "annotation", "start_frame": job.start_frame,
+                "stop_frame": job.stop_frame, "assignee": None, "url": f"http://cvat/api/jobs/{job.id}"},
+        "before_update": before,
+        "webhook_id": 3,
+        "sender": {"id": service.id, "username": "annotator"},
+    }
+
+
+def project_task(box: Sandbox, workdir: Path, *, with_model: bool) -> Task:
+    """A task of two jobs in the auto-retrain project; optionally with a model trained on it before."""
+    task = add_synthetic_task(box.cvat, box.alice, workdir, name="project-task", num_images=8, segment_size=4)
+    task.project_id = RETRAIN_PROJECT
+    if with_model:
+        folder = box.settings.home / "models" / f"task-{task.id}-v1"
+        write_json_atomic(folder / "model.json", {"id": f"task-{task.id}-v1", "version": 1, "task_id": task.id,
+                                                  "labels": [{"id": 1, "name": "circle"}], "metrics": {}})
+        (folder / "model.pt").write_bytes(b"not used by this test")
+    return task
+
+
+@pytest.mark.parametrize("signature", [None, "", "sha256=" + "0" * 64, "sha1=abc", "good-but-other-secret"])
+def test_a_webhook_without_the_right_signature_does_nothing(retrain_box, tmp_path, signature):
+    task = project_task(retrain_box, tmp_path, with_model=True)
+    for job in task.jobs:
+        job.state = "completed"
+    payload = job_update(task, 1, before={"state": "in progress"}, service=retrain_box.service)
+    if signature == "good-but-other-secret":
+        signature = "sha256=" + hmac.new(b"other", json.dumps(payload).encode(), hashlib.sha256).hexdigest()
+
+    answer = deliver(retrain_box, payload, signature=signature)
+
+    assert answer.status_code == 403 and "missing or wrong X-Signature-256" in error_of(answer)
+    assert retrain_box.cvat.count("GET", "/api/jobs") == 0 and exports(retrain_box) == 0
+
+
+def test_webhooks_are_off_without_a_secret(box):
+    answer = deliver(box, {"event": "ping", "webhook": {}, "sender": {}})
+    assert answer.status_code == 403 and "webhooks are off: set DETR_WEBHOOK_SECRET" in error_of(answer)
+
+
+def test_a_ping_is_answered(retrain_box):
+    answer = deliver(retrain_box, {"event": "ping", "webhook": {"id": 3}, "sender": {"id": 1}})
+    assert answer.status_code == 200 and answer.json() == {"status": "ok", "reason": "pong"}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("other event", "event 'update:task' does not concern training"),
+    ("other project", "is in project 9, which does not retrain automatically (DETR_AUTO_RETRAIN_PROJECTS)"),
+    ("no project", "is in a task outside projects, which does not retrain automatically"),
+    ("assignee changed", "neither its state nor its stage changed"),
+    ("still in progress", "is 'in progress', not 'completed'"),
+])
+def test_other_updates_are_ignored_without_asking_cvat(retrain_box, tmp_path, change, reason):
+    task = project_task(retrain_box, tmp_path, with_model=True)
+    for job in task.jobs:
+        job.state = "completed"
+    before = {"state": "in progress"}
+    if change == "other project":
+        task.project_id = 9
+    elif change == "no project":
+        task.project_id = None
+    elif change == "assignee changed":
+        before = {"assignee": None}
+    elif change == "still in progress":
+        task.jobs[0].state = "in progress"
+        before = {"stage": "validation"}
+    payload = job_update(task, 0, before=before, service=retrain_box.service)
+    if change == "other event":
+        payload["event"] = "update:task"
+
+    answer = deliver(retrain_box, payload)
+
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert reason in answer.json()["reason"]
+    assert retrain_box.cvat.count("GET", "/api/jobs") == 0 and exports(retrain_box) == 0
+
+
+def test_auto_retrain_waits_for_every_job_then_continues_from_the_last_model(retrain_box, tmp_path):
+    box = retrain_box
+    task = project_task(box, tmp_path, with_model=True)
+    assert len(task.jobs) == 2
+
+    task.jobs[0].state = "completed"
+    first = deliver(box, job_update(task, 0, before={"state": "in progress"}, service=box.service))
+    assert first.status_code == 200, first.text
+    assert first.json() == {"status": "ignored", "reason": f"job {task.jobs[0].id} of task {task.id} was "
+                                                           f"completed, but 1 of its 2 jobs are not completed yet"}
+    assert exports(box) == 0
+
+    task.jobs[1].state, task.jobs[1].stage = "completed", "acceptance"
+    second = deliver(box, job_update(task, 1, before={"state": "in progress", "stage": "validation"},
+                                     service=box.service))
+    assert second.status_code == 202, second.text
+    started = second.json()
+    assert started["status"] == "started" and "training from weights 'previous'" in started["reason"]
+    assert started["job"]["state"] == "preparing" and started["job"]["options"]["weights"] == "previous"
+
+    # CVAT retries a delivery it thinks failed: the task is training, so nothing more starts.
+    again = deliver(box, job_update(task, 1, before={"state": "in progress"}, service=box.service))
+    assert again.status_code == 200 and again.json()["status"] == "ignored"
+    assert f"task {task.id} is already training" in again.json()["reason"]
+
+    # The export ran as the service account, and the trainer got a job continuing from the model.
+    alice = Browser(box, box.alice)
+    job = alice.wait(started["job"]["id"], lambda job: not job["id"].startswith("prep-"))
+    assert job["task_id"] == task.id and job["options"]["weights"] == "previous"
+    assert [request.owner.username for request in box.cvat.requests.values()] == ["detr-service"]
+
+
+def test_auto_retrain_of_a_task_without_a_model_starts_from_the_default_weights(retrain_box, tmp_path):
+    task = project_task(retrain_box, tmp_path, with_model=False)
+    for job in task.jobs:
+        job.state = "completed"
+    answer = deliver(retrain_box, job_update(task, 0, before={"state": "in progress"}, service=retrain_box.service))
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["job"]["options"]["weights"] == "scratch"
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+BASE_ENV = {"CVAT_URL": "http://cvat_server:8080", "DETR_TRAINER_URL": "http://nuclio-nuclio-detr-trainer:8080",
+            "DETR_HOME": "/var/lib/detr"}
+
+
+def test_settings_from_the_environment():
+    settings = GatewaySettings.from_env({
+        **BASE_ENV, "DETR_WEBHOOK_SECRET": "hush-hush-secret", "CVAT_TOKEN": "t0ken-of-the-bot",
+        "DETR_AUTO_RETRAIN_PROJECTS": "3, 7",
+        "DETR_TRAIN_DEFAULTS": '{"epochs": 30, "batch_size": 4, "publish": false}', "DETR_GATEWAY_WORKERS": "3",
+    })
+    assert settings.auto_retrain.covers(7) and not settings.auto_retrain.covers(4)
+    assert settings.dialog_defaults == {"epochs": 30, "image_size": 800, "weights": "coco", "val_fraction": 0.15,
+                                        "publish": False}
+    assert settings.trainer_defaults == {"epochs": 30, "batch_size": 4}
+    assert settings.workers == 3 and str(settings.home) == "/var/lib/detr"
+    for text in (repr(settings), settings_repr(settings)):
+        assert "t0ken-of-the-bot" not in text and "hush-hush-secret" not in text
+    assert GatewaySettings.from_env({**BASE_ENV, "DETR_AUTO_RETRAIN_PROJECTS": ""}).auto_retrain.enabled is False
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CVAT_URL": ""}, "CVAT_URL must be set"),
+    ({"DETR_TRAINER_URL": "nuclio-nuclio-detr-trainer:8080"}, "DETR_TRAINER_URL='nuclio-nuclio-detr-trainer:8080' "
+                                                              "is not a URL"),
+    ({"DETR_AUTO_RETRAIN_PROJECTS": "all", "CVAT_TOKEN": "t"}, "DETR_AUTO_RETRAIN_PROJECTS is set but "
+                                                                "DETR_WEBHOOK_SECRET is not"),
+    ({"DETR_AUTO_RETRAIN_PROJECTS": "all", "DETR_WEBHOOK_SECRET": "x"}, "no CVAT service account is: set "
+                                                                        "CVAT_ACCESS_TOKEN, CVAT_TOKEN"),
+    ({"DETR_AUTO_RETRAIN_PROJECTS": "3;7"}, "DETR_AUTO_RETRAIN_PROJECTS='3;7' is not valid"),
+    ({"DETR_TRAIN_DEFAULTS": "{epochs: 3}"}, "DETR_TRAIN_DEFAULTS is not valid JSON"),
+    ({"DETR_TRAIN_DEFAULTS": '{"epochs": 0}'}, "DETR_TRAIN_DEFAULTS option 'epochs' must be a whole number"),
+    ({"DETR_GATEWAY_WORKERS": "two"}, "DETR_GATEWAY_WORKERS must be a whole number, got 'two'"),
+    ({"CVAT_USERNAME": "bot"}, "CVAT service account: a password is needed for user 'bot'"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(GatewayConfigError) as caught:
+        GatewaySettings.from_env({**BASE_ENV, **env})
+    assert message in str(caught.value)
+
+
+def test_the_command_refuses_to_start_without_its_settings(monkeypatch, capsys):
+    monkeypatch.delenv("CVAT_URL", raising=False)
+    monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
+    assert gateway_main([]) == 2
+    assert "detr-gateway: CVAT_URL must be set" in capsys.readouterr().err
+
+
+def test_signatures_follow_cvats_recipe():
+    body = b'{"event": "ping"}'
+    good = "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert signature_ok("k", body, good) and signature_ok("k", body, f" {good} ")
+    assert not signature_ok("k", body + b" ", good) and not signature_ok("k", body, None)
+    assert not signature_ok("k", body, good.upper()) and not signature_ok("k", body, "sha256=é")
