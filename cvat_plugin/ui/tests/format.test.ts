@@ -25,6 +25,8 @@ describe('job phase', () => {
         expect(describePhase(makeJob({ epoch: 3, epochs: 10, step: 5, steps: 20 }))).toBe('Epoch 3 of 10 (step 5 of 20)');
         expect(describePhase(makeJob({ epoch: 0, step: 0 }))).toBe('Epoch 1 of 10 (step 0 of 20)');
         expect(describePhase(makeJob({ state: 'queued' }))).toMatch(/^Queued/);
+        expect(describePhase(makeJob({ state: 'preparing' }))).toBe(
+            'Preparing: exporting the task from CVAT and building the training set');
     });
 
     it('prints metrics with three decimals and a dash when missing', () => {

@@ -33,6 +33,14 @@ describe('training progress', () => {
         expect(getButton('Cancel training')).toBeInTheDocument();
     });
 
+    it('shows a job being prepared (export and training set) as active, with Cancel', () => {
+        renderJob(makeJob({ state: 'preparing', epoch: 0, step: 0, progress: 0, loss: null, metrics: {}, eta_s: null, started: null }));
+
+        expect(screen.getByText('Preparing: exporting the task from CVAT and building the training set')).toBeInTheDocument();
+        expect(screen.getByText('estimated once training starts')).toBeInTheDocument();
+        expect(getButton('Cancel training')).toBeInTheDocument();
+    });
+
     it('shows epoch n of N, the bar, loss, mAP, AP50 and the time left in words', () => {
         renderJob(makeJob());
 
@@ -64,6 +72,9 @@ describe('training progress', () => {
         [makeJob({ state: 'failed', error: 'CUDA out of memory: lower the image size' }), 'Training failed', 'CUDA out of memory: lower the image size'],
         [makeJob({ state: 'failed', error: null }), 'Training failed', /ask a CVAT admin to check the trainer/],
         [makeJob({ state: 'cancelled', epoch: 4 }), 'Training cancelled', 'Stopped during epoch 4 of 10; nothing was published.'],
+        [makeJob({ state: 'cancelled', epoch: 0, started: null }), 'Training cancelled', 'Cancelled before training started; nothing was published.'],
+        [makeJob({ state: 'failed', id: 'prep-1', started: null, error: 'CVAT failed to export task 42: No space left on device' }),
+            'Training failed', 'CVAT failed to export task 42: No space left on device'],
         [makeJob({ state: 'interrupted' }), 'Training interrupted', /resumes interrupted jobs from their last checkpoint/],
     ])('explains a %# ended job in words', (job, title, detail) => {
         renderJob(job);

@@ -68,6 +68,18 @@ describe('job polling', () => {
         expect(result.current.polling).toBe(false);
     });
 
+    it('follows the trainer job that a preparation became', async () => {
+        const client = scriptedClient((call) => (call === 1 ?
+            makeJob({ id: 'job-7', state: 'queued' }) : makeJob({ id: 'job-7', state: 'succeeded' })));
+        const { result } = renderHook(() => useJobPolling(client, makeJob({ id: 'prep-1', state: 'preparing' })));
+        await advance(1000);
+        expect(result.current.job.id).toBe('job-7');
+        await advance(1000);
+
+        expect((client.getJob as ReturnType<typeof vi.fn>).mock.calls.map(([id]) => id)).toEqual(['prep-1', 'job-7']);
+        expect(result.current.job.state).toBe('succeeded');
+    });
+
     it('does not poll a job that has already finished', async () => {
         const client = scriptedClient(() => makeJob());
         const { result } = renderHook(() => useJobPolling(client, makeJob({ state: 'failed' })));

@@ -2,6 +2,7 @@
 import { Job, JobState } from './gateway-types';
 
 export const STATE_LABELS: Record<JobState, string> = {
+    preparing: 'Preparing',
     queued: 'Queued',
     running: 'Training',
     succeeded: 'Succeeded',
@@ -43,6 +44,7 @@ export function formatLoss(value: number | null): string {
 
 /** "Epoch 3 of 50" while running; the queue position is unknown, so queued says only that. */
 export function describePhase(job: Job): string {
+    if (job.state === 'preparing') return 'Preparing: exporting the task from CVAT and building the training set';
     if (job.state === 'queued') return 'Queued: waiting for the trainer to start this job';
     if (job.state === 'running') {
         const epoch = Math.min(Math.max(job.epoch, 1), job.epochs);

@@ -1,9 +1,11 @@
 /**
  * Shapes of the gateway's JSON (served same-origin under /detr/api). The job object is the
- * trainer's, relayed unchanged by the gateway.
+ * trainer's, relayed unchanged by the gateway. Until a job reaches the trainer the gateway answers
+ * for it in state 'preparing' (exporting the task, building the training set); once submitted, the
+ * gateway answers for that id with the trainer's job, which has an id of its own.
  */
 
-export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
+export type JobState = 'preparing' | 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
 
 export type Weights = 'coco' | 'imagenet' | 'scratch' | 'previous';
 
@@ -64,7 +66,7 @@ export interface TaskSummary {
 
 /** A job in one of these states holds the task: a second train request gets 409. */
 export function isActive(job: Job): boolean {
-    return job.state === 'queued' || job.state === 'running';
+    return job.state === 'preparing' || job.state === 'queued' || job.state === 'running';
 }
 
 /** An interrupted job is resumed by the trainer only when it restarts, so the dialog stops following it. */

@@ -51,7 +51,9 @@ function describe(job: Job): { status: 'success' | 'error' | 'warning'; title: s
         return {
             status: 'warning',
             title: 'Training cancelled',
-            detail: `Stopped during epoch ${Math.max(job.epoch, 1)} of ${job.epochs}; nothing was published.`,
+            detail: job.started ?
+                `Stopped during epoch ${Math.max(job.epoch, 1)} of ${job.epochs}; nothing was published.` :
+                'Cancelled before training started; nothing was published.',
         };
     }
     return {

@@ -6,6 +6,11 @@ import { GatewayError } from './errors';
 import { describePhase, formatEta, formatLoss, formatMetric, STATE_LABELS } from './format';
 import { Job, metricValue } from './gateway-types';
 
+const WAITING: Partial<Record<Job['state'], string>> = {
+    preparing: 'estimated once training starts',
+    queued: 'waiting for the trainer',
+};
+
 interface Props {
     job: Job;
     /** Shown above the progress, e.g. why this job is shown instead of a new one. */
@@ -39,7 +44,7 @@ export function JobProgress({
                 style={{ marginTop: 8 }}
                 items={[
                     { key: 'loss', label: 'Loss', children: formatLoss(job.loss) },
-                    { key: 'eta', label: 'Time left', children: running ? formatEta(job.eta_s) : 'waiting for the trainer' },
+                    { key: 'eta', label: 'Time left', children: running ? formatEta(job.eta_s) : WAITING[job.state] ?? '—' },
                     { key: 'map', label: 'mAP (val)', children: formatMetric(metricValue(job.metrics, 'AP')) },
                     { key: 'ap50', label: 'AP50 (val)', children: formatMetric(metricValue(job.metrics, 'AP50')) },
                     { key: 'best', label: 'Best mAP', children: formatMetric(metricValue(job.best_metrics, 'AP')) },

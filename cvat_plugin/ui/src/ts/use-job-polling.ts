@@ -19,7 +19,8 @@ export function nextPollDelay(previousMs: number, changed: boolean): number {
 
 /** Whether anything the progress view shows has moved. */
 export function jobChanged(before: Job, after: Job): boolean {
-    return before.state !== after.state ||
+    return before.id !== after.id ||
+        before.state !== after.state ||
         before.epoch !== after.epoch ||
         before.step !== after.step ||
         before.progress !== after.progress ||
