@@ -1,9 +1,11 @@
-"""The UI plugin in headless Chromium against a gateway: Actions -> Train DETR, start, close and
-reopen while it runs, watch the job succeed, then the older <Menu.Item> contract.
+"""The UI plugin in headless Chromium against the real gateway, on the fake CVAT and the in-process
+trainer: Actions -> Train DETR, start, close and reopen while it trains, watch the job succeed,
+then the older <Menu.Item> contract.
 
-The gateway here is tests/ui_gateway_stub.py; e2e/run.mjs serves the harness page and proxies
-/detr/api to it (the page's origin, as CVAT's reverse proxy would). Screenshots land in
-$DETR_UI_ARTIFACTS, default cvat_plugin/ui/e2e/artifacts/.
+e2e/run.mjs serves the harness page and proxies /detr/api to the gateway (the page's origin, as
+CVAT's reverse proxy would); the browser holds alice's CVAT session, which the gateway forwards
+to CVAT. Screenshots (train-detr.png shows the finished job) land in $DETR_UI_ARTIFACTS, default
+cvat_plugin/ui/e2e/artifacts/ (ignored by git; CI keeps it as an artifact).
 """
 
 from __future__ import annotations
@@ -13,39 +15,40 @@ import time
 from pathlib import Path
 
 import pytest
-from ui_gateway_stub import StubGateway
+import requests
 from ui_node import UI_DIR, require_node_modules, run
 
-pytestmark = pytest.mark.slow
+from tests.gateway_sandbox import sandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_logging")]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_detr_end_to_end_in_chromium() -> None:
+def test_train_detr_end_to_end_in_chromium(tmp_path: Path) -> None:
     require_node_modules()
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (Debian) or set CHROMIUM_PATH")
     artifacts = Path(os.environ.get("DETR_UI_ARTIFACTS", UI_DIR / "e2e" / "artifacts"))
     started = time.time()
 
-    with StubGateway(queue_s=1.0, epoch_s=1.5) as gateway:
-        command = ["node", "e2e/run.mjs", "--base-url", gateway.api_url, "--task", "42", "--epochs", "3",
+    with sandbox(tmp_path) as box:
+        session = box.login(box.alice)
+        command = ["node", "e2e/run.mjs", "--base-url", box.api, "--task", str(box.task.id), "--epochs", "2",
                    "--timeout-s", "120"]
-        result = run(
-            command,
-            timeout=420,
-            env={**os.environ, "DETR_UI_ARTIFACTS": str(artifacts), "CHROMIUM_PATH": CHROMIUM},
-        )
+        for name, value in session.items():
+            command += ["--cookie", f"{name}={value}"]
+        result = run(command, timeout=300,
+                     env={**os.environ, "DETR_UI_ARTIFACTS": str(artifacts), "CHROMIUM_PATH": CHROMIUM})
+        jobs = requests.get(f"{box.api}/jobs", params={"task": box.task.id}, cookies=session, timeout=30).json()
 
     assert result.returncode == 0, f"e2e/run.mjs failed:\n{result.stdout[-6000:]}"
     screenshot = artifacts / "train-detr.png"
     assert screenshot.read_bytes()[:8] == PNG_SIGNATURE
     assert screenshot.stat().st_mtime >= started
     assert "reopened and resumed following the job" in result.stdout
-    # The browser held a session and sent the CSRF token: the stub answers 401/403 otherwise.
-    assert [status for _, _, status in gateway.requests if status in (401, 403)] == []
-    assert [(method, path, status) for method, path, status in gateway.requests if method == "POST"] == [
-        ("POST", "/detr/api/tasks/42/train", 202),
-    ]
-    assert [job.snapshot()["state"] for job in gateway.jobs.values()] == ["succeeded"]
+    # CVAT accepted the forwarded session throughout, and exported the task once, as alice.
+    assert [(method, path, status) for method, path, status in box.cvat.log if status in (401, 403)] == []
+    assert [request.owner.username for request in box.cvat.requests.values()] == ["alice"]
+    assert [(job["state"], job["epochs"]) for job in jobs["jobs"]] == [("succeeded", 2)]
