@@ -1,0 +1,169 @@
+"""deploy/: the script's syntax and the commands it runs (against stand-in nuctl and docker), and
+that the compose override, the Dockerfile and the function configs agree on paths, ports and names."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cvat_plugin.gateway import API_PREFIX, DEFAULT_PORT
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+SCRIPT = DEPLOY / "deploy.sh"
+SHARED = "/var/lib/detr"
+
+#: Stand-ins that log their command lines; `nuctl get project` says "not found", `docker ps` names the trainer.
+FAKE_NUCTL = """#!/usr/bin/env bash
+echo "nuctl $*" >> "$TOOL_LOG"
+[ "$1 $2" = "get project" ] && exit 1
+exit 0
+"""
+FAKE_DOCKER = """#!/usr/bin/env bash
+echo "docker $*" >> "$TOOL_LOG"
+[ "$1" = "ps" ] && echo nuclio-nuclio-detr-trainer
+exit 0
+"""
+
+
+def run_script(tmp_path: Path, *args: str, tools: tuple[str, ...] = ("nuctl", "docker")) -> tuple[int, str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("nuctl", FAKE_NUCTL), ("docker", FAKE_DOCKER)):
+        if name in tools:
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+    log = tmp_path / "tools.log"
+    log.write_text("")
+    # Only the stand-ins and the basic utilities: no real docker or nuctl is ever run.
+    path = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
+    env = {"PATH": path, "TOOL_LOG": str(log), "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=60)
+    return result.returncode, result.stdout, log.read_text().splitlines()
+
+
+def test_the_script_is_valid_bash():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True).returncode == 0
+    assert os.access(SCRIPT, os.X_OK)
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck:
+        result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("device, detector, trainer", [
+    ("cpu", "function.yaml", "serverless/trainer/function.yaml"),
+    ("gpu", "serverless/detector/function-gpu.yaml", "serverless/trainer/function-gpu.yaml"),
+])
+def test_functions_deploy_as_cvats_scripts_do(tmp_path, device, detector, trainer):
+    code, output, commands = run_script(tmp_path, device)
+
+    assert code == 0, output
+    network = '{"attributes": {"network": "cvat_cvat"}}'
+    assert commands[:2] == ["docker network inspect cvat_cvat", "nuctl get project cvat --platform local"]
+    assert "nuctl create project cvat --platform local" in commands
+    assert "nuctl create project detr --platform local" in commands
+    assert f"nuctl deploy --project-name cvat --path {REPO} --file {REPO}/{detector} --platform local " \
+           f"--platform-config {network}" in commands
+    assert f"nuctl deploy --project-name detr --path {REPO} --file {REPO}/{trainer} --platform local " \
+           f"--platform-config {network}" in commands
+    assert "nuctl get function --platform local" in commands
+    assert "the gateway's DETR_TRAINER_URL is http://nuclio-nuclio-detr-trainer:8080" in output
+    for config in (detector, trainer):
+        assert (REPO / config).is_file()
+
+
+def test_with_a_cvat_checkout_it_builds_the_ui_with_the_plugin_and_the_gateway(tmp_path):
+    cvat = tmp_path / "cvat"
+    (cvat / "cvat-ui" / "plugins" / "detr" / "src" / "ts").mkdir(parents=True)
+    (cvat / "cvat-ui" / "plugins" / "detr" / "src" / "ts" / "stale.tsx").write_text("old")
+    (cvat / "Dockerfile.ui").write_text("FROM scratch\n")
+
+    code, output, commands = run_script(tmp_path, "cpu", str(cvat))
+
+    assert code == 0, output
+    plugin = cvat / "cvat-ui" / "plugins" / "detr" / "src" / "ts"
+    assert sorted(p.name for p in plugin.iterdir()) == sorted(
+        p.name for p in (REPO / "cvat_plugin" / "ui" / "src" / "ts").iterdir())
+    assert f"docker build -f {cvat}/Dockerfile.ui --build-arg CLIENT_PLUGINS=plugins/detr -t cvat/ui:dev-detr " \
+           f"{cvat}" in commands
+    assert f"docker build -f {REPO}/deploy/Dockerfile.gateway -t cvat.detr.gateway:latest {REPO}" in commands
+    assert f"-f {REPO}/deploy/docker-compose.detr.yml up -d" in output
+
+
+@pytest.mark.parametrize("args, tools, code, message", [
+    ((), ("nuctl", "docker"), 2, "usage: "),
+    (("tpu",), ("nuctl", "docker"), 2, "usage: "),
+    (("cpu",), ("docker",), 1, "nuctl is not installed: download the release matching CVAT's Nuclio dashboard"),
+    (("cpu", "/nonexistent"), ("nuctl", "docker"), 1, "/nonexistent is not a CVAT checkout (no Dockerfile.ui there)"),
+])
+def test_wrong_use_is_explained(tmp_path, args, tools, code, message):
+    returncode, output, commands = run_script(tmp_path, *args, tools=tools)
+    assert returncode == code and message in output
+    assert not [command for command in commands if command.startswith("nuctl deploy")]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.detr.yml").read_text())
+
+
+def test_the_compose_override_routes_detr_to_the_gateway():
+    gateway = _compose()["services"]["detr_gateway"]
+    labels = gateway["labels"]
+    assert labels["traefik.enable"] == "true"
+    assert labels["traefik.http.routers.detr.rule"] == "Host(`${CVAT_HOST:-localhost}`) && PathPrefix(`/detr/`)"
+    assert API_PREFIX.startswith("/detr/")
+    assert labels["traefik.http.services.detr.loadbalancer.server.port"] == str(DEFAULT_PORT)
+    assert labels["traefik.http.routers.detr.entrypoints"] == "web"
+    https = yaml.safe_load((DEPLOY / "docker-compose.detr.https.yml").read_text())
+    assert https["services"]["detr_gateway"]["labels"]["traefik.http.routers.detr.entrypoints"] == "websecure"
+    assert gateway["environment"]["CVAT_URL"] == "http://cvat_server:8080"
+    assert gateway["build"]["dockerfile"] == "deploy/Dockerfile.gateway"
+    assert (REPO / gateway["build"]["dockerfile"]).is_file()
+
+
+def test_the_gateway_and_the_functions_share_one_volume():
+    gateway = _compose()["services"]["detr_gateway"]
+    assert f"{SHARED}:{SHARED}" in gateway["volumes"]
+    assert gateway["environment"]["DETR_HOME"] == SHARED
+    for config in ("function.yaml", "serverless/detector/function-gpu.yaml", "serverless/trainer/function.yaml",
+                   "serverless/trainer/function-gpu.yaml"):
+        spec = yaml.safe_load((REPO / config).read_text())["spec"]
+        home = next(v for v in spec["volumes"] if v["volume"]["name"] == "detr-home")
+        assert (home["volume"]["hostPath"]["path"], home["volumeMount"]["mountPath"]) == (SHARED, SHARED), config
+    trainer = yaml.safe_load((REPO / "serverless/trainer/function-gpu.yaml").read_text())
+    assert {"name": "DETR_HOME", "value": SHARED} in trainer["spec"]["env"]
+    assert trainer["metadata"]["name"] in gateway["environment"]["DETR_TRAINER_URL"]
+
+
+def test_the_webhook_worker_may_reach_the_gateways_fixed_address():
+    compose = _compose()
+    address = re.search(r"\$\{DETR_GATEWAY_IP:-([\d.]+)\}", compose["services"]["detr_gateway"]["networks"]["detr"]
+                        ["ipv4_address"])[1]
+    worker = compose["services"]["cvat_worker_webhooks"]
+    assert worker["environment"]["SMOKESCREEN_OPTS"].endswith(f"--allow-address=${{DETR_GATEWAY_IP:-{address}}}")
+    assert "detr" in worker["networks"]
+    subnet = compose["networks"]["detr"]["ipam"]["config"][0]["subnet"]
+    assert re.search(r":-([\d.]+)/", subnet)[1].rsplit(".", 1)[0] == address.rsplit(".", 1)[0]
+
+
+def test_the_gateway_image_runs_the_console_script():
+    dockerfile = (DEPLOY / "Dockerfile.gateway").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^detr-gateway = "cvat_plugin.gateway:main"$', pyproject, re.MULTILINE)
+    assert f'CMD ["detr-gateway", "--host", "0.0.0.0", "--port", "{DEFAULT_PORT}"]' in dockerfile
+    assert f"{API_PREFIX}/health" in dockerfile
+    ignored = (DEPLOY / "Dockerfile.gateway.dockerignore").read_text().splitlines()
+    copied = [source for line in dockerfile.splitlines() if line.startswith("COPY ") for source in line.split()[1:-1]]
+    assert copied == ["pyproject.toml", "README.md", "detr", "cvat_plugin", "serverless"]
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert f"!{source}/" in ignored or f"!{source}" in ignored, source
