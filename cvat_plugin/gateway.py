@@ -47,6 +47,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("the DETR gateway needs its extra: pip install 'cvat-detr[gateway]'") from e
 
+from cvat_plugin.auth import Credentials
 from cvat_plugin.gateway_auth import caller_credentials, check_csrf
 from cvat_plugin.gateway_errors import GatewayError
 from cvat_plugin.gateway_jobs import TrainingService
@@ -115,7 +116,8 @@ class _Endpoints:
         self.service = service
 
     @staticmethod
-    def _caller(request: Request):
+    def _caller(request: Request) -> Optional[Credentials]:
+        """The caller's CVAT credentials, after the CSRF check of unsafe requests made with a session."""
         credentials = caller_credentials(request.headers, request.cookies)
         check_csrf(request.method, request.headers, credentials)
         return credentials

@@ -16,12 +16,10 @@ import dataclasses
 import json
 import logging
 import math
-import secrets
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -38,6 +36,9 @@ from cvat_plugin.storage import Storage, new_id, write_json_atomic
 from cvat_plugin.task_summary import summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
 
+# The trainer's id and timestamp formats (no torch there), so that preparations and jobs sort together.
+from serverless.trainer.jobs import new_job_id, utc_now
+
 logger = logging.getLogger(__name__)
 
 PREPARATION_PREFIX = "prep-"
@@ -51,13 +52,9 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_RETRIES = 1
 
 
-def utc_now() -> str:
-    """The trainer's timestamp format, so that preparations and jobs sort together."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def new_preparation_id() -> str:
-    return f"{PREPARATION_PREFIX}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    """A trainer-style job id with a prefix: sortable by time, never mistaken for the trainer's."""
+    return PREPARATION_PREFIX + new_job_id()
 
 
 @dataclass
