@@ -334,7 +334,7 @@ class TrainingService:
                 if prep.state != "preparing":
                     raise PreparationCancelled()
                 job = self.trainer().submit(prep.dataset_id, task_id=prep.task_id,
-                                            options=self._trainer_options(prep.options),
+                                            options=self.trainer_options(prep.options),
                                             publish=prep.options["publish"])
                 prep.state, prep.job_id = "submitted", job["id"]
                 self.preparations.save(prep)
@@ -353,12 +353,12 @@ class TrainingService:
             with self._lock:
                 self._cancel_events.pop(prep_id, None)
 
-    def _trainer_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The job's trainer options: DETR_TRAIN_DEFAULTS with the dialog's choices; the longer side
-        cap grows with a large image size (TrainConfig requires max_size >= image_size)."""
+    def trainer_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The job's trainer options: DETR_TRAIN_DEFAULTS with the dialog's choices; the longer side's
+        cap grows with a large image size (TrainConfig requires max_size > image_size)."""
         trainer_options = {**self.settings.trainer_defaults, "epochs": options["epochs"],
                            "image_size": options["image_size"], "weights": options["weights"]}
-        if trainer_options["image_size"] > trainer_options.get("max_size", DEFAULT_MAX_SIZE):
+        if trainer_options["image_size"] >= trainer_options.get("max_size", DEFAULT_MAX_SIZE):
             trainer_options["max_size"] = math.ceil(trainer_options["image_size"] * MAX_SIZE_RATIO)
         return trainer_options
 

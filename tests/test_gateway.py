@@ -377,6 +377,14 @@ def test_a_failed_preparation_is_a_failed_job_with_the_reason(box):
     assert alice.post(f"/tasks/{box.task.id}/train", {}).status_code == 202  # a failure holds nothing
 
 
+def test_the_trainer_gets_the_dialogs_choices_over_the_site_defaults(box):
+    service = box.gateway.server.config.app.state.service
+    options = {"epochs": 7, "image_size": 2000, "weights": "scratch", "val_fraction": 0.2, "publish": False}
+    assert service.trainer_options(options) == {**box.settings.trainer_defaults, "epochs": 7, "image_size": 2000,
+                                                "max_size": 3333, "weights": "scratch"}
+    assert service.trainer_options({**options, "image_size": 128})["max_size"] == 192  # DETR_TRAIN_DEFAULTS'
+
+
 def test_a_preparation_cut_short_by_a_restart_is_reported_failed(tmp_path):
     store = PreparationStore(tmp_path)
     store.save(Preparation("prep-20260101-000000-abcdef", 7, "task7-x", {"epochs": 3}))

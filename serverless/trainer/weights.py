@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from detr.config import DETR_R50_URL
+from detr.recipes import MODEL_PRESETS
 from serverless.responses import RequestError
 from serverless.trainer.models import ModelRegistry
 from serverless.trainer.options import WEIGHTS
@@ -66,10 +67,10 @@ def starting_point(
 
 def available_weights() -> list[str]:
     """The choices of option ``weights`` this trainer can start from, in the order of ``WEIGHTS``:
-    ``coco`` and ``imagenet`` (for the default ResNet-50) when their files are baked in; ``scratch``
+    ``coco`` and ``imagenet`` (for the default preset's ResNet-50) when their files are baked in; ``scratch``
     always; ``previous`` always (it is checked per task when a job is submitted)."""
     have = {"coco": (weights_dir() / COCO_FILE).is_file(),
-            "imagenet": (weights_dir() / IMAGENET_FILES[ModelConfig().backbone]).is_file()}
+            "imagenet": (weights_dir() / IMAGENET_FILES[MODEL_PRESETS["detr-r50"].backbone]).is_file()}
     return [choice for choice in WEIGHTS if have.get(choice, True)]
 
 
