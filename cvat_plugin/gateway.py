@@ -15,7 +15,7 @@ API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what hap
     POST /webhooks/cvat          CVAT's webhook, signed (``cvat_plugin.gateway_webhooks``)
 
 A job is the trainer's Job object (``serverless/trainer/jobs.py``); before it reaches the trainer
-the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway_jobs``).
+the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway_preparations``).
 
 Every request except ``/health`` and the webhook is authorized by CVAT: the caller's credentials
 (its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``,

@@ -2,26 +2,18 @@
 its jobs, cancelling, the task's models. Every call first asks CVAT, as the caller, for the task.
 
 Starting a training exports the task and builds its training set, which takes a while, so it
-runs in a background thread as a **preparation**: a job in the trainer's Job shape whose
-``state`` is ``preparing`` until it is submitted to the trainer (or ends ``failed`` or
-``cancelled``, with the reason in ``error``). Once submitted, ``GET /jobs/<preparation id>``
-answers with the trainer's job, whose own id the UI then follows. Preparations are kept in
-``$DETR_HOME/gateway/<id>.json``: a failure stays visible in the task's jobs after a restart,
-and a preparation that a restart cut short is marked failed.
+runs in a background thread as a preparation (``cvat_plugin.gateway_preparations``) that
+submits the job to the trainer when the training set is ready.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from cvat_plugin.auth import Credentials
@@ -29,19 +21,23 @@ from cvat_plugin.client import CvatClient, CvatError
 from cvat_plugin.dataset import export_task
 from cvat_plugin.gateway_auth import authorize_task, require_credentials
 from cvat_plugin.gateway_errors import GatewayError, failure_message, from_cvat, from_trainer
+from cvat_plugin.gateway_preparations import (
+    PREPARATION_PREFIX,
+    CancelCheck,
+    Preparation,
+    PreparationCancelled,
+    PreparationStore,
+    new_preparation_id,
+)
 from cvat_plugin.gateway_settings import WEIGHTS, GatewaySettings
 from cvat_plugin.model_store import ModelStore
-from cvat_plugin.progress import ProgressReporter
-from cvat_plugin.storage import Storage, new_id, write_json_atomic
+from cvat_plugin.storage import Storage, new_id
 from cvat_plugin.task_summary import summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
-
-# The trainer's id and timestamp formats (no torch there), so that preparations and jobs sort together.
-from serverless.trainer.jobs import new_job_id, utc_now
+from serverless.trainer.jobs import utc_now
 
 logger = logging.getLogger(__name__)
 
-PREPARATION_PREFIX = "prep-"
 #: Trainer job states that hold the task: a second training gets 409 (``interrupted`` resumes by itself).
 ACTIVE_STATES = ("queued", "running", "interrupted")
 #: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
@@ -50,95 +46,6 @@ MAX_SIZE_RATIO = 1333 / 800
 #: Calls made while a request waits: fewer retries and shorter timeouts than background work.
 REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_RETRIES = 1
-
-
-def new_preparation_id() -> str:
-    """A trainer-style job id with a prefix: sortable by time, never mistaken for the trainer's."""
-    return PREPARATION_PREFIX + new_job_id()
-
-
-@dataclass
-class Preparation:
-    """A training on its way to the trainer."""
-
-    id: str
-    task_id: int
-    dataset_id: str
-    options: dict[str, Any]
-    """The dialog's options (``epochs``, ``image_size``, ``weights``, ``val_fraction``, ``publish``)."""
-    state: str = "preparing"
-    """``preparing``, then ``submitted``, ``failed`` or ``cancelled``."""
-    error: Optional[str] = None
-    job_id: Optional[str] = None
-    """The trainer's job, once submitted."""
-    trigger: str = "user"
-    """``user`` (the dialog or the API) or ``webhook`` (auto-retrain)."""
-    created: str = field(default_factory=utc_now)
-    finished: Optional[str] = None
-
-    def to_job(self) -> dict[str, Any]:
-        """The trainer's Job object for a job that has not reached the trainer."""
-        return {
-            "id": self.id, "task_id": self.task_id, "dataset_id": self.dataset_id, "state": self.state,
-            "epoch": 0, "epochs": self.options.get("epochs", 0), "step": 0, "steps": 0, "progress": 0.0,
-            "loss": None, "metrics": {}, "best_metrics": {}, "eta_s": None, "error": self.error, "model_id": None,
-            "function": None, "options": dict(self.options), "resume_from": None,
-            "publish": bool(self.options.get("publish")), "created": self.created, "started": None,
-            "finished": self.finished,
-        }
-
-
-class PreparationStore:
-    """Preparations on disk, one JSON file each; not thread-safe (the service holds a lock)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._items: dict[str, Preparation] = {}
-
-    def load(self) -> None:
-        """Read every record; those still ``preparing`` were cut short by a restart and become failed."""
-        self._items.clear()
-        for path in sorted(self.folder.glob(f"{PREPARATION_PREFIX}*.json")):
-            try:
-                prep = Preparation(**json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError) as e:
-                logger.warning("Skipping unreadable preparation %s: %s", path, e)
-                continue
-            if prep.state == "preparing":
-                prep.state, prep.finished = "failed", utc_now()
-                prep.error = ("the DETR gateway restarted while it prepared this training (export and training "
-                              "set); start the training again")
-                self.save(prep)
-            self._items[prep.id] = prep
-
-    def save(self, prep: Preparation) -> None:
-        self._items[prep.id] = prep
-        write_json_atomic(self.folder / f"{prep.id}.json", dataclasses.asdict(prep))
-
-    def get(self, prep_id: str) -> Optional[Preparation]:
-        prep = self._items.get(prep_id)
-        return dataclasses.replace(prep) if prep else None
-
-    def of_task(self, task_id: int) -> list[Preparation]:
-        return [dataclasses.replace(p) for p in self._items.values() if p.task_id == task_id]
-
-
-class PreparationCancelled(Exception):
-    """The user cancelled the preparation; raised from its progress reporter to stop the work."""
-
-
-class _CancelCheck(ProgressReporter):
-    """Stops a download or a training-set build at its next step once the preparation is cancelled."""
-
-    def __init__(self, cancelled: threading.Event) -> None:
-        self.cancelled = cancelled
-
-    def start(self, total: Optional[int], *, desc: str, unit: str = "it") -> None:
-        self.advance(0)
-
-    def advance(self, delta: int) -> None:
-        if self.cancelled.is_set():
-            raise PreparationCancelled()
 
 
 class TrainingService:
@@ -328,7 +235,7 @@ class TrainingService:
         try:
             with self.cvat(credentials, background=True) as client:
                 export_task(client, prep.task_id, dataset_dir, val_fraction=prep.options["val_fraction"],
-                            pbar=_CancelCheck(cancelled))
+                            pbar=CancelCheck(cancelled))
             with self._lock:
                 prep = self._preparation(prep_id)
                 if prep.state != "preparing":

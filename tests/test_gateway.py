@@ -25,7 +25,7 @@ from cvat_plugin.gateway import API_PREFIX
 from cvat_plugin.gateway import main as gateway_main
 from cvat_plugin.gateway_auth import check_csrf
 from cvat_plugin.gateway_errors import GatewayError
-from cvat_plugin.gateway_jobs import Preparation, PreparationStore
+from cvat_plugin.gateway_preparations import Preparation, PreparationStore
 from cvat_plugin.gateway_settings import AutoRetrain, GatewayConfigError, GatewaySettings, settings_repr
 from cvat_plugin.gateway_webhooks import signature_ok
 from cvat_plugin.storage import write_json_atomic
