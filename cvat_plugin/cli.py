@@ -255,8 +255,8 @@ class TrainCommand:
                            help="detr-r50: the official DETR-R50 architecture; tiny: ResNet-18, 128 wide, 2+2 "
                                 "layers, 20 queries, for tests and quick trials (default: %(default)s)")
         model.add_argument("--recipe", choices=RECIPES, default="auto",
-                           help="default: the official DETR recipe; small-data: query groups, denoising, focal "
-                                "loss, higher learning rates; auto: small-data below 2000 training images "
+                           help="default: the official DETR recipe; small-data: trainable norms, warm-up + cosine, "
+                                "one input scale; auto: small-data below 2000 training images "
                                 "(default: %(default)s)")
         model.add_argument("--backbone", choices=BACKBONES, help="override the preset's ResNet")
         model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")

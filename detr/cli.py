@@ -93,7 +93,7 @@ class TrainCommand(Command):
             "--recipe",
             choices=RECIPES,
             default="auto",
-            help="default: the official DETR recipe; small-data: query groups, focal loss, higher learning rates; "
+            help="default: the official DETR recipe; small-data: trainable norms, warm-up + cosine, one input scale; "
             f"auto: small-data below {SMALL_DATA_IMAGES} training images. Default: auto.",
         )
         parser.add_argument(

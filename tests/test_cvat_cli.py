@@ -158,4 +158,4 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     assert alice.token not in json.dumps(card) and "***" in card["command"]
     assert f"Model: {model_dir / 'model.pt'}" in out
     assert "small dataset: " in out and "using the small-data recipe" in out
-    assert card["config"]["train"]["query_groups"] > 1 and card["config"]["model"]["classifier"] == "sigmoid"
+    assert card["config"]["train"]["schedule"] == "cosine" and card["config"]["model"]["backbone_norm"] == "batch"

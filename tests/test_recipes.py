@@ -14,16 +14,17 @@ def test_auto_picks_small_data_for_small_sets_and_says_how_to_override():
     assert plan.reason == (
         "small dataset: 212 training images, using the small-data recipe; pass --recipe default to override"
     )
-    assert plan.train.query_groups > 1 and plan.model.classifier == "sigmoid"
+    assert plan.train.schedule == "cosine" and plan.train.warmup_steps > 0 and not plan.train.multi_scale
     large = plan_training(num_train_images=SMALL_DATA_IMAGES)
-    assert large.recipe == "default" and large.train.query_groups == 1 and large.model.classifier == "softmax"
+    assert large.recipe == "default" and large.train.schedule == "step" and large.train.multi_scale
 
 
 def test_explicit_settings_beat_the_recipe():
     plan = plan_training(
-        num_train_images=50, train_overrides={"query_groups": 2, "lr": 3e-4}, model_overrides={"classifier": "softmax"}
+        num_train_images=50, train_overrides={"multi_scale": True, "lr": 3e-4},
+        model_overrides={"classifier": "sigmoid"},
     )
-    assert plan.train.query_groups == 2 and plan.train.lr == 3e-4 and plan.model.classifier == "softmax"
+    assert plan.train.multi_scale and plan.train.lr == 3e-4 and plan.model.classifier == "sigmoid"
 
 
 def test_random_init_trains_the_norms_and_pretrained_keeps_them_frozen():
