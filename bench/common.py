@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from typing import Callable
@@ -23,6 +24,28 @@ def random_batch(batch: int, size: int, num_classes: int, boxes_per_image: int =
             }
         )
     return images, targets
+
+
+def model_bench_parser(description: str, *, batch_nargs: str | None, repeat: int) -> argparse.ArgumentParser:
+    """The options every model benchmark takes: architecture, input, timing rounds, device, threads."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--batch", type=int, nargs=batch_nargs, default=[2] if batch_nargs else 2)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=91)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    return parser
+
+
+def prepare(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads``, seed, and return the ``--device``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return torch.device(args.device)
 
 
 def sync(device: torch.device) -> None:

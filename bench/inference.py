@@ -8,7 +8,6 @@ Prints ms per batch, images/s and the speed-up, for each requested batch size.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,26 +15,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, random_batch, report  # noqa: E402
+from bench.common import interleaved, model_bench_parser, prepare, random_batch, report  # noqa: E402
 from bench.peer import build_peer  # noqa: E402
 from detr import build_model  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--batch", type=int, nargs="+", default=[2])
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--classes", type=int, default=91)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    args = model_bench_parser(__doc__, batch_nargs="+", repeat=3).parse_args()
+    device = prepare(args)
     ours = build_model(args.classes, backbone=args.backbone).to(device).eval()
     peer = build_peer(args.classes, backbone=args.backbone).to(device).eval()
 

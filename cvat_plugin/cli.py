@@ -280,16 +280,15 @@ class TrainCommand:
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
         from detr import ConfigError, TrainConfig
-        from detr.recipes import SMALL_DATA_IMAGES, count_training_images, plan_training
+        from detr.recipes import check_settings, count_training_images, plan_training
 
         # Check every option before any work starts.
         train_options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                          if getattr(args, f.name) is not None}
         model_options = {k: v for k, v in (("backbone", args.backbone), ("num_queries", args.num_queries)) if v}
         try:
-            for size in (1, SMALL_DATA_IMAGES):  # both recipes must accept the options
-                plan_training(recipe=args.recipe, preset=args.model_preset, num_train_images=size,
-                              model_overrides=model_options, train_overrides=train_options)
+            check_settings(recipe=args.recipe, preset=args.model_preset, model_overrides=model_options,
+                           train_overrides=train_options)
         except ConfigError as e:
             raise UsageError(str(e)) from e
         if args.pretrained and args.backbone_weights:
@@ -355,15 +354,20 @@ def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout
     _print_dataset_summary(manifest, dataset_dir, stdout)
     job = trainer.submit(dataset_id, task_id=args.task, options=options, publish=args.publish)
     print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
+    final = _follow_job(trainer, job["id"], args.poll_interval, stdout, pbar)
+    return EXIT_INTERRUPTED if final is None else _report_job(final, stdout)
+
+
+def _follow_job(trainer, job_id: str, poll_interval: float, stdout: TextIO, pbar: ProgressReporter) -> Optional[dict]:
+    """Follow a trainer job with a progress bar until it ends; None when Ctrl-C stopped following."""
     progress = _JobProgress(pbar)
     try:
-        job = trainer.follow(job["id"], on_update=progress, poll_interval=args.poll_interval)
+        return trainer.follow(job_id, on_update=progress, poll_interval=poll_interval)
     except KeyboardInterrupt:
-        print(f"Stopped following job {job['id']}; it goes on in the trainer", file=stdout)
-        return EXIT_INTERRUPTED
+        print(f"Stopped following job {job_id}; it goes on in the trainer", file=stdout)
+        return None
     finally:
         progress.close()
-    return _report_job(job, stdout)
 
 
 class _JobProgress:
@@ -725,16 +729,13 @@ class StatusCommand:
             else:
                 _print_jobs(jobs, stdout)
             return EXIT_OK
-        job = _get_job(trainer, args.job)
-        if args.follow and job["state"] not in ("succeeded", "failed", "cancelled"):
-            progress = _JobProgress(pbar)
-            try:
-                job = trainer.follow(args.job, on_update=progress, poll_interval=args.poll_interval)
-            except KeyboardInterrupt:
-                print(f"Stopped following job {args.job}; it goes on in the trainer", file=stdout)
+        from cvat_plugin.trainer_client import FINAL_STATES
+
+        job = _job_call(trainer.get, args.job)
+        if args.follow and job["state"] not in FINAL_STATES:
+            job = _follow_job(trainer, args.job, args.poll_interval, stdout, pbar)
+            if job is None:
                 return EXIT_INTERRUPTED
-            finally:
-                progress.close()
         if args.json:
             json.dump(job, stdout, indent=2)
             print(file=stdout)
@@ -757,10 +758,8 @@ class CancelCommand:
 
         trainer = _trainer_client(args)
         try:
-            job = trainer.cancel(args.job)
+            job = _job_call(trainer.cancel, args.job)
         except TrainerRequestError as e:
-            if e.status == 404:
-                raise JobNotFound(f"the trainer has no job {args.job!r}; list them with `cvat-detr status`") from e
             if e.status == 409:  # already over: nothing to do, and not an error for scripts
                 print(f"Job {args.job} has already ended; nothing to cancel", file=stdout)
                 return EXIT_OK
@@ -776,11 +775,12 @@ class JobNotFound(Exception):
     """The trainer has no job by that id."""
 
 
-def _get_job(trainer, job_id: str) -> dict:
+def _job_call(call, job_id: str) -> dict:
+    """``call(job_id)`` on the trainer, its 404 turned into :class:`JobNotFound`."""
     from cvat_plugin.trainer_client import TrainerRequestError
 
     try:
-        return trainer.get(job_id)
+        return call(job_id)
     except TrainerRequestError as e:
         if e.status == 404:
             raise JobNotFound(f"the trainer has no job {job_id!r}; list them with `cvat-detr status`") from e

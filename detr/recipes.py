@@ -107,6 +107,22 @@ def plan_training(
     return TrainingPlan(model, train, recipe, reason)
 
 
+def check_settings(
+    *,
+    recipe: str = "auto",
+    preset: str = "detr-r50",
+    model_overrides: Mapping[str, Any] | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise :class:`ConfigError` unless the settings make a valid configuration under every recipe
+    ``recipe`` may turn into and from either starting point: checked before any export or training."""
+    recipes = ("default", "small-data") if recipe == "auto" else (recipe,)
+    for concrete in recipes:
+        for pretrained in (False, True):
+            plan_training(recipe=concrete, preset=preset, num_train_images=0, pretrained=pretrained,
+                          model_overrides=model_overrides, train_overrides=train_overrides)
+
+
 def count_training_images(data: str | Path, val_fraction: float = 0.15) -> int:
     """Training images a dataset will give, from its annotation files alone (no image is read)."""
     path = Path(data)

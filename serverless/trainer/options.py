@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from detr import ModelConfig, TrainConfig
 from detr.config import ConfigError
-from detr.recipes import MODEL_PRESETS, RECIPES, plan_training
+from detr.recipes import MODEL_PRESETS, RECIPES, check_settings, plan_training
 from serverless.responses import RequestError, json_type
 
 #: Starting points: the official COCO checkpoint, an ImageNet backbone, random init, or the
@@ -119,9 +119,8 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
         model = _coerce(model, model_fields, prefix="model option")
     setup = TrainingSetup(weights=weights, recipe=recipe, model_preset=preset, train_options=train,
                           model_options=model)
-    try:  # every recipe with these options must make valid settings
-        for size in (1, 10**9):
-            setup.plan(num_train_images=size, pretrained=weights != "scratch")
+    try:
+        check_settings(recipe=recipe, preset=preset, model_overrides=model, train_overrides=train)
     except ConfigError as e:
         raise RequestError(f"invalid option: {e}") from e
     return setup
