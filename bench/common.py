@@ -26,12 +26,23 @@ def random_batch(batch: int, size: int, num_classes: int, boxes_per_image: int =
     return images, targets
 
 
-def model_bench_parser(description: str, *, batch_nargs: str | None, repeat: int) -> argparse.ArgumentParser:
-    """The options every model benchmark takes: architecture, input, timing rounds, device, threads."""
+def model_bench_parser(
+    description: str, *, batch_nargs: str | None, repeat: int, sizes: bool = False
+) -> argparse.ArgumentParser:
+    """The options every model benchmark takes: models, precisions, input, timing rounds, device, threads.
+    ``batch_nargs="+"`` and ``sizes`` take several batch sizes and image sizes."""
+    from detr.recipes import MODEL_PRESETS
+
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--batch", type=int, nargs=batch_nargs, default=[2] if batch_nargs else 2)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--models", nargs="+", default=["detr-r50", "fast", "fast-light"], choices=list(MODEL_PRESETS),
+                        help="our model presets to run (default: detr-r50 fast fast-light)")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--no-peer", action="store_true", help="skip Hugging Face DETR")
+    parser.add_argument("--batch", type=int, nargs=batch_nargs, default=[1] if batch_nargs else 2)
+    if sizes:
+        parser.add_argument("--size", type=int, nargs="+", default=[512, 800])
+    else:
+        parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--classes", type=int, default=91)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=repeat)
@@ -80,7 +91,7 @@ def report(title: str, times: dict[str, list[float]], unit_items: int, unit: str
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, med in medians.items():
         spread = f"{min(times[name]) * 1000:.0f}-{max(times[name]) * 1000:.0f}"
-        print(f"  {name:<12} {med * 1000:9.1f} ms/step  ({spread} ms)  {unit_items / med:7.2f} {unit}/s")
+        print(f"  {name:<16} {med * 1000:9.1f} ms/step  ({spread} ms)  {unit_items / med:7.2f} {unit}/s")
     peer = next((name for name in medians if name != "cvat-detr"), None)
     if "cvat-detr" in medians and peer is not None:
         print(f"  speed-up     {medians[peer] / medians['cvat-detr']:.2f}x ({peer} time / our time)")

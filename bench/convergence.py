@@ -1,15 +1,26 @@
 """Small-data convergence vs Hugging Face DETR: AP50 over wall-clock time, same data, same budget, one run.
 
-    python bench/convergence.py --budget 600                 # ours (small-data recipe) vs HF DETR
-    python bench/convergence.py --budget 600 --ablation      # + each small-data technique alone
+    python bench/convergence.py --budget 600                       # ours (the product default) vs HF DETR
+    python bench/convergence.py --budget 1800 --only fast          # the 30-minute curve of the default
+    python bench/convergence.py --budget 300 --ablation            # + the fast architecture's steps
 
 Data: generated shapes (4 classes, 1-12 objects per image, small and partly occluded objects,
-varied backgrounds and image sizes), 500 training and 100 held-out images. Model size for
-every run: ResNet-18, d=128, 2+2 layers, FFN 512, 30 queries, random init, 192 px, batch 8.
-The peer is ``DetrForObjectDetection`` with HF's defaults (frozen batch norm, AdamW 2e-4),
-fed by the same loader. Each run trains until the budget of wall-clock seconds is spent,
-evaluating the held-out images with pycocotools after every epoch (evaluation time counts
-against the budget alike for every run). Prints AP50 at fixed times and writes a PNG.
+varied backgrounds and image sizes), 500 training and 100 held-out images, 192 px, batch 8,
+random init everywhere. Runs:
+
+- ``fast``: what a CVAT task of this size gets from random init (``plan_training``: the fast
+  architecture with the small-data recipe), its schedule planned for the budget;
+- ``previous``: the official architecture at the tiny size (ResNet-18, d=128, 2+2 layers, 30
+  queries) with the small-data recipe, what the product trained before;
+- ``hf-detr``: ``DetrForObjectDetection`` at that tiny size with HF's defaults (frozen batch
+  norm, AdamW 2e-4), fed by the same loader;
+- ``--ablation``: the fast architecture built up step by step from a plain multi-scale DETR
+  (``+`` rows, cumulative) and the full one with each step taken out (``-`` rows).
+
+Each run trains until the budget of wall-clock seconds is spent, evaluating the held-out
+images with pycocotools after every epoch (evaluation time counts against the budget alike for
+every run). Prints AP50 at fixed times (and the dense head's own AP50 after NMS for the fast
+architecture) and writes a PNG.
 """
 
 from __future__ import annotations
@@ -37,21 +48,29 @@ from detr.train import fit  # noqa: E402
 from detr.transforms import eval_transforms, train_transforms  # noqa: E402
 
 CLASSES = ("circle", "square", "triangle", "cross")
+#: The official architecture's size for ``previous`` and the peer.
 MODEL = TINY_MODEL.replace(num_queries=30)
 #: What every run shares: input size, batch and evaluation after each epoch.
 COMMON = {"image_size": 192, "max_size": 320, "batch_size": 8, "num_workers": 0, "eval_every": 1}
-#: The official recipe at this model size, as the peer trains: one learning rate for all, frozen batch norm.
-VANILLA = ({"backbone_norm": "frozen"}, {"lr": 2e-4, "lr_backbone": 2e-4})
-#: Each small-data technique alone on top of the vanilla run (model overrides, train overrides).
-TECHNIQUES: dict[str, tuple[dict, dict]] = {
-    "trainable-norm": ({"backbone_norm": "batch"}, {}),
-    "query-groups": ({}, {"query_groups": 8}),
-    "denoising": ({}, {"denoising_groups": 5}),
-    "focal": ({"classifier": "sigmoid"}, {"set_cost_class": 2.0, "ce_loss_coef": 2.0}),
-    "lr-warmup-cosine": ({}, {"lr": 1e-3, "lr_backbone": 1e-3, "warmup_steps": 100, "schedule": "cosine"}),
-    "fixed-scale": ({}, {"multi_scale": False, "random_crop": False}),
-    "ema": ({}, {"ema_decay": 0.999}),
-}
+#: Images per second the fast default trains at here (2 cores), to plan its schedule for the budget.
+FAST_IMAGES_PER_S = 17.0
+#: The fast architecture step by step: (name, model overrides, train overrides) of the product
+#: default it differs from. Cumulative rows start from a multi-scale DETR with learnt queries,
+#: global cross-attention, focal loss and no dense supervision.
+_PLAIN = {"two_stage": False, "cross_attention": "global"}, {"dense_loss_coef": 0.0, "varifocal": False}
+ABLATION: list[tuple[str, dict, dict]] = [
+    ("+multi-scale", _PLAIN[0], _PLAIN[1]),
+    ("+dense-head", _PLAIN[0], {"varifocal": False}),
+    ("+two-stage", {"cross_attention": "global"}, {"varifocal": False}),
+    ("+varifocal", {"cross_attention": "global"}, {}),
+    ("+deformable", {}, {}),
+    ("+light-backbone", {"backbone": "regnet_x_400mf"}, {}),
+    ("-multi-scale", {"feature_levels": 1}, {}),
+    ("-dense-head", {"two_stage": False}, {"dense_loss_coef": 0.0}),
+    ("-two-stage", {"two_stage": False}, {}),
+    ("-varifocal", {}, {"varifocal": False}),
+    ("-deformable", {"cross_attention": "global"}, {}),
+]
 
 
 def make_data(root: Path, seed: int) -> Path:
@@ -62,14 +81,16 @@ def make_data(root: Path, seed: int) -> Path:
 
 
 def run_ours(name: str, data: Path, out: Path, model: ModelConfig, train: TrainConfig, budget: float) -> list:
-    """(seconds, AP50) after each epoch of our engine until the budget is spent."""
-    curve: list[tuple[float, float]] = []
+    """(seconds, AP50, dense-head AP50 or None) after each epoch of our engine until the budget is spent."""
+    curve: list[tuple[float, float, float | None]] = []
     started = time.monotonic()
 
     def on_event(event: Any) -> None:
         if event.kind == "epoch_end" and event.metrics:
-            curve.append((time.monotonic() - started, float(event.metrics.get("AP50") or 0.0)))
-            print(f"  {name}: {curve[-1][0]:6.0f} s  AP50 {curve[-1][1]:.3f}", flush=True)
+            dense = event.metrics.get("dense_AP50")
+            curve.append((time.monotonic() - started, float(event.metrics.get("AP50") or 0.0), dense))
+            extra = f"  dense head {dense:.3f}" if dense is not None else ""
+            print(f"  {name}: {curve[-1][0]:6.0f} s  AP50 {curve[-1][1]:.3f}{extra}", flush=True)
 
     fit(data, out / name, model_config=model, train_config=train, val_fraction=100 / 600, callbacks=[on_event],
         should_stop=lambda: time.monotonic() - started > budget)
@@ -117,14 +138,15 @@ def run_peer(data_path: Path, out: Path, budget: float, seed: int) -> list:
             if time.monotonic() - started > budget:
                 break
         metrics = evaluate_predictions(data.val, predict(model, val_loader, torch.device("cpu")), data.labels).metrics
-        curve.append((time.monotonic() - started, float(metrics.get("AP50") or 0.0)))
+        curve.append((time.monotonic() - started, float(metrics.get("AP50") or 0.0), None))
         print(f"  hf-detr: {curve[-1][0]:6.0f} s  AP50 {curve[-1][1]:.3f}", flush=True)
     return curve
 
 
-def at(curve: list[tuple[float, float]], seconds: float) -> float:
-    """AP50 of the last evaluation finished by ``seconds`` (0 before the first)."""
-    return max([ap for t, ap in curve if t <= seconds], default=0.0) if curve else 0.0
+def at(curve: list, seconds: float, column: int = 1) -> float | None:
+    """AP50 (``column`` 2: the dense head's) of the last evaluation finished by ``seconds`` (0 before the first)."""
+    done = [point[column] for point in curve if point[0] <= seconds]
+    return done[-1] if done else 0.0
 
 
 def plot(curves: dict[str, list], path: Path, budget: float) -> None:
@@ -135,7 +157,7 @@ def plot(curves: dict[str, list], path: Path, budget: float) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in curves.items():
-        ax.plot([0] + [t / 60 for t, _ in curve], [0] + [ap for _, ap in curve], marker="o", ms=3, label=name)
+        ax.plot([0] + [p[0] / 60 for p in curve], [0] + [p[1] for p in curve], marker="o", ms=3, label=name)
     ax.set(xlabel="training time (min, 2 CPU cores)", ylabel="held-out AP50", xlim=(0, budget / 60), ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -147,9 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=600, help="wall-clock seconds per run (default: 600)")
     parser.add_argument("--epochs", type=int, default=10,
-                        help="epochs the schedules plan for (default: 10, about what 600 s buys on 2 cores)")
-    parser.add_argument("--ablation", action="store_true", help="also run vanilla plus each technique alone")
-    parser.add_argument("--only", nargs="*", help="run only these (small-data, hf-detr, vanilla, technique names)")
+                        help="epochs the previous recipe's schedule plans for (default: 10, what 600 s buys it)")
+    parser.add_argument("--ablation", action="store_true", help="also run the fast architecture's steps")
+    parser.add_argument("--only", nargs="*", help="run only these (fast, previous, hf-detr, ablation row names)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench-convergence"), help="results folder")
@@ -160,18 +182,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="convergence-"))
     data = make_data(work, args.seed)
 
-    small = plan_training(recipe="small-data", preset="tiny", num_train_images=500,
-                          model_overrides={"num_queries": MODEL.num_queries},
-                          train_overrides={**COMMON, "epochs": args.epochs})
+    # The fast default's cosine schedule ends with the budget (a user sets --epochs for their time).
+    fast_epochs = max(1, round(args.budget * FAST_IMAGES_PER_S / 500))
+    fast = plan_training(num_train_images=500, train_overrides={**COMMON, "epochs": fast_epochs})
+    previous = plan_training(recipe="small-data", preset="tiny", num_train_images=500,
+                             model_overrides={"num_queries": MODEL.num_queries},
+                             train_overrides={**COMMON, "epochs": args.epochs})
+    print(f"fast: {fast.reason}; {fast_epochs} epochs planned", flush=True)
     runs: dict[str, Callable[[], list]] = {
-        "small-data": lambda: run_ours("small-data", data, work, small.model, small.train, args.budget),
+        "fast": lambda: run_ours("fast", data, work, fast.model, fast.train, args.budget),
+        "previous": lambda: run_ours("previous", data, work, previous.model, previous.train, args.budget),
         "hf-detr": lambda: run_peer(data, work, args.budget, args.seed),
     }
     if args.ablation:
-        variants = {"vanilla": ({}, {})} | TECHNIQUES
-        for name, (model_extra, train_extra) in variants.items():
-            model = MODEL.replace(**{**VANILLA[0], **model_extra})
-            train = TrainConfig.from_dict({**COMMON, "epochs": args.epochs, **VANILLA[1], **train_extra})
+        for name, model_extra, train_extra in ABLATION:
+            model = fast.model.replace(**model_extra)
+            train = fast.train.replace(**train_extra)
             runs[name] = lambda n=name, m=model, t=train: run_ours(n, data, work, m, t, args.budget)
     curves = {}
     for name, run in runs.items():
@@ -179,10 +205,12 @@ def main() -> None:
             continue
         print(f"{name} ({args.budget:.0f} s)", flush=True)
         curves[name] = run()
-    marks = [m for m in (60, 120, 180, 300, 450, 600, 900, 1200) if m <= args.budget] or [args.budget]
-    print("\nheld-out AP50 at   " + "".join(f"{m / 60:>7.1f}m" for m in marks))
+    marks = [m for m in (60, 120, 180, 300, 450, 600, 900, 1200, 1800) if m <= args.budget] or [args.budget]
+    print("\nheld-out AP50 at   " + "".join(f"{m / 60:>7.1f}m" for m in marks) + "   dense head at the end")
     for name, curve in curves.items():
-        print(f"  {name:<16}" + "".join(f"{at(curve, m):8.3f}" for m in marks))
+        dense = at(curve, args.budget, column=2)
+        print(f"  {name:<16}" + "".join(f"{at(curve, m):8.3f}" for m in marks)
+              + (f"   {dense:.3f}" if dense is not None else "   -"))
     (args.out / "curves.json").write_text(json.dumps(curves, indent=1))
     plot(curves, args.out / "ap50_vs_time.png", args.budget)
     print(f"\ncurves: {args.out / 'curves.json'}  plot: {args.out / 'ap50_vs_time.png'}")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import sync  # noqa: E402
 from detr import Detector, build_model  # noqa: E402
-from detr.engine import autocast  # noqa: E402
+from detr.precision import autocast, prepare_images  # noqa: E402
 from serverless.detector import main  # noqa: E402
 from serverless.detector.request import parse_request, to_cvat_shapes  # noqa: E402
 
@@ -60,10 +60,10 @@ def frame_jpeg(width: int, height: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def random_r50(device: str) -> Detector:
+def random_r50(device: str, precision: str) -> Detector:
     torch.manual_seed(0)
     labels = [f"class-{i}" for i in range(91)]
-    return Detector(build_model(91, train_backbone=False), labels, threshold=0.5, device=device)
+    return Detector(build_model(91, train_backbone=False), labels, threshold=0.5, device=device, precision=precision)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -80,8 +80,9 @@ def run_once(detector: Detector, body: dict) -> dict[str, float]:
     device = detector.device
     times["decode"], request = timed(lambda: parse_request(body), device)
     times["preprocess"], tensor = timed(lambda: detector.preprocess(request.image), device)
-    with autocast(device, True):
-        times["model"], outputs = timed(lambda: detector.model(tensor[None], None), device)
+    batch = prepare_images(tensor[None], detector.precision)
+    with autocast(device, detector.precision):
+        times["model"], outputs = timed(lambda: detector.model(batch, None), device)
 
     def finish() -> str:
         [det] = detector.postprocess(outputs, [tuple(request.image.shape[-2:])], detector.threshold)
@@ -103,12 +104,18 @@ def main_(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests first. Default: 3.")
     parser.add_argument("--size", default="1280x720", help="frame WIDTHxHEIGHT. Default: 1280x720.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads. Default: torch's choice.")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 where the hardware runs it natively. Default: auto.")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    detector = Detector.from_file(args.model, device=args.device) if args.model else random_r50(args.device)
+    detector = (
+        Detector.from_file(args.model, device=args.device, precision=args.precision)
+        if args.model
+        else random_r50(args.device, args.precision)
+    )
     jpeg = frame_jpeg(width, height)
     body = {"image": base64.b64encode(jpeg).decode("ascii")}
 
@@ -128,8 +135,8 @@ def main_(argv: list[str] | None = None) -> int:
 
     total_p50 = percentile(samples["total"], 50)
     print(f"DETR detector latency: {width}x{height} JPEG ({len(jpeg) / 1024:.0f} KiB), device {detector.device}, "
-          f"{torch.get_num_threads()} threads, serving size {detector.image_size}/{detector.max_size}, "
-          f"{args.runs} runs")
+          f"{torch.get_num_threads()} threads, {detector.precision}, "
+          f"serving size {detector.image_size}/{detector.max_size}, {args.runs} runs")
     print(f"{'stage':<12}{'p50 ms':>10}{'p95 ms':>10}{'share of p50':>14}")
     report = {}
     for stage, values in samples.items():

@@ -1,15 +1,21 @@
-"""Training-step speed (forward, loss, backward, optimizer) vs Hugging Face DETR, same run.
+"""Training-step speed (forward, loss, backward, optimizer) of our architectures vs Hugging Face DETR, same run.
 
-    python bench/train_step.py --backbone resnet50 --batch 2 --size 512
+    python bench/train_step.py --size 512 --batch 2
+    python bench/train_step.py --models fast fast-light --precision fp32 bf16 --size 192 --batch 8
 
-Both models: same architecture and trainable parameters, random init, AdamW, grad clip 0.1,
-the same random images and boxes. Prints ms/step, images/s and the speed-up.
+Ours: each model preset at each precision, with its training objective (the set loss; the fast
+architecture adds its dense head's loss) through ``detr.engine.train_step`` as ``fit`` runs it
+(AdamW, grad clip 0.1). The peer: ``DetrForObjectDetection`` at the DETR-R50 configuration in fp32
+with the same trainable parameters. Random init, the same random images and boxes. Prints ms/step,
+images/s, peak memory of the process (CPU) or the device (CUDA), and each speed-up over the peer.
 """
 
 from __future__ import annotations
 
+import resource
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -17,56 +23,73 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import interleaved, model_bench_parser, prepare, random_batch, report  # noqa: E402
 from bench.peer import build_peer, peer_targets  # noqa: E402
-from detr import build_model  # noqa: E402
-from detr.criterion import SetCriterion, total_loss  # noqa: E402
-from detr.matcher import HungarianMatcher  # noqa: E402
+from detr.config import TrainConfig  # noqa: E402
+from detr.engine import train_step  # noqa: E402
+from detr.model import build_model_from_config  # noqa: E402
+from detr.objectives import build_objective  # noqa: E402
+from detr.precision import prepare_model  # noqa: E402
+from detr.recipes import MODEL_PRESETS  # noqa: E402
+
+
+def optimizer(model: torch.nn.Module, extra: list[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad] + list(extra)
+    return torch.optim.AdamW([{"params": rest}, {"params": backbone, "lr": 1e-5}], lr=1e-4, weight_decay=1e-4)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     args = model_bench_parser(__doc__, batch_nargs=None, repeat=2).parse_args()
     device = prepare(args)
-
-    ours = build_model(args.classes, backbone=args.backbone).to(device).train()
-    criterion = SetCriterion(args.classes, HungarianMatcher()).to(device)
-    peer = build_peer(args.classes, backbone=args.backbone).to(device).train()
     images, targets = random_batch(args.batch, args.size, args.classes)
     images = images.to(device)
     mask = torch.zeros(args.batch, args.size, args.size, dtype=torch.bool, device=device)
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    hf_targets = peer_targets(targets)
-    pixel_mask = (~mask).long()
+    batch = (images, mask, targets)
 
-    def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-        backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
-        rest = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
-        return torch.optim.AdamW([{"params": rest}, {"params": backbone, "lr": 1e-5}], lr=1e-4, weight_decay=1e-4)
+    runs: dict[str, Callable[[], None]] = {}
+    for name in args.models:
+        for precision in args.precision:
+            model = build_model_from_config(MODEL_PRESETS[name].replace(num_classes=args.classes)).to(device).train()
+            prepare_model(model, precision)
+            objective = build_objective(model, TrainConfig(set_cost_class=2.0))
+            opt = optimizer(model)
 
-    opt_ours, opt_peer = optimizer(ours), optimizer(peer)
-    weights = criterion.weight_dict(6)
+            def step(model=model, objective=objective, opt=opt, precision=precision) -> None:
+                train_step(objective.forward, objective, opt, batch, device, clip_max_norm=0.1, precision=precision)
 
-    def step_ours() -> None:
-        losses = criterion(ours(images, mask), targets)
-        loss = total_loss(losses, weights)
-        opt_ours.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 0.1)
-        opt_ours.step()
+            runs[f"{name} {precision}"] = step
+    if not args.no_peer:
+        peer = build_peer(args.classes, backbone="resnet50").to(device).train()
+        opt_peer = optimizer(peer)
+        hf_targets = peer_targets(targets)
+        pixel_mask = (~mask).long()
 
-    def step_peer() -> None:
-        loss = peer(pixel_values=images, pixel_mask=pixel_mask, labels=hf_targets).loss
-        opt_peer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(peer.parameters(), 0.1)
-        opt_peer.step()
+        def step_peer() -> None:
+            loss = peer(pixel_values=images, pixel_mask=pixel_mask, labels=hf_targets).loss
+            opt_peer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(peer.parameters(), 0.1)
+            opt_peer.step()
+
+        runs["hf-detr fp32"] = step_peer
 
     print(
-        f"train step: {args.backbone}, batch {args.batch}, {args.size}x{args.size}, {device}, "
+        f"train step: batch {args.batch}, {args.size}x{args.size}, {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    times = interleaved(
-        {"cvat-detr": step_ours, "hf-detr": step_peer}, rounds=args.rounds, repeat=args.repeat, warmup=1, device=device
-    )
-    report("", times, args.batch)
+    times = interleaved(runs, rounds=args.rounds, repeat=args.repeat, warmup=1, device=device)
+    medians = report("", times, args.batch)
+    print(f"  peak memory  {peak_memory_mb(device):.0f} MiB (all models of the run together)")
+    if "hf-detr fp32" in medians:
+        base = medians["hf-detr fp32"]
+        print("  vs hf-detr   " + "  ".join(f"{label} {base / t:.2f}x" for label, t in medians.items()
+                                           if label != "hf-detr fp32"))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ EXIT_CODES_HELP = f"""exit codes:
 environment: CVAT_URL, CVAT_ACCESS_TOKEN, CVAT_TOKEN, CVAT_USERNAME, CVAT_PASSWORD, DETR_HOME,
   DETR_TRAINER_URL, NUCLIO_DASHBOARD_URL, NUCLIO_NAMESPACE, DETR_BASE_FUNCTION, DETR_PUBLISH_DEVICE"""
 
-MODEL_PRESETS = ("detr-r50", "tiny")
+MODEL_PRESETS = ("auto", "detr-r50", "tiny", "fast", "fast-light", "fast-r50")
 SECRET_OPTIONS = ("--access-token", "--token", "--password")
 
 
@@ -239,7 +239,7 @@ class TrainCommand:
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        from detr.config import BACKBONES, TrainConfig
+        from detr.config import BACKBONES, LIGHT_BACKBONES, TrainConfig
         from detr.recipes import RECIPES
 
         parser.add_argument("--task", type=int, required=True, help="CVAT task id")
@@ -251,17 +251,21 @@ class TrainCommand:
         _add_home_option(parser)
         _add_split_options(parser)
         model = parser.add_argument_group("model")
-        model.add_argument("--model-preset", choices=MODEL_PRESETS, default="detr-r50",
-                           help="detr-r50: the official DETR-R50 architecture; tiny: ResNet-18, 128 wide, 2+2 "
-                                "layers, 20 queries, for tests and quick trials (default: %(default)s)")
+        model.add_argument("--model-preset", choices=MODEL_PRESETS, default="auto",
+                           help="auto: detr-r50 from a DETR checkpoint, fast-r50 from ImageNet weights, fast from "
+                                "scratch; detr-r50: the official DETR-R50; fast: the fast-converging DETR "
+                                "(ResNet-18, trains in CPU minutes); fast-light: fast on RegNetX-400MF; fast-r50: "
+                                "fast on ResNet-50; tiny: a small official DETR (default: %(default)s)")
         model.add_argument("--recipe", choices=RECIPES, default="auto",
                            help="default: the official DETR recipe; small-data: trainable norms, warm-up + cosine, "
                                 "one input scale; auto: small-data below 2000 training images "
                                 "(default: %(default)s)")
-        model.add_argument("--backbone", choices=BACKBONES, help="override the preset's ResNet")
+        model.add_argument("--backbone", choices=BACKBONES + LIGHT_BACKBONES, help="override the preset's backbone")
         model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")
-        model.add_argument("--pretrained", help="official DETR checkpoint (file or URL) to fine-tune from")
-        model.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights (file) to start from")
+        model.add_argument("--pretrained", help="official DETR checkpoint or a model.pt of ours (file or URL) to "
+                                                "fine-tune from")
+        model.add_argument("--backbone-weights", help="torchvision ImageNet weights of the backbone (file) to start "
+                                                      "from")
         remote = parser.add_argument_group("trainer function (--trainer)")
         remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
                                               "scratch or previous (the task's newest model) (default: the trainer's)")
@@ -280,7 +284,7 @@ class TrainCommand:
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
         from detr import ConfigError, TrainConfig
-        from detr.recipes import check_settings, count_training_images, plan_training
+        from detr.recipes import check_settings, count_training_images, plan_training, starting_point
 
         # Check every option before any work starts.
         train_options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -317,10 +321,10 @@ class TrainCommand:
             manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction,
                                    seed=train_options.get("seed", 0), overwrite=False, pbar=pbar)
         _print_dataset_summary(manifest, dataset_dir, stdout)
+        start, base_model = starting_point(args.pretrained, args.backbone_weights)
         plan = plan_training(recipe=args.recipe, preset=args.model_preset,
-                             num_train_images=count_training_images(dataset_dir),
-                             pretrained=bool(args.pretrained or args.backbone_weights),
-                             model_overrides=model_options, train_overrides=train_options)
+                             num_train_images=count_training_images(dataset_dir), start=start,
+                             base_model=base_model, model_overrides=model_options, train_overrides=train_options)
         print(plan.reason, file=stdout)
         model_config, train_config = plan.model, plan.train
 

@@ -4,6 +4,7 @@ inference, compatible with the official checkpoints."""
 from .checkpoint import CheckpointError, load_model_file
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data import DatasetError
+from .fast_detr import FastDETR
 from .inference import Detections, Detector
 from .model import DETR, build_model
 from .train import FitResult, TrainEvent, TrainingError, fit
@@ -15,6 +16,7 @@ __all__ = [
     "DatasetError",
     "Detections",
     "Detector",
+    "FastDETR",
     "FitResult",
     "ModelConfig",
     "TrainConfig",

@@ -1,7 +1,9 @@
-"""ResNet backbone from torchvision, joined with the position encoding.
+"""Backbones from torchvision: the official DETR's ResNet joined with the position encoding, and
+the multi-scale feature extractor of the fast architecture.
 
-Module names reproduce the official checkpoints: ``backbone.0.body.<resnet layers>`` for the
-ResNet and ``backbone.1`` for the (parameter-free) sine encoding.
+Module names of DETR's reproduce the official checkpoints: ``backbone.0.body.<resnet layers>`` for
+the ResNet and ``backbone.1`` for the (parameter-free) sine encoding. The multi-scale one keeps
+torchvision's own names under ``backbone.body.``, so ImageNet weights load by name.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .position_encoding import PositionEmbeddingSine
@@ -18,6 +21,16 @@ from .position_encoding import PositionEmbeddingSine
 #: Parameters outside these stages (stem and layer1) stay frozen when fine-tuning, as in DETR
 #: and Faster R-CNN (facebookresearch/detr#236).
 TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+#: Per torchvision network: the nodes giving strides 8, 16 and 32, and their channels.
+MULTI_SCALE_NODES: dict[str, tuple[tuple[str, str, str], tuple[int, int, int]]] = {
+    "resnet18": (("layer2", "layer3", "layer4"), (128, 256, 512)),
+    "resnet34": (("layer2", "layer3", "layer4"), (128, 256, 512)),
+    "resnet50": (("layer2", "layer3", "layer4"), (512, 1024, 2048)),
+    "resnet101": (("layer2", "layer3", "layer4"), (512, 1024, 2048)),
+    "regnet_x_400mf": (("trunk_output.block2", "trunk_output.block3", "trunk_output.block4"), (64, 160, 400)),
+    "regnet_x_800mf": (("trunk_output.block2", "trunk_output.block3", "trunk_output.block4"), (128, 288, 672)),
+}
 
 
 class Backbone(nn.Module):
@@ -91,3 +104,34 @@ class Joiner(nn.Sequential):
         features, small_mask = self[0](images, mask)
         pos = self[1](small_mask, dtype=features.dtype)
         return features, small_mask, pos
+
+
+class MultiScaleBackbone(nn.Module):
+    """A torchvision ImageNet network cut into its stride-8, 16 and 32 feature maps (C3, C4, C5).
+
+    ``norm='frozen'`` suits ImageNet weights (the stem and first stage stay frozen too, as in
+    DETR); ``'batch'`` trains every layer with batch norm, as a random init needs.
+    """
+
+    def __init__(self, name: str, *, norm: str = "batch", train: bool = True):
+        super().__init__()
+        nodes, channels = MULTI_SCALE_NODES[name]
+        norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+        net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+        self.body = create_feature_extractor(net, {node: str(i) for i, node in enumerate(nodes)})
+        self.frozen_prefixes = _frozen_prefixes(name) if norm == "frozen" else ()
+        for param_name, param in self.body.named_parameters():
+            if not train or param_name.startswith(self.frozen_prefixes):
+                param.requires_grad_(False)
+        self.channels = channels
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        features = self.body(images)
+        return [features[str(i)] for i in range(len(features))]
+
+
+def _frozen_prefixes(name: str) -> tuple[str, ...]:
+    """Stem and first stage: generic edge filters that small data should not move."""
+    if name.startswith("resnet"):
+        return ("conv1.", "bn1.", "layer1.")
+    return ("stem.", "trunk_output.block1.")

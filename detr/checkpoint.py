@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ logger = logging.getLogger(__name__)
 MODEL_FORMAT = "cvat-detr/model"
 CHECKPOINT_FORMAT = "cvat-detr/checkpoint"
 FORMAT_VERSION = 1
-#: Parameters that depend on the number of classes and are re-initialised when fine-tuning.
-CLASS_HEAD_KEYS = ("class_embed.weight", "class_embed.bias")
+#: Parameters that depend on the number of classes and are re-initialised when fine-tuning:
+#: DETR's class head, and the fast architecture's per-layer class heads and dense class convolutions.
+CLASS_HEAD_PATTERN = re.compile(r"^(class_embed(\.\d+)?|dense_head\.class_pred\.\d+)\.(weight|bias)$")
 #: Permissions of the files we write (before the umask): readable by the function containers.
 FILE_MODE = 0o644
 
@@ -210,8 +212,17 @@ def load_detr_weights(model: nn.Module, source: str) -> LoadReport:
         raise CheckpointError(f"{path}: no model weights inside (expected a DETR checkpoint with a 'model' entry)")
     if any(k.startswith("detr.") for k in state):  # panoptic checkpoints wrap the detector
         state = {k.removeprefix("detr."): v for k, v in state.items() if k.startswith("detr.")}
-    report = _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_KEYS)
-    absent = [k for k in report.missing if k not in CLASS_HEAD_KEYS]
+    file_config = data.get("model_config") if isinstance(data, dict) and data.get("format") == MODEL_FORMAT else None
+    own = getattr(model, "config", None)
+    if file_config is not None and own is not None:
+        architecture = file_config.get("architecture", "detr")
+        if architecture != own.architecture:
+            raise CheckpointError(
+                f"{path}: holds a model of architecture {architecture!r}, but the model to train is "
+                f"{own.architecture!r}; start from it with the same architecture (its model preset)"
+            )
+    report = _load_matching(model, state, path, allowed_mismatch=CLASS_HEAD_PATTERN)
+    absent = [k for k in report.missing if not CLASS_HEAD_PATTERN.match(k)]
     if absent:
         raise CheckpointError(
             f"{path}: checkpoint is for a different architecture: {len(absent)} tensor(s) of the "
@@ -221,27 +232,35 @@ def load_detr_weights(model: nn.Module, source: str) -> LoadReport:
 
 
 def load_backbone_weights(model: nn.Module, source: str) -> LoadReport:
-    """Load torchvision ImageNet ResNet weights (e.g. ``resnet50-0676ba61.pth``) into the backbone."""
+    """Load torchvision ImageNet weights (e.g. ``resnet50-0676ba61.pth``) into the backbone."""
     path = fetch_weights(source)
-    data = safe_load(path, "ResNet weights file")
-    if not isinstance(data, dict) or "conv1.weight" not in data:
-        raise CheckpointError(f"{path}: not a torchvision ResNet state dict (no 'conv1.weight')")
-    state = {f"backbone.0.body.{k}": v for k, v in data.items() if not k.startswith("fc.")}
-    report = _load_matching(model, state, path, allowed_mismatch=())
+    data = safe_load(path, "ImageNet weights file")
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: not a torchvision state dict (a dict of tensors such as 'conv1.weight')")
+    fast = getattr(model, "config", None) is not None and model.config.architecture == "fast"
+    prefix = "backbone.body." if fast else "backbone.0.body."
+    own = model.state_dict()
+    state = {f"{prefix}{k}": v for k, v in data.items() if not k.startswith("fc.") and f"{prefix}{k}" in own}
+    if not state:
+        raise CheckpointError(
+            f"{path}: none of its tensors belong to the model's backbone ({model.config.backbone}); "
+            "pass the torchvision ImageNet weights of that network"
+        )
+    report = _load_matching(model, state, path, allowed_mismatch=None)
     backbone_missing = [
         k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")
     ]
     if backbone_missing:
         raise CheckpointError(
             f"{path}: {len(backbone_missing)} backbone tensors are missing "
-            f"(e.g. {backbone_missing[0]}); is it the weights of the same ResNet depth?"
+            f"(e.g. {backbone_missing[0]}); pass the ImageNet weights of the model's backbone, {model.config.backbone}"
         )
     return report
 
 
-def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatch: tuple[str, ...]) -> LoadReport:
-    """Load the tensors that fit; a tensor of another shape (outside ``allowed_mismatch``) or a
-    tensor the model does not have means another architecture, which is an error."""
+def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatch: re.Pattern | None) -> LoadReport:
+    """Load the tensors that fit; a tensor of another shape (unless its name matches
+    ``allowed_mismatch``) or a tensor the model does not have means another architecture, which is an error."""
     own = model.state_dict()
     usable, skipped, wrong = {}, [], []
     for key, value in state.items():
@@ -250,7 +269,7 @@ def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatc
         if key not in own:
             wrong.append(key)
         elif own[key].shape != value.shape:
-            (skipped if key in allowed_mismatch else wrong).append(key)
+            (skipped if allowed_mismatch is not None and allowed_mismatch.match(key) else wrong).append(key)
         else:
             usable[key] = value
     if wrong:
@@ -274,3 +293,12 @@ def _load_matching(model: nn.Module, state: dict, path: Path, *, allowed_mismatc
     model.load_state_dict(usable, strict=False)
     missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
     return LoadReport(loaded=sorted(usable), skipped=sorted(skipped), missing=missing)
+
+
+def model_config_of(source: str) -> ModelConfig | None:
+    """The architecture stored in one of our model files (to fine-tune it as it is), or None for
+    an official DETR checkpoint (the DETR-R50 layout)."""
+    data = safe_load(fetch_weights(source), "DETR checkpoint")
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT and isinstance(data.get("model_config"), dict):
+        return ModelConfig.from_dict(data["model_config"])
+    return None

@@ -22,7 +22,15 @@ from .images import ImageError
 from .official import ZOO_THRESHOLD, import_checkpoint
 from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
 from .progress import TrainProgressBar
-from .recipes import MODEL_PRESETS, RECIPES, SMALL_DATA_IMAGES, count_training_images, plan_training
+from .recipes import (
+    MODEL_PRESETS,
+    PRESET_HELP,
+    RECIPES,
+    SMALL_DATA_IMAGES,
+    count_training_images,
+    plan_training,
+    starting_point,
+)
 from .tasks import evaluate_model_file, predict_images
 from .train import TrainingError, fit, read_run_config
 
@@ -80,9 +88,10 @@ class TrainCommand(Command):
         )
         parser.add_argument(
             "--pretrained",
-            help="official DETR checkpoint (file or URL) to fine-tune; the class head is replaced for your labels",
+            help="official DETR checkpoint or a model.pt of ours (file or URL) to fine-tune; the class head is "
+            "replaced for your labels",
         )
-        parser.add_argument("--backbone-weights", help="torchvision ImageNet ResNet weights file or URL")
+        parser.add_argument("--backbone-weights", help="torchvision ImageNet weights of the backbone (file or URL)")
         parser.add_argument(
             "--val-fraction",
             type=float,
@@ -98,10 +107,9 @@ class TrainCommand(Command):
         )
         parser.add_argument(
             "--model-preset",
-            choices=tuple(MODEL_PRESETS),
-            default="detr-r50",
-            help="detr-r50: the official architecture; tiny: ResNet-18, d=128, 2+2 layers, 20 queries, trains in "
-            "minutes on a CPU. Default: detr-r50.",
+            choices=("auto", *MODEL_PRESETS),
+            default="auto",
+            help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + ". Default: auto.",
         )
         add_config_flags(parser, ModelConfig, skip=("num_classes",))
         add_config_flags(parser, TrainConfig)
@@ -116,11 +124,13 @@ class TrainCommand(Command):
                 raise ConfigError(f"model options cannot change on --resume; drop {flags}")
             model_config, train_config = saved_model, saved_train.replace(**train_overrides)
         else:
+            start, base_model = starting_point(args.pretrained, args.backbone_weights)
             plan = plan_training(
                 recipe=args.recipe,
                 preset=args.model_preset,
                 num_train_images=count_training_images(args.data, args.val_fraction),
-                pretrained=bool(args.pretrained or args.backbone_weights),
+                start=start,
+                base_model=base_model,
                 model_overrides=model_overrides,
                 train_overrides=train_overrides,
             )

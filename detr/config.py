@@ -11,9 +11,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
+ARCHITECTURES = ("detr", "fast")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+#: Extra backbones of the fast architecture: torchvision ImageNet networks far cheaper than a ResNet-18.
+LIGHT_BACKBONES = ("regnet_x_400mf", "regnet_x_800mf")
 SCHEDULES = ("step", "cosine")
 CLASSIFIERS = ("softmax", "sigmoid")
+CROSS_ATTENTIONS = ("deformable", "global")
+#: Numeric precision of training and inference (``detr.precision``).
+PRECISIONS = ("auto", "fp32", "bf16")
 
 #: ImageNet statistics used by torchvision backbones and the official DETR checkpoints.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,7 +74,17 @@ class ModelConfig(_ConfigBase):
     _section = "model"
 
     num_classes: int = _field(91, "Number of object classes K; the class head has K+1 outputs (last = no-object).")
-    backbone: str = _field("resnet50", "torchvision ResNet: resnet18, resnet34, resnet50 or resnet101.")
+    architecture: str = _field(
+        "detr",
+        "'detr': the official DETR (loads the COCO checkpoints); 'fast': the fast-converging DETR for "
+        "random-init and ImageNet-backbone starts on small data (multi-scale, dense auxiliary head, "
+        "two-stage queries, deformable decoder with box refinement).",
+    )
+    backbone: str = _field(
+        "resnet50",
+        "torchvision backbone: resnet18, resnet34, resnet50 or resnet101; the fast architecture also "
+        "takes regnet_x_400mf and regnet_x_800mf.",
+    )
     dilation: bool = _field(False, "DC5 variant: dilate the last ResNet stage instead of striding it.")
     backbone_norm: str = _field(
         "frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."
@@ -82,7 +98,18 @@ class ModelConfig(_ConfigBase):
     num_queries: int = _field(
         100, "Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints."
     )
-    pre_norm: bool = _field(False, "LayerNorm before (not after) attention and feed-forward.")
+    pre_norm: bool = _field(False, "LayerNorm before (not after) attention and feed-forward (detr).")
+    dec_points: int = _field(4, "Sampling points per head and feature level in the decoder's cross-attention (fast).")
+    feature_levels: int = _field(
+        3, "Feature levels of the fast architecture, coarsest kept: 3 = strides 8, 16 and 32; 1 = stride 32 only."
+    )
+    two_stage: bool = _field(
+        True, "Fast: queries start from the dense head's best cells; off: learnt queries and reference boxes."
+    )
+    cross_attention: str = _field(
+        "deformable",
+        "Fast: the decoder's cross-attention, 'deformable' (a few points around each query's box) or 'global'.",
+    )
     aux_loss: bool = _field(True, "Predict boxes after every decoder layer during training (deep supervision).")
     classifier: str = _field(
         "softmax",
@@ -93,7 +120,23 @@ class ModelConfig(_ConfigBase):
     def __post_init__(self) -> None:
         s = self._section
         _check(self.num_classes >= 1, s, "num_classes", self.num_classes, "need at least one class")
-        _check(self.backbone in BACKBONES, s, "backbone", self.backbone, f"choose one of {', '.join(BACKBONES)}")
+        _check(
+            self.architecture in ARCHITECTURES,
+            s,
+            "architecture",
+            self.architecture,
+            f"choose one of {', '.join(ARCHITECTURES)}",
+        )
+        fast = self.architecture == "fast"
+        backbones = BACKBONES + LIGHT_BACKBONES if fast else BACKBONES
+        _check(
+            self.backbone in backbones,
+            s,
+            "backbone",
+            self.backbone,
+            f"choose one of {', '.join(backbones)}"
+            + ("" if fast else f" ({', '.join(LIGHT_BACKBONES)} need architecture='fast')"),
+        )
         _check(
             self.backbone_norm in ("frozen", "batch"),
             s,
@@ -124,9 +167,25 @@ class ModelConfig(_ConfigBase):
         _check(
             self.classifier in CLASSIFIERS, s, "classifier", self.classifier, f"choose one of {', '.join(CLASSIFIERS)}"
         )
+        _check(1 <= self.dec_points <= 16, s, "dec_points", self.dec_points, "must be in [1, 16]")
+        _check(1 <= self.feature_levels <= 3, s, "feature_levels", self.feature_levels, "must be 1, 2 or 3")
+        _check(
+            self.cross_attention in CROSS_ATTENTIONS,
+            s,
+            "cross_attention",
+            self.cross_attention,
+            f"choose one of {', '.join(CROSS_ATTENTIONS)}",
+        )
+        if fast:
+            rule = "the fast architecture's scores are IoU-aware sigmoids; use 'sigmoid'"
+            _check(self.classifier == "sigmoid", s, "classifier", self.classifier, rule)
+            rule = "the fast architecture is multi-scale; leave it off"
+            _check(not self.dilation, s, "dilation", self.dilation, rule)
+            _check(not self.pre_norm, s, "pre_norm", self.pre_norm, "the fast architecture is post-norm; leave it off")
 
     @property
     def backbone_channels(self) -> int:
+        """Channels of a ResNet's last stage (the official DETR's input)."""
         return 512 if self.backbone in ("resnet18", "resnet34") else 2048
 
     @property
@@ -141,6 +200,14 @@ class TrainConfig(_ConfigBase):
 
     _section = "train"
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """As ``_ConfigBase.from_dict``; files written before ``precision`` existed say ``amp``
+        (true: bf16 where native, i.e. 'auto'; false: 'fp32')."""
+        if "amp" in data and "precision" not in data:
+            data = {k: v for k, v in data.items() if k != "amp"} | {"precision": "auto" if data["amp"] else "fp32"}
+        return super().from_dict(data)
+
     epochs: int = _field(50, "Passes over the training images.")
     batch_size: int = _field(2, "Images per step.")
     lr: float = _field(1e-4, "AdamW learning rate of the transformer and heads.")
@@ -150,7 +217,11 @@ class TrainConfig(_ConfigBase):
     lr_drop: float = _field(2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.")
     warmup_steps: int = _field(0, "Steps of linear learning-rate warm-up.")
     clip_max_norm: float = _field(0.1, "Gradient norm clipping; 0 turns it off.")
-    amp: bool = _field(True, "bfloat16 autocast on CUDA (ignored on CPU).")
+    precision: str = _field(
+        "auto",
+        "'auto' (bf16 where the hardware runs it natively: CUDA, or a CPU with AVX512-BF16/AMX; else fp32), "
+        "'fp32' or 'bf16'.",
+    )
     ema_decay: float = _field(0.0, "Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.")
     seed: int = _field(42, "Seed of shuffling, augmentation and initialisation.")
     num_workers: int = _field(2, "Data loading processes.")
@@ -171,6 +242,13 @@ class TrainConfig(_ConfigBase):
     eos_coef: float = _field(0.1, "Weight of the no-object class in the softmax classification loss.")
     focal_alpha: float = _field(0.25, "Focal loss alpha (sigmoid classifier).")
     focal_gamma: float = _field(2.0, "Focal loss gamma (sigmoid classifier).")
+    varifocal: bool = _field(
+        True,
+        "Sigmoid classifiers learn IoU-aware scores (varifocal loss: a match's target is its box's IoU); off: focal.",
+    )
+    dense_loss_coef: float = _field(
+        1.0, "Fast architecture: weight of the dense head's one-to-many losses against the set loss's; 0 = off."
+    )
     query_groups: int = _field(
         1,
         "Group DETR: train with this many independent query groups, each matched "
@@ -198,6 +276,7 @@ class TrainConfig(_ConfigBase):
         _check(self.clip_max_norm >= 0, s, "clip_max_norm", self.clip_max_norm, "must be >= 0 (0 = off)")
         _check(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
         _check(self.num_workers >= 0, s, "num_workers", self.num_workers, "must be >= 0")
+        _check(self.precision in PRECISIONS, s, "precision", self.precision, f"choose one of {', '.join(PRECISIONS)}")
         _check(32 <= self.image_size <= 4096, s, "image_size", self.image_size, "must be in [32, 4096] pixels")
         _check(
             self.max_size > self.image_size,
@@ -209,6 +288,7 @@ class TrainConfig(_ConfigBase):
         _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
         _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
         _check(self.focal_gamma >= 0, s, "focal_gamma", self.focal_gamma, "must be >= 0")
+        _check(self.dense_loss_coef >= 0, s, "dense_loss_coef", self.dense_loss_coef, "must be >= 0 (0 = off)")
         _check(1 <= self.query_groups <= 32, s, "query_groups", self.query_groups, "must be in [1, 32]")
         _check(0 <= self.denoising_groups <= 32, s, "denoising_groups", self.denoising_groups, "must be in [0, 32]")
         _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
@@ -233,4 +313,21 @@ TINY_MODEL = ModelConfig(
     dim_feedforward=512,
     num_queries=20,
     dropout=0.0,
+)
+
+
+#: The fast architecture at the size that trains in CPU minutes: ResNet-18, d=128, 1 attention
+#: layer over the stride-32 tokens, 3 decoder layers, 100 queries.
+FAST_MODEL = ModelConfig(
+    architecture="fast",
+    backbone="resnet18",
+    backbone_norm="batch",
+    hidden_dim=128,
+    nheads=8,
+    enc_layers=1,
+    dec_layers=3,
+    dim_feedforward=512,
+    num_queries=100,
+    dropout=0.0,
+    classifier="sigmoid",
 )

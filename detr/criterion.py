@@ -15,8 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from .box_ops import cxcywh_to_xyxy, generalized_box_iou
+from .box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher
+
+#: Varifocal loss: weight of the negatives and the power of their score (VarifocalNet, RT-DETR).
+VARIFOCAL_ALPHA = 0.75
+VARIFOCAL_GAMMA = 2.0
 
 
 def stack_layers(outputs: dict) -> tuple[Tensor, Tensor]:
@@ -54,11 +58,15 @@ class SetCriterion(nn.Module):
         bbox_loss_coef: float = 5.0,
         giou_loss_coef: float = 2.0,
         focal: tuple[float, float] | None = None,
+        varifocal: bool = False,
     ):
         super().__init__()
+        if varifocal and focal is None:
+            raise ValueError("the varifocal loss needs a sigmoid classifier (focal=(alpha, gamma))")
         self.num_classes = num_classes
         self.matcher = matcher
         self.focal = focal  # (alpha, gamma): sigmoid focal classification instead of softmax + no-object
+        self.varifocal = varifocal  # sigmoid targets are the matched boxes' IoU (IoU-aware scores)
         self.coefs = {"loss_ce": ce_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -96,6 +104,12 @@ class SetCriterion(nn.Module):
         tgt_labels, tgt_boxes = tgt_labels.to(device), tgt_boxes.to(device)
         num_boxes = count_boxes(targets, device)
 
+        # Boxes: matched pairs only, summed per layer and normalised by the number of target boxes.
+        src_boxes = boxes[layer_idx, batch_idx, src_idx].float()
+        matched_tgt = tgt_boxes[tgt_idx].float()
+        l1 = F.l1_loss(src_boxes, matched_tgt, reduction="none").sum(-1)
+        giou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None], cxcywh_to_xyxy(matched_tgt)[:, None])
+
         # Classification: every query of every layer; unmatched ones target no-object.
         target_classes = torch.full((num_layers, batch, queries), self.num_classes, dtype=torch.long, device=device)
         target_classes[layer_idx, batch_idx, src_idx] = tgt_labels[tgt_idx]
@@ -104,17 +118,15 @@ class SetCriterion(nn.Module):
             weights = self.empty_weight[target_classes.flatten()]
             weight_sums = average_over_processes(weights.view(num_layers, -1).sum(1))
             loss_ce = (ce * weights).view(num_layers, -1).sum(1) / weight_sums
+        elif self.varifocal:
+            loss_ce = self._varifocal(logits, target_classes, (layer_idx, batch_idx, src_idx), src_boxes, matched_tgt)
+            loss_ce = loss_ce / num_boxes
         else:
             # one-hot without the no-object column; summed and normalised by boxes (Deformable DETR)
             onehot = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].to(logits.dtype)
             focal = sigmoid_focal_loss(logits.float(), onehot.float(), alpha=self.focal[0], gamma=self.focal[1])
             loss_ce = focal.flatten(1).sum(1) / num_boxes
 
-        # Boxes: matched pairs only, summed per layer and normalised by the number of target boxes.
-        src_boxes = boxes[layer_idx, batch_idx, src_idx].float()
-        matched_tgt = tgt_boxes[tgt_idx].float()
-        l1 = F.l1_loss(src_boxes, matched_tgt, reduction="none").sum(-1)
-        giou = generalized_box_iou(cxcywh_to_xyxy(src_boxes)[:, None], cxcywh_to_xyxy(matched_tgt)[:, None])
         loss_bbox = torch.zeros(num_layers, device=device).index_add(0, layer_idx, l1) / num_boxes
         loss_giou = torch.zeros(num_layers, device=device).index_add(0, layer_idx, 1 - giou[:, 0, 0]) / num_boxes
 
@@ -132,6 +144,22 @@ class SetCriterion(nn.Module):
             else:
                 losses["class_error"] = torch.zeros((), device=device)
         return losses
+
+    def _varifocal(
+        self, logits: Tensor, target_classes: Tensor, pairs: tuple[Tensor, ...], src_boxes: Tensor, tgt_boxes: Tensor
+    ) -> Tensor:
+        """Varifocal loss (VarifocalNet, Zhang et al., 2021; as in RT-DETR), summed per layer: a
+        matched query's target for its class is the IoU of its box, so its score learns to say how
+        good the box is; negatives are down-weighted by ``alpha * p ** gamma``."""
+        onehot = F.one_hot(target_classes, self.num_classes + 1)[..., :-1].float()
+        iou = torch.zeros_like(onehot[..., 0])
+        matched_iou = box_iou(cxcywh_to_xyxy(src_boxes)[:, None], cxcywh_to_xyxy(tgt_boxes)[:, None])[:, 0, 0]
+        iou[pairs] = matched_iou.detach().clamp(min=0)
+        target = onehot * iou[..., None]
+        prob = logits.float().sigmoid()
+        weight = VARIFOCAL_ALPHA * prob.detach().pow(VARIFOCAL_GAMMA) * (1 - onehot) + target
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=weight, reduction="none")
+        return loss.flatten(1).sum(1)
 
 
 def _flatten(indices: list[list[tuple[np.ndarray, np.ndarray]]], counts: list[int]) -> tuple[np.ndarray, ...]:

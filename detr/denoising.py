@@ -15,14 +15,15 @@ so inference is unchanged and the model file never contains these parameters.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .model import DETR, MLP
+from .layers import MLP
+from .model import DETR
+from .position_encoding import box_sine_embedding
 
 #: DN-DETR's defaults: centres move by up to 0.4 of half a side, sides scale by 1 +- 0.4;
 #: a fifth of the labels are replaced by a random class.
@@ -33,12 +34,14 @@ _SINE_FEATURES = 32  # per box coordinate (sin and cos of 16 frequencies)
 
 @dataclass
 class DenoisingBatch:
-    """One step's denoising queries: content and position [B, N, C], the self-attention mask
-    over all queries [B * heads, M + N, M + N] (True = may not attend), and what they must
-    reconstruct, with the groups folded into the batch (item ``g * B + b``)."""
+    """One step's denoising queries: content [B, N, C], noised boxes [B, N, 4] (normalised
+    cxcywh of each image), their position embedding [B, N, C] (None when the decoder embeds boxes
+    itself), the self-attention mask over all queries [B * heads, M + N, M + N] (True = may not
+    attend), and what they must reconstruct, with the groups folded into the batch (item ``g * B + b``)."""
 
     content: Tensor
-    position: Tensor
+    boxes: Tensor
+    position: Tensor | None
     attention_mask: Tensor
     targets: list[dict]
     indices: list[list[tuple[np.ndarray, np.ndarray]]]
@@ -46,16 +49,17 @@ class DenoisingBatch:
 
 
 class DenoisingQueries(nn.Module):
-    def __init__(self, num_groups: int, num_classes: int, hidden_dim: int):
+    """``position=False`` leaves the noised boxes' embedding to the decoder (the fast
+    architecture embeds every query's reference box itself)."""
+
+    def __init__(self, num_groups: int, num_classes: int, hidden_dim: int, *, position: bool = True):
         super().__init__()
         if num_groups < 1:
             raise ValueError(f"denoising needs at least 1 group, got {num_groups}")
         self.num_groups = num_groups
         self.num_classes = num_classes
         self.label_embed = nn.Embedding(num_classes, hidden_dim)
-        self.box_embed = MLP(4 * _SINE_FEATURES, hidden_dim, hidden_dim, 2)
-        freqs = 10000.0 ** (torch.arange(_SINE_FEATURES // 2, dtype=torch.float32) * 2 / _SINE_FEATURES)
-        self.register_buffer("inverse_freqs", 2 * math.pi / freqs, persistent=False)
+        self.box_embed = MLP(4 * _SINE_FEATURES, hidden_dim, hidden_dim, 2) if position else None
 
     def prepare(
         self, targets: list[dict], matching_queries: int, matching_mask: Tensor | None, nheads: int, num_layers: int
@@ -79,11 +83,11 @@ class DenoisingQueries(nn.Module):
         labels, boxes = self._noisy(labels, boxes)
 
         content = self.label_embed(labels)
-        position = self.box_embed(self._sine(boxes))
+        position = self.box_embed(box_sine_embedding(boxes, _SINE_FEATURES)) if self.box_embed is not None else None
         mask = self._attention_mask(matching_queries, matching_mask, valid, per_group).repeat_interleave(nheads, 0)
         indices_per_item = [(np.arange(n), np.arange(n)) for n in counts] * groups
         return DenoisingBatch(
-            content, position, mask, targets * groups, [indices_per_item] * num_layers, per_group
+            content, boxes, position, mask, targets * groups, [indices_per_item] * num_layers, per_group
         )
 
     def outputs(self, model: DETR, hs: Tensor, batch: DenoisingBatch) -> dict:
@@ -99,10 +103,6 @@ class DenoisingQueries(nn.Module):
         centre = centre + (torch.rand_like(centre) * 2 - 1) * size / 2 * BOX_NOISE
         size = size * (1 + (torch.rand_like(size) * 2 - 1) * BOX_NOISE)
         return labels, torch.cat([centre, size], -1).clamp(0.0, 1.0)
-
-    def _sine(self, boxes: Tensor) -> Tensor:
-        angles = boxes[..., None] * self.inverse_freqs  # [B, N, 4, F/2]
-        return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
 
     def _attention_mask(
         self, matching: int, matching_mask: Tensor | None, valid: Tensor, per_group: int

@@ -45,3 +45,36 @@ class QueryGroups(nn.Module):
 
     def expand_targets(self, targets: list[dict]) -> list[dict]:
         return targets * self.num_groups
+
+
+class SelectedQueryGroups(nn.Module):
+    """Group DETR for the fast architecture's two-stage queries: every group starts from the same
+    selected cells and boxes, and a learnt content offset per extra group tells them apart (the
+    first group is the model's own queries, unchanged)."""
+
+    def __init__(self, num_groups: int, hidden_dim: int):
+        super().__init__()
+        if num_groups < 2:
+            raise ValueError(f"Group DETR needs at least 2 groups, got {num_groups}")
+        self.num_groups = num_groups
+        self.offsets = nn.Embedding(num_groups - 1, hidden_dim)
+
+    def expand(self, content: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """content [B, Q, C], boxes [B, Q, 4] -> all groups' [B, G*Q, ...], group-major."""
+        extra = content[:, None] + self.offsets.weight[None, :, None, :].to(content.dtype)
+        content = torch.cat([content[:, None], extra], 1).flatten(1, 2)
+        return content, boxes.repeat(1, self.num_groups, 1)
+
+    def self_attention_mask(self, queries: int, device: torch.device) -> Tensor:
+        """Bool [G*Q, G*Q], True where a query may not attend (another group)."""
+        group = torch.arange(self.num_groups * queries, device=device) // queries
+        return group[:, None] != group[None, :]
+
+    def fold(self, x: Tensor) -> Tensor:
+        """[L, B, G*Q, ...] -> [L, G*B, Q, ...]: item ``g * B + b`` is group g on image b."""
+        layers, batch, total = x.shape[:3]
+        x = x.view(layers, batch, self.num_groups, total // self.num_groups, *x.shape[3:]).transpose(1, 2)
+        return x.flatten(1, 2)
+
+    def expand_targets(self, targets: list[dict]) -> list[dict]:
+        return targets * self.num_groups

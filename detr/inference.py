@@ -12,16 +12,16 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import CheckpointError, load_model_file
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .data import pad_images
-from .engine import autocast
 from .images import ImageLike, to_rgb_tensor
-from .model import DETR, build_model_from_config
+from .model import build_model_from_config
 from .postprocess import postprocess
+from .precision import autocast, prepare_images, prepare_model, resolve_precision
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Detections:
 class Detector:
     def __init__(
         self,
-        model: DETR,
+        model: nn.Module,
         labels: Sequence[str],
         *,
         threshold: float = 0.5,
@@ -55,13 +55,15 @@ class Detector:
         max_size: int = 1333,
         device: str | torch.device | None = None,
         metrics: dict | None = None,
+        precision: str = "auto",
     ):
         if len(labels) != model.config.num_classes:
             raise ValueError(
                 f"The parameter 'labels' expected {model.config.num_classes} names but got {len(labels)} instead."
             )
         self.device = torch.device(device) if device is not None else _default_device()
-        self.model = model.eval().to(self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare_model(model.eval().to(self.device), self.precision)
         self.labels = list(labels)
         self.threshold = float(threshold)
         self.image_size = image_size
@@ -74,7 +76,9 @@ class Detector:
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1) * 255
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str | torch.device | None = None) -> "Detector":
+    def from_file(
+        cls, path: str | Path, device: str | torch.device | None = None, precision: str = "auto"
+    ) -> "Detector":
         data = load_model_file(path)
         config = ModelConfig.from_dict(data["model_config"])
         model = build_model_from_config(config, train_backbone=False)
@@ -93,6 +97,7 @@ class Detector:
             max_size=data.get("max_size", 1333),
             device=device,
             metrics=data.get("metrics"),
+            precision=precision,
         )
 
     def preprocess(self, image: ImageLike) -> Tensor:
@@ -124,7 +129,8 @@ class Detector:
             tensors.append(self.preprocess(rgb))
         # A single image needs no padding mask, which lets attention skip masking altogether.
         batch, mask = (tensors[0][None], None) if len(tensors) == 1 else pad_images(tensors)
-        with autocast(self.device, True):
+        batch = prepare_images(batch, self.precision)
+        with autocast(self.device, self.precision):
             outputs = self.model(batch, mask)
         return self.postprocess(outputs, sizes, threshold)
 

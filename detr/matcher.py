@@ -65,7 +65,7 @@ class HungarianMatcher:
         if t_max == 0:
             return logits.new_zeros(num_layers, batch, queries, 0)
         tgt_labels = logits.new_zeros(batch, t_max, dtype=torch.long)
-        tgt_boxes = logits.new_tensor(_PAD_BOX).repeat(batch, t_max, 1)
+        tgt_boxes = torch.tensor(_PAD_BOX, device=logits.device).repeat(batch, t_max, 1)
         for i, t in enumerate(targets):
             tgt_labels[i, : counts[i]] = t["labels"]
             tgt_boxes[i, : counts[i]] = t["boxes"].to(tgt_boxes.dtype)

@@ -10,27 +10,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone, Joiner
 from .config import ModelConfig
+from .fast_detr import FastDETR
+from .layers import MLP
 from .position_encoding import PositionEmbeddingSine
+from .precision import full_precision
 from .transformer import Transformer
-
-
-class MLP(nn.Module):
-    """A stack of Linear layers with ReLU between them (``bbox_embed.layers.{0,1,2}``)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
-        return x
 
 
 class DETR(nn.Module):
@@ -84,8 +72,9 @@ class DETR(nn.Module):
         """Class logits and boxes for the last decoder layer (and earlier ones when ``with_aux``)."""
         if not with_aux:
             hs = hs[-1:]
-        logits = self.class_embed(hs)
-        boxes = self.bbox_embed(hs).sigmoid()
+        with full_precision(hs.device):
+            logits = self.class_embed(hs.float())
+            boxes = self.bbox_embed(hs.float()).sigmoid()
         out: dict = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if with_aux:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
@@ -131,7 +120,10 @@ def build_model(
     return build_model_from_config(config, train_backbone=train_backbone)
 
 
-def build_model_from_config(config: ModelConfig, *, train_backbone: bool = True) -> DETR:
+def build_model_from_config(config: ModelConfig, *, train_backbone: bool = True) -> nn.Module:
+    """The model ``config.architecture`` names: ``DETR`` or ``FastDETR``."""
+    if config.architecture == "fast":
+        return FastDETR(config, train_backbone=train_backbone)
     resnet = Backbone(config.backbone, dilation=config.dilation, norm=config.backbone_norm, train=train_backbone)
     joiner = Joiner(resnet, PositionEmbeddingSine(config.hidden_dim // 2))
     transformer = Transformer(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import CheckpointError, fetch_weights, load_detr_weights, safe_load, save_model_file
+from .checkpoint import MODEL_FORMAT, CheckpointError, fetch_weights, load_detr_weights, safe_load, save_model_file
 from .model import build_model
 
 # fmt: off
@@ -54,6 +54,12 @@ def import_checkpoint(
     ``dilation`` (DC5) cannot be, so pass it for the DC5 checkpoints."""
     path = fetch_weights(source)
     data = safe_load(path, "DETR checkpoint")
+    if isinstance(data, dict) and data.get("format") == MODEL_FORMAT:
+        architecture = data.get("model_config", {}).get("architecture", "detr")
+        raise CheckpointError(
+            f"{path}: already a cvat-detr model file (architecture {architecture!r}); serve, evaluate or "
+            "fine-tune it as it is, no import needed"
+        )
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or "class_embed.weight" not in state:
         raise CheckpointError(f"{path}: not a DETR checkpoint (no 'model' weights with a class head)")

@@ -139,7 +139,7 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = DEFAULT
     out = Path(out)
     if out.is_dir():
         raise OnnxExportError(f"{out}: is a folder; pass a file name such as {out / 'model.onnx'}")
-    detector = Detector.from_file(model_path, device="cpu")
+    detector = Detector.from_file(model_path, device="cpu", precision="fp32")
     metadata = onnx_metadata(detector)
     logger.info("Exporting %s to ONNX (opset %d)", model_path, opset)
     graph = _InferenceGraph(detector.model)
@@ -191,7 +191,7 @@ def check_onnx(
     require_onnx(runtime=True)
     import onnxruntime
 
-    detector = Detector.from_file(model_path, device="cpu")
+    detector = Detector.from_file(model_path, device="cpu", precision="fp32")
     image = np.random.default_rng(seed).integers(0, 256, (*image_hw, 3), dtype=np.uint8)
     images = detector.preprocess(image)[None]
     with torch.inference_mode():

@@ -37,3 +37,15 @@ class PositionEmbeddingSine(nn.Module):
         pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
         pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2).to(dtype)
+
+
+def box_sine_embedding(boxes: Tensor, num_feats: int = 32, temperature: float = 10000.0) -> Tensor:
+    """Sine/cosine encoding of normalised boxes [..., 4] (cx, cy, w, h) -> [..., 4 * num_feats].
+
+    The decoder's query positions and DN-DETR's noised boxes are embedded through this (Conditional
+    DETR, DAB-DETR): each coordinate gets ``num_feats // 2`` frequencies of sine and cosine.
+    """
+    dim_t = torch.arange(num_feats // 2, dtype=torch.float32, device=boxes.device)
+    inverse_freqs = 2 * math.pi / temperature ** (2 * dim_t / num_feats)
+    angles = boxes.float()[..., None] * inverse_freqs
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)

@@ -6,8 +6,11 @@ needs them all, and thresholds belong to the ``Detector``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+from torchvision.ops import batched_nms
 
 from .box_ops import cxcywh_to_xyxy, scale_boxes
 
@@ -30,3 +33,24 @@ def class_probabilities(logits: Tensor, classifier: str) -> Tensor:
     if classifier == "sigmoid":
         return logits.float().sigmoid()
     return logits.float().softmax(-1)[..., :-1]
+
+
+#: The dense head's own detections (for its AP beside the decoder's): IoU of NMS and boxes kept per image.
+DENSE_NMS_IOU = 0.6
+DENSE_MAX_DETECTIONS = 100
+_DENSE_CANDIDATES = 1000
+
+
+@torch.no_grad()
+def dense_postprocess(dense: Any, valid_ratio: Tensor, target_sizes: Tensor) -> list[dict[str, Tensor]]:
+    """The fast architecture's dense head as a detector of its own: per image, the best-scoring
+    cells after class-wise NMS, at most ``DENSE_MAX_DETECTIONS``, as ``postprocess`` returns them."""
+    prob = dense.logits.float().sigmoid()
+    boxes = scale_boxes(cxcywh_to_xyxy(dense.boxes.float() / valid_ratio.repeat(1, 2)[:, None]), target_sizes)
+    results = []
+    for p, b, padding in zip(prob, boxes, dense.padding):
+        scores, labels = p.masked_fill(padding[:, None], 0).max(-1)
+        top = scores.topk(min(_DENSE_CANDIDATES, len(scores))).indices
+        keep = batched_nms(b[top], scores[top], labels[top], DENSE_NMS_IOU)[:DENSE_MAX_DETECTIONS]
+        results.append({"scores": scores[top][keep], "labels": labels[top][keep], "boxes": b[top][keep]})
+    return results

@@ -31,19 +31,18 @@ from .checkpoint import (
     load_backbone_weights,
     load_detr_weights,
     load_model_file,
+    model_config_of,
     safe_load,
     save_model_file,
 )
 from .config import ConfigError, ModelConfig, TrainConfig
-from .criterion import SetCriterion
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
-from .denoising import DenoisingQueries
 from .distributed import Distributed, setup_distributed
-from .engine import TrainingForward, predict, train_step
-from .evaluate import DEFAULT_THRESHOLD, EvalResult, evaluate_predictions
-from .groups import QueryGroups
-from .matcher import HungarianMatcher
-from .model import DETR, build_model_from_config
+from .engine import predict, predict_heads, train_step
+from .evaluate import DEFAULT_THRESHOLD, EvalResult, coco_map, evaluate_predictions
+from .model import build_model_from_config
+from .objectives import build_objective
+from .precision import prepare_model, resolve_precision
 from .report import write_report
 from .transforms import eval_transforms, train_transforms
 
@@ -128,6 +127,8 @@ def fit(
                 "--pretrained/--backbone-weights cannot be combined with --resume: the checkpoint has the weights"
             )
     train_config = train_config or TrainConfig()
+    if model_config is None and pretrained:
+        model_config = model_config_of(pretrained)  # one of our model files keeps its architecture
     if pretrained and backbone_weights:
         raise TrainingError(
             "pass either --pretrained (a whole DETR) or --backbone-weights (an ImageNet ResNet), not both"
@@ -187,10 +188,18 @@ def fit(
 class _EpochBatches(Sampler[list[int]]):
     """Shuffled batches drawn from (seed, epoch) alone, so a resumed run replays the same order;
     ``start`` skips the batches an interrupted epoch already trained on. With several processes
-    each takes its slice of every global batch."""
+    each takes its slice of every global batch.
 
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
+    Landscape and portrait images are batched apart where they can be (torchvision's and
+    Detectron2's aspect-ratio grouping): a batch is padded to its largest height and width, so
+    mixing them would nearly double the pixels to compute. Images left over in each group fill
+    mixed batches, so every epoch still has ``size // batch_size`` batches."""
+
+    def __init__(
+        self, landscape: list[bool], batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ):
+        self.landscape, self.batch_size, self.seed = landscape, batch_size, seed
+        self.size = len(landscape)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
@@ -201,10 +210,19 @@ class _EpochBatches(Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.size, generator=g).tolist()
         n = max(1, self.size // self.batch_size)  # drop the last partial batch, as the reference does
+        batches, leftovers = [], []
+        for wide in (True, False):
+            group = [i for i in order if self.landscape[i] == wide]
+            full = len(group) // self.batch_size * self.batch_size
+            batches += [group[b : b + self.batch_size] for b in range(0, full, self.batch_size)]
+            leftovers += group[full:]
+        batches += [leftovers[b : b + self.batch_size] for b in range(0, len(leftovers), self.batch_size)]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        batches = [batch for batch in batches if len(batch) == self.batch_size] or [order]
         share = self.batch_size // self.world_size
         for b in range(self.start, n):
-            first = b * self.batch_size + self.rank * share
-            yield order[first : first + share]
+            batch = batches[b % len(batches)]
+            yield batch[self.rank * share : (self.rank + 1) * share]
 
 
 class _AugmentedDataset(DetectionDataset):
@@ -224,7 +242,7 @@ class _AugmentedDataset(DetectionDataset):
 class _Loop:
     def __init__(
         self,
-        model: DETR,
+        model: nn.Module,
         data: DetectionData,
         cfg: TrainConfig,
         device: torch.device,
@@ -236,21 +254,11 @@ class _Loop:
         self.model, self.data, self.cfg, self.device, self.out = model, data, cfg, device, out
         self.callbacks, self.should_stop = list(callbacks), should_stop or (lambda: False)
         self.dist = dist_info
-        focal = (cfg.focal_alpha, cfg.focal_gamma) if model.config.classifier == "sigmoid" else None
-        self.criterion = SetCriterion(
-            model.config.num_classes,
-            HungarianMatcher(cfg.set_cost_class, cfg.set_cost_bbox, cfg.set_cost_giou, focal=focal),
-            eos_coef=cfg.eos_coef,
-            ce_loss_coef=cfg.ce_loss_coef,
-            bbox_loss_coef=cfg.bbox_loss_coef,
-            giou_loss_coef=cfg.giou_loss_coef,
-            focal=focal,
-        ).to(device)
-        self.groups = (
-            QueryGroups(cfg.query_groups, model.num_queries, model.config.hidden_dim).to(device)
-            if cfg.query_groups > 1
-            else None
-        )
+        self.precision = resolve_precision(cfg.precision, device)
+        logger.info("Training in %s on %s", self.precision, device)
+        prepare_model(model, self.precision)
+        self.objective = build_objective(model, cfg)
+        self.extras = {name: module.to(device) for name, module in self.objective.extras.items() if module is not None}
         self.train_set = _AugmentedDataset(
             data.train,
             train_transforms(
@@ -260,13 +268,9 @@ class _Loop:
         )
         world = dist_info.world_size
         batch_size = max(world, min(cfg.batch_size, len(data.train) // world * world))
-        self.batches = _EpochBatches(len(data.train), batch_size, cfg.seed, dist_info.rank, world)
-        self.denoising = (
-            DenoisingQueries(cfg.denoising_groups, model.config.num_classes, model.config.hidden_dim).to(device)
-            if cfg.denoising_groups > 0
-            else None
-        )
-        self.forward = TrainingForward(model, self.groups, self.denoising)
+        landscape = [r.width >= r.height for r in data.train]
+        self.batches = _EpochBatches(landscape, batch_size, cfg.seed, dist_info.rank, world)
+        self.forward = self.objective.forward
         self.train_forward: nn.Module = self.forward
         if dist_info.enabled:
             self.train_forward = DistributedDataParallel(
@@ -284,8 +288,9 @@ class _Loop:
             pin_memory=pin,
             generator=self.loader_rng,
         )
+        by_shape = sorted(data.val, key=lambda r: r.width / r.height)  # little padding in each batch
         self.val_loader = DataLoader(
-            DetectionDataset(data.val, eval_transforms(cfg.image_size, cfg.max_size)),
+            DetectionDataset(by_shape, eval_transforms(cfg.image_size, cfg.max_size)),
             batch_size=cfg.batch_size,
             collate_fn=collate,
             num_workers=cfg.num_workers,
@@ -294,7 +299,7 @@ class _Loop:
         )
         self.steps_per_epoch = max(1, len(data.train) // self.batches.batch_size)
         self.optimizer = torch.optim.AdamW(
-            self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+            self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cuda", "cpu")
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.ema = (
@@ -311,9 +316,8 @@ class _Loop:
     def _param_groups(self) -> list[dict]:
         backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
         rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-        for extra in (self.groups, self.denoising):
-            if extra is not None:
-                rest += list(extra.parameters())
+        for extra in self.extras.values():
+            rest += list(extra.parameters())
         groups = [{"params": rest, "lr": self.cfg.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": self.cfg.lr_backbone})
@@ -338,10 +342,9 @@ class _Loop:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.load_state_dict(ckpt["ema"])
-        if self.groups is not None and ckpt.get("query_groups") is not None:
-            self.groups.load_state_dict(ckpt["query_groups"])
-        if self.denoising is not None and ckpt.get("denoising") is not None:
-            self.denoising.load_state_dict(ckpt["denoising"])
+        for name, extra in self.extras.items():
+            if ckpt.get(name) is not None:
+                extra.load_state_dict(ckpt[name])
         self.epoch, self.start_step = ckpt["epoch"], ckpt["step"]
         self.best_ap, self.best_metrics = ckpt["best_ap"], ckpt["best_metrics"]
         self.evals_since_best = ckpt["evals_since_best"]
@@ -384,13 +387,12 @@ class _Loop:
                 return None
             result = train_step(
                 self.train_forward,
-                self.criterion,
+                self.objective,
                 self.optimizer,
                 batch,
                 self.device,
                 clip_max_norm=self.cfg.clip_max_norm,
-                amp=self.cfg.amp,
-                expand_targets=self.forward.expand_targets,
+                precision=self.precision,
             )
             self.scheduler.step()
             self.steps_this_session += 1
@@ -432,8 +434,8 @@ class _Loop:
             self.dist.barrier()
             return
         if evaluate_now:
-            result = self.evaluate()
-            metrics = result.summary()
+            result, head_metrics = self.evaluate()
+            metrics = {**result.summary(), **head_metrics}
             ap = metrics.get("AP") or 0.0
             improved = ap > self.best_ap
             if improved:
@@ -456,9 +458,14 @@ class _Loop:
         self._emit("epoch_end", epoch=epoch_done - 1, step=self.steps_per_epoch, losses=losses, metrics=metrics)
         self.dist.barrier()
 
-    def evaluate(self) -> EvalResult:
-        predictions = predict(self._eval_model(), self.val_loader, self.device, amp=self.cfg.amp)
-        return evaluate_predictions(self.data.val, predictions, self.data.labels)
+    def evaluate(self) -> tuple[EvalResult, dict[str, float | None]]:
+        """The model's metrics on the validation images, and those of its other heads (``dense_AP50``...)."""
+        heads = predict_heads(self._eval_model(), self.val_loader, self.device, precision=self.precision)
+        extra: dict[str, float | None] = {}
+        if "dense" in heads:
+            dense, _, _ = coco_map(self.data.val, heads["dense"], len(self.data.labels))
+            extra = {"dense_AP": dense["AP"], "dense_AP50": dense["AP50"]}
+        return evaluate_predictions(self.data.val, heads["decoder"], self.data.labels), extra
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -481,7 +488,8 @@ class _Loop:
         if self.dist.is_main and not cancelled:
             best = build_model_from_config(self.model.config, train_backbone=False)
             best.load_state_dict(load_model_file(self.out / "model.pt")["state_dict"])
-            predictions = predict(best.to(self.device), self.val_loader, self.device, amp=self.cfg.amp)
+            best = prepare_model(best.to(self.device), self.precision)
+            predictions = predict(best, self.val_loader, self.device, precision=self.precision)
             result = evaluate_predictions(self.data.val, predictions, self.data.labels)
             write_report(
                 self.out / "report",
@@ -504,8 +512,7 @@ class _Loop:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "query_groups": self.groups.state_dict() if self.groups is not None else None,
-                "denoising": self.denoising.state_dict() if self.denoising is not None else None,
+                **{name: extra.state_dict() for name, extra in self.extras.items()},
                 "epoch": self.epoch,
                 "step": self.start_step,
                 "rng": _get_rng(),

@@ -139,7 +139,7 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     code, out, err = run(
         "train", "--task", str(task.id), "--local", *connection(fake_cvat, alice.token),
         "--model-preset", "tiny", "--epochs", "2", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
-        "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--no-amp",
+        "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--precision", "fp32",
     )
     assert code == cli.EXIT_OK, err
     home = tmp_path / "home"

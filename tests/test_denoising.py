@@ -8,10 +8,10 @@ from detr import fit
 from detr.config import TINY_MODEL
 from detr.criterion import SetCriterion
 from detr.denoising import DenoisingQueries
-from detr.engine import TrainingForward
 from detr.groups import QueryGroups
 from detr.matcher import HungarianMatcher
 from detr.model import build_model_from_config
+from detr.objectives import TrainingForward
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageOps
 
 from detr.checkpoint import CheckpointError, save_model_file
+from detr.config import FAST_MODEL
+from detr.model import build_model_from_config
 from serverless.detector import main
 from serverless.detector.images import decode_image
 from tests.fakes.models import constant_model
@@ -243,3 +245,18 @@ def test_init_context_needs_a_model(tmp_path, monkeypatch):
     monkeypatch.setenv("DETR_MODEL", str(tmp_path / "model.pt"))
     with pytest.raises(CheckpointError, match="damaged or not a PyTorch checkpoint"):
         Platform().call_handler(main.handler, make_event(body={}))
+
+
+def test_a_fast_architecture_model_serves_the_same_wire_format(tmp_path):
+    config = FAST_MODEL.replace(num_classes=2, hidden_dim=32, nheads=4, dim_feedforward=64, num_queries=10)
+    torch.manual_seed(0)
+    save_model_file(tmp_path / "fast.pt", build_model_from_config(config), labels=["cat", "dog"], threshold=0.5,
+                    metrics={}, image_size=64, max_size=96)
+    call = start_detector(str(tmp_path / "fast.pt"))
+    status, content_type, shapes = call({"image": encode(rgb(160, 90)), "threshold": 0.0})
+    assert status == 200 and content_type == "application/json" and len(shapes) == 10
+    for shape in shapes:
+        assert shape["type"] == "rectangle" and shape["label"] in ("cat", "dog")
+        assert 0 <= float(shape["confidence"]) <= 1
+        xtl, ytl, xbr, ybr = shape["points"]
+        assert 0 <= xtl <= xbr <= 160 and 0 <= ytl <= ybr <= 90

@@ -1,11 +1,16 @@
-"""Training really learns: it overfits a handful of images, and generalises to held-out ones."""
+"""Training really learns: the official architecture memorises a handful of images, and the default for
+a random-init start generalises to held-out ones and predicts boxes that follow the image."""
 
 import json
 import shutil
 
 import pytest
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
 
-from detr import fit
+from detr import Detector, fit
+from detr.data import load_detection_data
 from detr.recipes import plan_training
 from detr.synthetic import make_shapes_dataset
 
@@ -33,17 +38,42 @@ def test_overfits_a_handful_of_images(tmp_path, tiny_model, tiny_train):
     assert result.best_metrics["AP50"] >= 0.9
 
 
-@pytest.mark.slow
-def test_generalises_to_held_out_images(tmp_path, tiny_model):
-    """A fixed budget (9 epochs of 192 images, ~3 CPU minutes) lifts held-out AP50 far above an untrained
-    model's: untrained 0.001-0.003 on this data (3 seeds); measured trained 0.034-0.047 after 3-9 epochs.
-    The threshold keeps a 2x margin below that and stays 7x above the untrained model."""
-    data = make_shapes_dataset(tmp_path / "task.zip", num_images=240, classes=("square",), objects=(1, 2),
-                               image_size=(128, 192), object_size=(0.25, 0.5), seed=0)
-    plan = plan_training(
-        recipe="small-data", preset="tiny", num_train_images=192, model_overrides={"num_queries": 10},
-        train_overrides={"epochs": 9, "eval_every": 3, "batch_size": 8, "image_size": 160, "max_size": 256,
-                         "warmup_steps": 50, "num_workers": 0, "device": "cpu"},
-    )
+@pytest.fixture(scope="module")
+def trained_default(tmp_path_factory):
+    """The product's default for a random-init start on a small task (the fast architecture, small-data
+    recipe), trained for 10 epochs on 192 generated images (~2 CPU minutes), and its held-out images."""
+    tmp_path = tmp_path_factory.mktemp("learning")
+    data = make_shapes_dataset(tmp_path / "task.zip", num_images=240, objects=(1, 3), image_size=(128, 192),
+                               object_size=(0.2, 0.5), seed=3)
+    plan = plan_training(num_train_images=192, train_overrides={
+        "epochs": 10, "eval_every": 5, "batch_size": 8, "image_size": 160, "max_size": 256, "num_workers": 0,
+        "device": "cpu"})
+    assert plan.model.architecture == "fast"
     result = fit(data, tmp_path / "run", model_config=plan.model, train_config=plan.train, val_fraction=0.2)
-    assert result.best_metrics["AP50"] >= 0.02
+    held_out = load_detection_data(data, val_fraction=0.2, seed=plan.train.seed, work_dir=tmp_path / "run" / "data").val
+    return result, held_out
+
+
+@pytest.mark.slow
+def test_the_default_learns_a_small_task_from_scratch(trained_default):
+    """Measured held-out AP50 after 10 epochs (~85 s in bf16): 0.87 in bf16, 0.87 in fp32, 0.89 with another
+    seed (dense head: 0.89, 0.85, 0.91); an untrained model scores about 0.002. The thresholds keep a margin
+    below the measurements."""
+    result, _ = trained_default
+    assert result.best_metrics["AP50"] >= 0.75
+    assert result.best_metrics["dense_AP50"] >= 0.75
+
+
+@pytest.mark.slow
+def test_predictions_follow_the_image_not_a_fixed_pattern(trained_default):
+    """DETR's mode collapse (the same boxes on every image, facebookresearch/detr#179) cannot pass:
+    different images get different boxes, and each image's best box lies on one of its objects."""
+    result, held_out = trained_default
+    detector = Detector.from_file(result.model_path, device="cpu")
+    first, second = held_out[0], held_out[1]
+    detections = detector.predict([Image.open(first.path), Image.open(second.path)], threshold=0.0)
+    for record, found in zip((first, second), detections):
+        best = torch.from_numpy(found.boxes[:1])
+        assert box_iou(best, torch.from_numpy(record.boxes)).max() > 0.5
+    top_a, top_b = (torch.from_numpy(d.boxes[:3]) for d in detections)
+    assert (top_a - top_b).abs().max() > 5.0  # pixels

@@ -6,7 +6,10 @@ import numpy as np
 import torch
 
 from detr import Detector, build_model
+from detr.checkpoint import save_model_file
 from detr.cli import main
+from detr.config import FAST_MODEL
+from detr.model import build_model_from_config
 from detr.official import COCO_CATEGORY_NAMES, COCO_LABELS
 
 
@@ -39,3 +42,11 @@ def test_import_checkpoint_refuses_a_label_list_of_the_wrong_length(tmp_path, ca
         == 1
     )
     assert "91 slots but 2 label names" in capsys.readouterr().err
+
+
+def test_import_checkpoint_says_a_model_file_of_ours_needs_no_import(tmp_path, capsys):
+    model = build_model_from_config(FAST_MODEL.replace(num_classes=2, hidden_dim=32, nheads=4, dim_feedforward=64))
+    save_model_file(tmp_path / "fast.pt", model, labels=["a", "b"], threshold=0.5, metrics={}, image_size=64,
+                    max_size=96)
+    assert main(["import-checkpoint", str(tmp_path / "fast.pt"), "--out", str(tmp_path / "m.pt")]) == 1
+    assert "already a cvat-detr model file (architecture 'fast')" in capsys.readouterr().err

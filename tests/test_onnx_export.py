@@ -79,7 +79,7 @@ def test_onnxruntime_matches_pytorch_at_several_image_sizes(exported, classifier
     model_path, onnx_path, _, _ = exported[classifier]
     session = _session(onnx_path)
     assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
-    model = Detector.from_file(model_path, device="cpu").model
+    model = Detector.from_file(model_path, device="cpu", precision="fp32").model
     torch.manual_seed(1)
     for shape in [(1, 3, 96, 128), (1, 3, 150, 70), (2, 3, 64, 96)]:
         images = torch.randn(shape)
@@ -114,7 +114,7 @@ def test_metadata_alone_postprocesses_onnx_outputs_into_the_detectors_detections
         k: v if k in ("format", "classifier") else json.loads(v)
         for k, v in session.get_modelmeta().custom_metadata_map.items()
     }
-    detector = Detector.from_file(model_path, device="cpu")
+    detector = Detector.from_file(model_path, device="cpu", precision="fp32")
     image = np.random.default_rng(3).integers(0, 256, (120, 200, 3), dtype=np.uint8)
     [det] = detector.predict(image, threshold=0.0)
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from detr import ModelConfig, TrainConfig
 from detr.config import ConfigError
-from detr.recipes import MODEL_PRESETS, RECIPES, check_settings, plan_training
+from detr.recipes import MODEL_PRESETS, RECIPES, check_settings, plan_training, resolve_preset
 from serverless.responses import RequestError, json_type
 
 #: Starting points: the official COCO checkpoint, an ImageNet backbone, random init, or the
@@ -51,13 +51,20 @@ class TrainingSetup:
     """The ModelConfig fields the options set explicitly (they override the preset's and the recipe's)."""
 
     @property
-    def backbone(self) -> str:
-        return self.model_options.get("backbone", MODEL_PRESETS[self.model_preset].backbone)
+    def start(self) -> str:
+        """What the starting weights give (``detr.recipes.STARTS``)."""
+        return {"scratch": "scratch", "imagenet": "imagenet"}.get(self.weights, "checkpoint")
 
-    def plan(self, *, num_train_images: int, pretrained: bool) -> tuple[ModelConfig, TrainConfig, str]:
-        """The model and training settings for a new run on this many images, and why (one line)."""
+    @property
+    def backbone(self) -> str:
+        preset = resolve_preset(self.model_preset, self.start)
+        return self.model_options.get("backbone", MODEL_PRESETS[preset].backbone)
+
+    def plan(self, *, num_train_images: int, base_model: ModelConfig | None) -> tuple[ModelConfig, TrainConfig, str]:
+        """The model and training settings for a new run on this many images, and why (one line);
+        ``base_model``: the configuration stored in the model file the run starts from, if one of ours."""
         plan = plan_training(recipe=self.recipe, preset=self.model_preset, num_train_images=num_train_images,
-                             pretrained=pretrained, model_overrides=self.model_options,
+                             start=self.start, base_model=base_model, model_overrides=self.model_options,
                              train_overrides=self.train_options)
         return plan.model, plan.train, plan.reason
 
@@ -101,9 +108,11 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
     recipe = options.get("recipe", "auto")
     if recipe not in RECIPES:
         raise RequestError(f"option 'recipe' must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    preset = options.get("model_preset", "detr-r50")
-    if preset not in MODEL_PRESETS:
-        raise RequestError(f"option 'model_preset' must be one of {', '.join(MODEL_PRESETS)}, got {preset!r}")
+    preset = options.get("model_preset", "auto")
+    if preset != "auto" and preset not in MODEL_PRESETS:
+        raise RequestError(
+            f"option 'model_preset' must be one of auto, {', '.join(MODEL_PRESETS)}, got {preset!r}"
+        )
     train = {key: value for key, value in options.items() if key in train_fields}
     train = _coerce(train, train_fields, prefix="option")
     model = options.get("model") or {}

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 from cvat_plugin.storage import copy_atomic
 from detr import FitResult, fit
 from detr.recipes import count_training_images
+from detr.recipes import starting_point as starting_point_kind
 from detr.train import read_run_config
 from serverless.responses import RequestError
 from serverless.trainer.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, utc_now
@@ -174,9 +175,9 @@ class JobRunner:
             return fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
                        should_stop=self._should_stop)
         start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, registry=self.registry)
+        _, base_model = starting_point_kind(start.pretrained, start.backbone_weights)
         model_config, train_config, reason = setup.plan(
-            num_train_images=count_training_images(dataset),
-            pretrained=bool(start.pretrained or start.backbone_weights),
+            num_train_images=count_training_images(dataset), base_model=base_model
         )
         logger.info("Job %s: %s", job.id, reason)
         self.store.update(job.id, recipe=reason)

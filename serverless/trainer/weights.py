@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from detr.config import DETR_R50_URL
-from detr.recipes import MODEL_PRESETS
+from detr.recipes import DEFAULT_PRESETS, MODEL_PRESETS
 from serverless.responses import RequestError
 from serverless.trainer.models import ModelRegistry
 from serverless.trainer.options import WEIGHTS
@@ -23,13 +23,15 @@ DEFAULT_WEIGHTS_DIR = "/opt/detr/weights"
 #: The official DETR-R50 COCO checkpoint, under its published file name.
 COCO_FILE = Path(urlsplit(DETR_R50_URL).path).name
 
-#: torchvision's ImageNet ResNet weights (IMAGENET1K_V1, the ones DETR was trained from), by file
+#: torchvision's ImageNet weights (IMAGENET1K_V1, the ones DETR was trained from), by file
 #: name as published at https://download.pytorch.org/models/.
 IMAGENET_FILES = {
     "resnet18": "resnet18-f37072fd.pth",
     "resnet34": "resnet34-b627a593.pth",
     "resnet50": "resnet50-0676ba61.pth",
     "resnet101": "resnet101-63fe2227.pth",
+    "regnet_x_400mf": "regnet_x_400mf-adf1edd5.pth",
+    "regnet_x_800mf": "regnet_x_800mf-ad17e45c.pth",
 }
 
 
@@ -67,10 +69,11 @@ def starting_point(
 
 def available_weights() -> list[str]:
     """The choices of option ``weights`` this trainer can start from, in the order of ``WEIGHTS``:
-    ``coco`` and ``imagenet`` (for the default preset's ResNet-50) when their files are baked in; ``scratch``
+    ``coco`` and ``imagenet`` (for the ResNet-50 of the preset an ImageNet start picks) when their files
+    are baked in; ``scratch``
     always; ``previous`` always (it is checked per task when a job is submitted)."""
     have = {"coco": (weights_dir() / COCO_FILE).is_file(),
-            "imagenet": (weights_dir() / IMAGENET_FILES[MODEL_PRESETS["detr-r50"].backbone]).is_file()}
+            "imagenet": (weights_dir() / IMAGENET_FILES[MODEL_PRESETS[DEFAULT_PRESETS["imagenet"]].backbone]).is_file()}
     return [choice for choice in WEIGHTS if have.get(choice, True)]
 
 
