@@ -22,20 +22,39 @@ from .matcher import HungarianMatcher
 from .model import DETR
 
 
-class TrainingForward(nn.Module):
-    """DETR's training forward pass: the model, plus the training-only queries when enabled:
-    Group DETR's query groups and DN-DETR's denoising queries. Their outputs are under ``"denoising"``."""
+class _WithTrainingQueries(nn.Module):
+    """A model and its training-only queries, Group DETR's query groups and DN-DETR's denoising
+    queries, as one module (so DistributedDataParallel can wrap it). Without them it is the model's
+    own forward; with them the outputs of the model's own queries come first (group 0) and the
+    denoising ones under ``"denoising"``."""
 
-    def __init__(self, model: DETR, groups: QueryGroups | None = None, denoising: DenoisingQueries | None = None):
+    def __init__(self, model: nn.Module, groups: nn.Module | None, denoising: DenoisingQueries | None):
         super().__init__()
         self.model = model
         self.groups = groups
         self.denoising = denoising
 
     def forward(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
-        model = self.model
         if self.groups is None and self.denoising is None:
-            return model(images, mask)
+            return self.model(images, mask)
+        return self.forward_with_queries(images, mask, targets)
+
+    def forward_with_queries(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def expand_targets(self, targets: list[dict]) -> list[dict]:
+        """The targets of every query group, group-major, as the outputs fold the groups into the batch."""
+        return targets if self.groups is None else self.groups.expand_targets(targets)
+
+
+class TrainingForward(_WithTrainingQueries):
+    """DETR's training forward pass."""
+
+    def __init__(self, model: DETR, groups: QueryGroups | None = None, denoising: DenoisingQueries | None = None):
+        super().__init__(model, groups, denoising)
+
+    def forward_with_queries(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
+        model = self.model
         queries = self.groups.queries(model) if self.groups is not None else model.query_embed.weight
         matching_mask = self.groups.self_attention_mask(images.device) if self.groups is not None else None
         matching = queries.shape[0]
@@ -51,9 +70,6 @@ class TrainingForward(nn.Module):
         out = self.groups.outputs(model, own) if self.groups is not None else model.heads(own, with_aux=model.aux_loss)
         out["denoising"] = (self.denoising.outputs(model, hs[:, :, matching:], noisy), noisy.targets, noisy.indices)
         return out
-
-    def expand_targets(self, targets: list[dict]) -> list[dict]:
-        return targets if self.groups is None else self.groups.expand_targets(targets)
 
 
 class DetrObjective:
@@ -84,22 +100,17 @@ class DetrObjective:
         return losses, weights
 
 
-class FastTrainingForward(nn.Module):
+class FastTrainingForward(_WithTrainingQueries):
     """The fast architecture's training forward pass: query groups and denoising queries join
-    the decoder when enabled, masked so that the model's own queries never see them."""
+    the decoder, masked so that the model's own queries never see them."""
 
     def __init__(
         self, model: FastDETR, groups: SelectedQueryGroups | None = None, denoising: DenoisingQueries | None = None
     ):
-        super().__init__()
-        self.model = model
-        self.groups = groups
-        self.denoising = denoising
+        super().__init__(model, groups, denoising)
 
-    def forward(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
+    def forward_with_queries(self, images: Tensor, mask: Tensor, targets: list[dict]) -> dict:
         model = self.model
-        if self.groups is None and self.denoising is None:
-            return model(images, mask)
         encoded = model.encode(images, mask)
         content, boxes = model.select_queries(encoded)
         group_mask = None
@@ -130,9 +141,6 @@ class FastTrainingForward(nn.Module):
             noisy_out = set_outputs(folded[0], folded[1], ratio, with_aux=model.aux_loss)
             out["denoising"] = (noisy_out, noisy.targets, noisy.indices)
         return out
-
-    def expand_targets(self, targets: list[dict]) -> list[dict]:
-        return targets if self.groups is None else self.groups.expand_targets(targets)
 
 
 class FastObjective:
