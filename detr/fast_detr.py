@@ -141,8 +141,8 @@ class FastDETR(nn.Module):
         return Encoded(tokens, dense, valid_ratio, padding, token_pos)
 
     def select_queries(self, encoded: Encoded) -> tuple[Tensor, Tensor]:
-        """The decoder's queries: the best cell of each 3x3 neighbourhood, top ``num_queries`` by
-        the dense head's class score. Returns content [B, Q, C] and reference boxes [B, Q, 4]
+        """The decoder's queries: the best cells of their 3x3 neighbourhoods, top ``num_queries`` by
+        the dense head's class score (then other cells, when there are fewer peaks than queries). Returns content [B, Q, C] and reference boxes [B, Q, 4]
         (canvas-normalised, no gradient: each decoder layer refines them). Without ``two_stage``:
         the learnt queries and reference boxes, the same for every image."""
         if not self.config.two_stage:
@@ -156,8 +156,9 @@ class FastDETR(nn.Module):
             level = scores[:, start : start + h * w].view(-1, 1, h, w)
             peaks.append((level == F.max_pool2d(level, 3, 1, 1)).flatten(1))
             start += h * w
-        keep = torch.cat(peaks, 1) & ~dense.padding
-        scores = scores.masked_fill(~keep, float("-inf"))
+        # Peaks first, then (small images have fewer peaks than queries) the other cells by score;
+        # padding never. Scores are probabilities' logits, so 1e4 orders every peak first.
+        scores = torch.where(torch.cat(peaks, 1), scores, scores - 1e4).masked_fill(dense.padding, float("-inf"))
         index = scores.topk(min(self.num_queries, scores.shape[1]), dim=1).indices
         boxes = dense.boxes.detach().gather(1, index[..., None].expand(-1, -1, 4))
         tokens = encoded.tokens.gather(1, index[..., None].expand(-1, -1, encoded.tokens.shape[-1]))

@@ -6,7 +6,7 @@ The architecture follows the starting point:
   the only one it loads into;
 - random init or an ImageNet backbone starts the ``fast`` architecture (``detr.fast_detr``),
   which converges in minutes where the official one learns almost nothing from a few hundred
-  images (``bench/convergence.py``);
+  images (``bench/convergence.py``: held-out AP50 0.86 against 0.00 after 10 CPU minutes);
 - one of our own model files starts the architecture it holds.
 
 ``default`` is each architecture's recipe for large datasets (the official DETR recipe for
@@ -14,7 +14,8 @@ The architecture follows the starting point:
 measured better on such data (``bench/convergence.py``): warm-up and a cosine schedule, one
 fixed input scale and no random crops (at a few thousand steps the model underfits, and
 multi-scale training only slows it down), and for random init a backbone that learns as fast
-as the rest with trainable batch norm. ``auto`` picks ``small-data`` below
+as the rest with trainable batch norm. From random init the fast architecture trains at lr 1e-3
+(5e-4 reached AP50 0.45 instead of 0.60 after two epochs) with a short warm-up. ``auto`` picks ``small-data`` below
 ``SMALL_DATA_IMAGES`` training images. Settings passed explicitly always win over a recipe's.
 """
 

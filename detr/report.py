@@ -60,6 +60,7 @@ def plot_curves(metrics_path: str | Path, target: Path) -> Path:
         ("train_loss_ce", "class"),
         ("train_loss_bbox", "L1"),
         ("train_loss_giou", "GIoU"),
+        ("train_loss_dense_cls", "dense class"),
     ):
         if any(key in r for r in rows):
             ax_loss.plot(epochs, [r.get(key, np.nan) for r in rows], label=name)
@@ -67,8 +68,11 @@ def plot_curves(metrics_path: str | Path, target: Path) -> Path:
     if ax_loss.lines:
         ax_loss.legend()
     evaluated = [r for r in rows if "AP" in r]
-    for key in ("AP", "AP50", "AP75"):
-        ax_map.plot([r["epoch"] for r in evaluated], [r.get(key) or 0.0 for r in evaluated], marker="o", label=key)
+    for key in ("AP", "AP50", "AP75", "dense_AP50"):
+        if key.startswith("dense") and not any(key in r for r in evaluated):
+            continue  # only the fast architecture has a dense head
+        label = "AP50 dense head (NMS)" if key == "dense_AP50" else key
+        ax_map.plot([r["epoch"] for r in evaluated], [r.get(key) or 0.0 for r in evaluated], marker="o", label=label)
     ax_map.set(title="Validation mAP", xlabel="epoch", ylim=(0, 1))
     ax_map.legend()
     return _save(fig, target)

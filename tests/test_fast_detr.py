@@ -5,15 +5,16 @@ import pytest
 import torch
 import torchvision
 
-from detr import Detector
+from detr import Detector, fit
 from detr.assigner import DenseCriterion
 from detr.checkpoint import CheckpointError, load_backbone_weights, load_model_file, save_model_file
-from detr.config import FAST_MODEL, ConfigError, ModelConfig, TrainConfig
+from detr.config import FAST_MODEL, TINY_MODEL, ConfigError, ModelConfig, TrainConfig
 from detr.deformable import MSDeformableAttention
 from detr.dense_head import DenseOutputs
 from detr.fast_detr import FastDETR, set_outputs
 from detr.model import build_model_from_config
 from detr.objectives import build_objective
+from detr.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -222,3 +223,16 @@ def test_every_variant_of_the_ablation_trains_and_predicts(model_options, train_
     with torch.no_grad():
         out = model.eval()(images, mask)
     assert out["pred_boxes"].shape == (2, 12, 4) and torch.isfinite(out["pred_logits"]).all()
+
+
+def test_a_fast_model_file_fine_tunes_on_other_labels_keeping_its_architecture(shapes_zip, tmp_path, tiny_train):
+    first = fit(shapes_zip, tmp_path / "first", model_config=SMALL, train_config=tiny_train)
+    other = make_shapes_dataset(tmp_path / "other.zip", num_images=12, classes=("cross", "diamond"),
+                                image_size=(96, 128), seed=5)
+    second = fit(other, tmp_path / "second", train_config=tiny_train, pretrained=str(first.model_path))
+    config = load_model_file(second.model_path)["model_config"]
+    assert config["architecture"] == "fast" and config["num_classes"] == 2
+    assert config["hidden_dim"] == SMALL.hidden_dim
+    with pytest.raises(CheckpointError, match="architecture 'fast'.*'detr'"):
+        fit(other, tmp_path / "third", model_config=TINY_MODEL, train_config=tiny_train,
+            pretrained=str(first.model_path))

@@ -15,21 +15,25 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from detr import Detector
 from detr.checkpoint import save_model_file
 from detr.cli import main
-from detr.config import TINY_MODEL
+from detr.config import FAST_MODEL, TINY_MODEL
 from detr.model import build_model_from_config
 from detr.onnx_export import OnnxExportError, check_onnx
 
 LABELS = ["cat", "dog", "bird"]
 #: softmax with trainable batch norm (the tiny model as trained from scratch) and sigmoid with
 #: frozen batch norm, which the backbone folds into its convolutions at forward time.
-VARIANTS = {"softmax": "batch", "sigmoid": "frozen"}
+#: The fast architecture (sigmoid, trainable norms, deformable attention) as well.
+VARIANTS = {
+    "softmax": TINY_MODEL.replace(classifier="softmax", backbone_norm="batch"),
+    "sigmoid": TINY_MODEL.replace(classifier="sigmoid", backbone_norm="frozen"),
+    "fast": FAST_MODEL.replace(hidden_dim=32, nheads=4, dim_feedforward=64, num_queries=TINY_MODEL.num_queries),
+}
 
 
-def _model_file(path, classifier, *, seed=0):
+def _model_file(path, variant, *, seed=0):
     """A tiny model file whose norms and class head are random, so folding and scores are not trivial."""
     torch.manual_seed(seed)
-    config = TINY_MODEL.replace(num_classes=len(LABELS), classifier=classifier, backbone_norm=VARIANTS[classifier])
-    model = build_model_from_config(config)
+    model = build_model_from_config(VARIANTS[variant].replace(num_classes=len(LABELS)))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
@@ -37,7 +41,8 @@ def _model_file(path, classifier, *, seed=0):
                 m.bias.normal_(0, 0.1)
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-        model.class_embed.bias.normal_(0, 1)
+        for head in model.class_embed if isinstance(model.class_embed, nn.ModuleList) else [model.class_embed]:
+            head.bias.normal_(0, 1)
     save_model_file(path, model, labels=LABELS, threshold=0.3, metrics={}, image_size=96, max_size=160)
     return path
 
@@ -49,13 +54,13 @@ def exported(tmp_path_factory):
     pytest.importorskip("onnxscript")
     folder = tmp_path_factory.mktemp("onnx")
     runs = {}
-    for classifier in VARIANTS:
-        model_path = _model_file(folder / f"{classifier}.pt", classifier)
-        onnx_path = folder / classifier / "model.onnx"
+    for variant in VARIANTS:
+        model_path = _model_file(folder / f"{variant}.pt", variant)
+        onnx_path = folder / variant / "model.onnx"
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             code = main(["export-onnx", "--model", str(model_path), "--out", str(onnx_path), "--check"])
-        runs[classifier] = (model_path, onnx_path, code, stdout.getvalue())
+        runs[variant] = (model_path, onnx_path, code, stdout.getvalue())
     return runs
 
 
@@ -66,17 +71,17 @@ def _session(path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("classifier", VARIANTS)
-def test_cli_exports_and_its_check_passes(exported, classifier):
-    _, onnx_path, code, out = exported[classifier]
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cli_exports_and_its_check_passes(exported, variant):
+    _, onnx_path, code, out = exported[variant]
     assert code == 0, out
     assert onnx_path.is_file() and onnx_path.with_name("model.onnx.json").is_file()
     assert "opset 18" in out and "max |onnxruntime - pytorch| scores" in out
 
 
-@pytest.mark.parametrize("classifier", VARIANTS)
-def test_onnxruntime_matches_pytorch_at_several_image_sizes(exported, classifier):
-    model_path, onnx_path, _, _ = exported[classifier]
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_onnxruntime_matches_pytorch_at_several_image_sizes(exported, variant):
+    model_path, onnx_path, _, _ = exported[variant]
     session = _session(onnx_path)
     assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
     model = Detector.from_file(model_path, device="cpu", precision="fp32").model
@@ -86,29 +91,29 @@ def test_onnxruntime_matches_pytorch_at_several_image_sizes(exported, classifier
         with torch.inference_mode():
             expected = model(images)
         logits, boxes = session.run(["pred_logits", "pred_boxes"], {"images": images.numpy()})
-        width = len(LABELS) + (1 if classifier == "softmax" else 0)
+        width = len(LABELS) + (1 if VARIANTS[variant].classifier == "softmax" else 0)
         assert logits.shape == (shape[0], TINY_MODEL.num_queries, width)
         torch.testing.assert_close(torch.from_numpy(logits), expected["pred_logits"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(torch.from_numpy(boxes), expected["pred_boxes"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("classifier", VARIANTS)
-def test_metadata_is_in_the_graph_and_the_sidecar(exported, classifier):
-    _, onnx_path, _, _ = exported[classifier]
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_metadata_is_in_the_graph_and_the_sidecar(exported, variant):
+    _, onnx_path, _, _ = exported[variant]
     props = _session(onnx_path).get_modelmeta().custom_metadata_map
     sidecar = json.loads(onnx_path.with_name("model.onnx.json").read_text())
     assert props["format"] == sidecar["format"] == "cvat-detr/onnx"
-    assert props["classifier"] == sidecar["classifier"] == classifier
+    assert props["classifier"] == sidecar["classifier"] == VARIANTS[variant].classifier
     assert json.loads(props["labels"]) == sidecar["labels"] == LABELS
     assert json.loads(props["threshold"]) == sidecar["threshold"] == pytest.approx(0.3)
     assert (json.loads(props["image_size"]), json.loads(props["max_size"])) == (96, 160)
     assert json.loads(props["mean"]) == sidecar["mean"] and len(sidecar["std"]) == 3
 
 
-@pytest.mark.parametrize("classifier", VARIANTS)
-def test_metadata_alone_postprocesses_onnx_outputs_into_the_detectors_detections(exported, classifier):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_metadata_alone_postprocesses_onnx_outputs_into_the_detectors_detections(exported, variant):
     """The documented postprocessing, in numpy from the metadata, gives ``Detector.predict``'s boxes."""
-    model_path, onnx_path, _, _ = exported[classifier]
+    model_path, onnx_path, _, _ = exported[variant]
     session = _session(onnx_path)
     meta = {
         k: v if k in ("format", "classifier") else json.loads(v)

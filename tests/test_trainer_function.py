@@ -12,6 +12,7 @@ import torch
 from detr.config import TINY_MODEL
 from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
+from serverless.trainer.options import training_setup
 from serverless.trainer.weights import COCO_FILE, IMAGENET_FILES, available_weights
 from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
 
@@ -335,3 +336,16 @@ def test_a_job_that_cannot_train_fails_with_the_engines_message(trainer, home):
     assert done["state"] == "failed" and done["finished"] and done["model_id"] is None
     assert "broken" in done["error"] and "annotations" in done["error"]
     assert trainer.runner.alive, "the worker goes on with the next job"
+
+
+@pytest.mark.parametrize(
+    "weights, preset, architecture, backbone",
+    [("scratch", "fast", "fast", "resnet18"), ("imagenet", "fast-r50", "fast", "resnet50"),
+     ("coco", "detr-r50", "detr", "resnet50")],
+)
+def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weights, preset, architecture, backbone):
+    setup = training_setup({"weights": weights})
+    assert setup.backbone == backbone  # the ImageNet file a job needs follows the preset auto picks
+    model, train, reason = setup.plan(num_train_images=120, base_model=None)
+    assert model.architecture == architecture and model.backbone == backbone
+    assert f"model preset {preset}" in reason and "small-data recipe" in reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,11 +13,28 @@ UI_DIR = Path(__file__).resolve().parents[1] / "cvat_plugin" / "ui"
 
 
 def require_node_modules() -> None:
-    """Skips without npm; fails when npm is there but the plugin's packages were not installed."""
+    """Skips without npm; installs the plugin's packages (``npm ci``, once) when they are missing, and
+    skips, saying why, when that cannot be done (no registry)."""
     if shutil.which("npm") is None or shutil.which("node") is None:
         pytest.skip("npm and node are not installed; the UI plugin's tests need Node.js >= 20.19 with npm")
-    if not (UI_DIR / "node_modules" / ".package-lock.json").is_file():
-        pytest.fail(f"the UI plugin's packages are not installed: run `npm ci` in {UI_DIR} (.ci/run does)")
+    problem = _install_packages()
+    if problem:
+        pytest.skip(problem)
+
+
+@functools.cache
+def _install_packages() -> str:
+    """``npm ci`` in the plugin folder unless its packages are there; an empty string when they are."""
+    if (UI_DIR / "node_modules" / ".package-lock.json").is_file():
+        return ""
+    print(f"\nthe UI plugin's packages are not installed: running `npm ci` in {UI_DIR} (about a minute)")
+    try:
+        result = run(["npm", "ci", "--no-audit", "--no-fund"], timeout=900)
+    except subprocess.TimeoutExpired:
+        return f"`npm ci` in {UI_DIR} took over 15 minutes; run it by hand, then the UI tests again"
+    if result.returncode != 0:
+        return f"`npm ci` in {UI_DIR} failed (is the npm registry reachable?):\n{result.stdout[-2000:]}"
+    return ""
 
 
 def run(command: list[str], *, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

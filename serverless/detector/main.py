@@ -32,8 +32,8 @@ def init_context(context: Any) -> None:
     detector.predict([np.zeros(WARMUP_SHAPE, dtype=np.uint8)])
     context.user_data.detector = detector
     context.logger.info_with(
-        "Model loaded", path=model_path, device=str(detector.device), labels=len(detector.labels),
-        threshold=detector.threshold,
+        "Model loaded", path=model_path, device=str(detector.device), precision=detector.precision,
+        architecture=detector.model.config.architecture, labels=len(detector.labels), threshold=detector.threshold,
     )
     context.logger.info("Init context...100%")
 

@@ -5,7 +5,8 @@ POST /jobs                 {"dataset_id", "task_id"?, "options"?, "resume_from"?
 GET  /jobs[?task=&state=]  {"jobs": [job, ...], "problems": [...]}, newest first
 GET  /jobs/{id}            job
 POST /jobs/{id}/cancel     job
-GET  /health               {"status", "version", "device", "running", "queued", "publish", "weights", "problems"}
+GET  /health               {"status", "version", "device", "precision", "running", "queued", "publish", "weights",
+                             "problems"}
 ```
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
 state the trainer itself cannot read).
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from detr.precision import resolve_precision
 from serverless.responses import RequestError
 from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
 from serverless.trainer.options import REQUEST_EXAMPLE, parse_job_request, training_setup
@@ -66,10 +68,12 @@ class TrainerApi:
     # --- routes -------------------------------------------------------------------------------
     def health(self, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         status = 200 if self.runner.alive else 503
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return status, {
             "status": "ok" if self.runner.alive else "error",
             "version": _version(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "device": device.type,
+            "precision": resolve_precision("auto", device),  # what jobs train in unless they say otherwise
             "running": self.runner.current,
             "queued": len(self.runner.queued),
             "publish": self.can_publish,
