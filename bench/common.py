@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -34,7 +38,7 @@ def model_bench_parser(
     from detr.recipes import MODEL_PRESETS
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["detr-r50", "fast", "fast-light"], choices=list(MODEL_PRESETS),
+    parser.add_argument("--models", nargs="*", default=["detr-r50", "fast", "fast-light"], choices=list(MODEL_PRESETS),
                         help="our model presets to run (default: detr-r50 fast fast-light)")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--no-peer", action="store_true", help="skip Hugging Face DETR")
@@ -48,7 +52,60 @@ def model_bench_parser(
     parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    parser.add_argument("--peak-only", action="store_true", help=argparse.SUPPRESS)  # see peak_memory_mb
     return parser
+
+
+def peak_memory_mb(
+    runs: dict[str, Callable[[], None]], device: torch.device, child_argv: Callable[[str, str], list[str]]
+) -> dict[str, float]:
+    """Peak memory of each run in MiB: on CUDA the allocator's peak over two calls; on a CPU the
+    peak resident memory of a fresh process that builds and runs that one alone (``script --peak-only``
+    with ``child_argv(preset, precision)``), so that models do not add up."""
+    peaks = {}
+    for label, run in runs.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            run()
+            run()
+            peaks[label] = torch.cuda.max_memory_allocated(device) / 2**20
+            continue
+        name, precision = label.rsplit(" ", 1)
+        command = [sys.executable, sys.argv[0], *child_argv(name, precision), "--peak-only"]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        peaks[label] = float(result.stdout.strip().splitlines()[-1])
+    return peaks
+
+
+def report_peak_of_the_only_run(runs: dict[str, Callable[[], None]]) -> None:
+    """The child's side of ``peak_memory_mb``: two calls of its one run, then its peak RSS in MiB."""
+    (run,) = runs.values()
+    run()
+    run()
+    print(_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's ``VmHWM`` starts afresh at ``exec``, whereas
+    ``ru_maxrss`` keeps the peak of the parent that forked this process."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_argv(args: argparse.Namespace, size: int, batch: int) -> Callable[[str, str], list[str]]:
+    """The command line of a child that runs one model (``hf-detr`` for the peer) at one precision."""
+
+    def argv(name: str, precision: str) -> list[str]:
+        models = [] if name == "hf-detr" else [name]
+        return ["--models", *models, "--precision", precision, "--size", str(size), "--batch", str(batch),
+                "--classes", str(args.classes), "--device", args.device, "--threads", str(args.threads),
+                *([] if name == "hf-detr" else ["--no-peer"])]
+
+    return argv
 
 
 def prepare(args: argparse.Namespace) -> torch.device:

@@ -7,7 +7,8 @@ Ours: each model preset (``detr.recipes.MODEL_PRESETS``) at each precision (fp32
 with channels-last weights, ``detr.precision``). The peer: ``DetrForObjectDetection`` at the
 DETR-R50 configuration in fp32. All in eval mode, no gradients, random init, the same random
 images (no padding). Prints ms per batch, images/s, GFLOPs per image (counted by PyTorch's
-``FlopCounterMode`` in fp32), and each model's speed-up over the peer.
+``FlopCounterMode`` in fp32), peak memory (CPU: of a process running that model alone; CUDA:
+allocated) and each model's speed-up over the peer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, model_bench_parser, prepare, random_batch, report  # noqa: E402
+from bench.common import (  # noqa: E402
+    child_argv,
+    interleaved,
+    model_bench_parser,
+    peak_memory_mb,
+    prepare,
+    random_batch,
+    report,
+    report_peak_of_the_only_run,
+)
 from bench.peer import build_peer  # noqa: E402
 from detr.model import build_model_from_config  # noqa: E402
 from detr.precision import autocast, prepare_images, prepare_model  # noqa: E402
@@ -33,7 +43,7 @@ def build(preset: str, num_classes: int) -> torch.nn.Module:
 
 
 def gflops_per_image(model: torch.nn.Module, images: torch.Tensor) -> float:
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # its module tracker fails under inference_mode
         model(images)
     return counter.get_total_flops() / images.shape[0] / 1e9
 
@@ -69,6 +79,9 @@ def main() -> None:
                         peer(pixel_values=images, pixel_mask=pixel_mask)
 
                 runs["hf-detr fp32"] = run_peer
+            if args.peak_only:
+                report_peak_of_the_only_run(runs)
+                return
             print(
                 f"\ninference: batch {batch}, {size}x{size}, {device}, {torch.get_num_threads()} threads, "
                 f"torch {torch.__version__}"
@@ -77,6 +90,8 @@ def main() -> None:
             medians = report("", times, batch)
             flops = {name: gflops_per_image(build(name, args.classes).to(device), images[:1]) for name in args.models}
             print("  GFLOPs/img   " + "  ".join(f"{name} {value:.1f}" for name, value in flops.items()))
+            peaks = peak_memory_mb(runs, device, child_argv(args, size, batch))
+            print("  peak MiB     " + "  ".join(f"{label} {mb:.0f}" for label, mb in peaks.items()))
             if peer is not None:
                 base = medians["hf-detr fp32"]
                 print("  vs hf-detr   " + "  ".join(f"{label} {base / t:.2f}x" for label, t in medians.items()

@@ -7,12 +7,12 @@ Ours: each model preset at each precision, with its training objective (the set 
 architecture adds its dense head's loss) through ``detr.engine.train_step`` as ``fit`` runs it
 (AdamW, grad clip 0.1). The peer: ``DetrForObjectDetection`` at the DETR-R50 configuration in fp32
 with the same trainable parameters. Random init, the same random images and boxes. Prints ms/step,
-images/s, peak memory of the process (CPU) or the device (CUDA), and each speed-up over the peer.
+images/s, peak memory (CPU: of a process running that model alone; CUDA: allocated), and each
+speed-up over the peer.
 """
 
 from __future__ import annotations
 
-import resource
 import sys
 from pathlib import Path
 from typing import Callable
@@ -21,7 +21,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, model_bench_parser, prepare, random_batch, report  # noqa: E402
+from bench.common import (  # noqa: E402
+    child_argv,
+    interleaved,
+    model_bench_parser,
+    peak_memory_mb,
+    prepare,
+    random_batch,
+    report,
+    report_peak_of_the_only_run,
+)
 from bench.peer import build_peer, peer_targets  # noqa: E402
 from detr.config import TrainConfig  # noqa: E402
 from detr.engine import train_step  # noqa: E402
@@ -35,12 +44,6 @@ def optimizer(model: torch.nn.Module, extra: list[torch.nn.Parameter] = ()) -> t
     backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad] + list(extra)
     return torch.optim.AdamW([{"params": rest}, {"params": backbone, "lr": 1e-5}], lr=1e-4, weight_decay=1e-4)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -78,6 +81,9 @@ def main() -> None:
             opt_peer.step()
 
         runs["hf-detr fp32"] = step_peer
+    if args.peak_only:
+        report_peak_of_the_only_run(runs)
+        return
 
     print(
         f"train step: batch {args.batch}, {args.size}x{args.size}, {device}, "
@@ -85,7 +91,8 @@ def main() -> None:
     )
     times = interleaved(runs, rounds=args.rounds, repeat=args.repeat, warmup=1, device=device)
     medians = report("", times, args.batch)
-    print(f"  peak memory  {peak_memory_mb(device):.0f} MiB (all models of the run together)")
+    peaks = peak_memory_mb(runs, device, child_argv(args, args.size, args.batch))
+    print("  peak MiB     " + "  ".join(f"{label} {mb:.0f}" for label, mb in peaks.items()))
     if "hf-detr fp32" in medians:
         base = medians["hf-detr fp32"]
         print("  vs hf-detr   " + "  ".join(f"{label} {base / t:.2f}x" for label, t in medians.items()

@@ -142,8 +142,9 @@ class FastDETR(nn.Module):
 
     def select_queries(self, encoded: Encoded) -> tuple[Tensor, Tensor]:
         """The decoder's queries: the best cells of their 3x3 neighbourhoods, top ``num_queries`` by
-        the dense head's class score (then other cells, when there are fewer peaks than queries). Returns content [B, Q, C] and reference boxes [B, Q, 4]
-        (canvas-normalised, no gradient: each decoder layer refines them). Without ``two_stage``:
+        the dense head's class score (then other cells, when there are fewer peaks than queries).
+        Returns content [B, Q, C] and reference boxes [B, Q, 4] (canvas-normalised, no gradient:
+        each decoder layer refines them). Without ``two_stage``:
         the learnt queries and reference boxes, the same for every image."""
         if not self.config.two_stage:
             batch = encoded.tokens.shape[0]
