@@ -1,7 +1,7 @@
 """A trained DETR model as a cvat-sdk auto-annotation detection function (no Nuclio needed)::
 
     cvat-cli task auto-annotate 42 --function-module cvat_plugin.sdk_function \\
-        -p model=str:$DETR_HOME/models/task-7-v3/model.pt
+        -p model=str:$DETR_HOME/models/task-7-v3/model.pt [-p precision=str:fp32]
 
 ``spec`` comes from the labels stored in the model file (class index = label id); cvat-sdk
 maps them by name to the task's labels. ``detect`` keeps boxes scored at or above the
@@ -22,10 +22,13 @@ from detr import Detector
 
 
 class DetrDetectionFunction:
-    def __init__(self, model: str, device: Optional[str] = None) -> None:
-        """``model``: a model.pt, or the model folder holding it; ``device``: e.g. "cuda" (default: the best)."""
+    def __init__(self, model: str, device: Optional[str] = None, precision: str = "auto") -> None:
+        """``model``: a model.pt, or the model folder holding it; ``device``: e.g. "cuda" (default: the best);
+        ``precision``: auto (bf16 where the hardware runs it natively), fp32 or bf16."""
         path = Path(model).expanduser()
-        self._detector = Detector.from_file(path / "model.pt" if path.is_dir() else path, device=device)
+        self._detector = Detector.from_file(
+            path / "model.pt" if path.is_dir() else path, device=device, precision=precision
+        )
 
     @cached_property
     def spec(self) -> cvataa.DetectionFunctionSpec:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, ModelConfig, TrainConfig
+from .config import PRECISIONS, ConfigError, ModelConfig, TrainConfig
 from .data import DatasetError
 from .images import ImageError
 from .official import ZOO_THRESHOLD, import_checkpoint
@@ -67,6 +67,13 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, skip:
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto (default): bf16 where the hardware runs it natively (CUDA, CPUs with AVX512-BF16 or AMX), else fp32",
+    )
 
 
 def config_overrides(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
@@ -167,6 +174,7 @@ class EvalCommand(Command):
             help="images to evaluate: auto = the validation subset when there is one, else all",
         )
         parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
+        add_precision_flag(parser)
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--report", help="also write the PNG report (PR curves, confusion matrix, samples) here")
         parser.add_argument("--work-dir", default=None, help="where a zip is extracted. Default: next to the zip.")
@@ -177,6 +185,7 @@ class EvalCommand(Command):
             args.data,
             split=args.split,
             device=args.device,
+            precision=args.precision,
             batch_size=args.batch_size,
             report_dir=args.report,
             work_dir=args.work_dir,
@@ -205,12 +214,14 @@ class PredictCommand(Command):
             help="score threshold in [0, 1]. Default: the model's calibrated threshold.",
         )
         parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N. Default: CUDA when available.")
+        add_precision_flag(parser)
         parser.add_argument("--batch-size", type=int, default=4)
 
     def execute(self, args: argparse.Namespace) -> int:
         files = _collect_images(args.images)
         written = predict_images(
-            args.model, files, args.out, threshold=args.threshold, device=args.device, batch_size=args.batch_size
+            args.model, files, args.out, threshold=args.threshold, device=args.device, precision=args.precision,
+            batch_size=args.batch_size,
         )
         print(f"{len(files)} image(s), {written['detections']} detection(s) -> {written['json']}")
         return 0

@@ -39,12 +39,13 @@ def evaluate_model_file(
     *,
     split: str = "auto",
     device: str | None = None,
+    precision: str = "auto",
     batch_size: int = 4,
     report_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
 ) -> EvalResult:
     """COCO metrics of a model on a dataset whose label names are a subset of the model's."""
-    detector = Detector.from_file(model, device=device)
+    detector = Detector.from_file(model, device=device, precision=precision)
     with tempfile.TemporaryDirectory(prefix="detr-eval-") as tmp:
         dataset = load_detection_data(data, work_dir=work_dir or tmp, split=False)
         records = {
@@ -61,7 +62,7 @@ def evaluate_model_file(
             batch_size=batch_size,
             collate_fn=collate,
         )
-        predictions = predict(detector.model, loader, detector.device)
+        predictions = predict(detector.model, loader, detector.device, precision=detector.precision)
         result = evaluate_predictions(records, predictions, detector.labels)
         if report_dir is not None:
             write_report(report_dir, result=result, records=records, predictions=predictions)
@@ -91,10 +92,11 @@ def predict_images(
     *,
     threshold: float | None = None,
     device: str | None = None,
+    precision: str = "auto",
     batch_size: int = 4,
 ) -> dict:
     """Write ``<out>/<image>.jpg`` with boxes drawn, and ``<out>/predictions.json``."""
-    detector = Detector.from_file(model, device=device)
+    detector = Detector.from_file(model, device=device, precision=precision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries, total, used_names = [], 0, set()

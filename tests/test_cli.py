@@ -79,6 +79,23 @@ def test_predict_writes_annotated_images_and_json(trained, shapes_zip, tmp_path,
     assert all((out / entry["annotated"]).is_file() for entry in result["images"])
 
 
+def test_predict_and_eval_take_a_precision(trained, shapes_zip, tmp_path, capsys):
+    """fp32 and bf16 both serve: as many detections, and AP50 within 2 points."""
+    image = sorted((trained / "data" / "extracted" / "images" / "default").glob("*.jpg"))[0]
+    found, metrics = {}, {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        common = ["--model", str(trained / "model.pt"), "--precision", precision]
+        assert main(["predict", str(image), *common, "--out", str(out), "--threshold", "0"]) == 0
+        found[precision] = json.loads((out / "predictions.json").read_text())["images"][0]["detections"]
+        assert main(["eval", "--data", str(shapes_zip), *common, "--split", "all"]) == 0
+        metrics[precision] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(found["fp32"]) == len(found["bf16"]) == 20
+    assert abs(metrics["fp32"]["AP50"] - metrics["bf16"]["AP50"]) <= 0.02
+    with pytest.raises(SystemExit):
+        main(["predict", str(image), "--model", "m.pt", "--out", "o", "--precision", "fp16"])
+
+
 def test_resume_extends_a_run(trained, shapes_zip):
     assert main(["train", "--data", str(shapes_zip), "--out", str(trained), "--resume", "--epochs", "2"]) == 0
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 2

@@ -260,3 +260,23 @@ def test_a_fast_architecture_model_serves_the_same_wire_format(tmp_path):
         assert 0 <= float(shape["confidence"]) <= 1
         xtl, ytl, xbr, ybr = shape["points"]
         assert 0 <= xtl <= xbr <= 160 and 0 <= ytl <= ybr <= 90
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_precision_comes_from_the_functions_env(tmp_path, monkeypatch, precision):
+    """DETR_PRECISION picks the precision (the log and the detector say which); both serve the same box."""
+    monkeypatch.setenv("DETR_MODEL", known_model(tmp_path / "model.pt"))
+    monkeypatch.setenv("DETR_PRECISION", precision)
+    platform = Platform()
+    wire = to_wire(platform.call_handler(main.handler, make_event(body={"image": encode(rgb())})))
+    detector = platform._get_handler_context(main.handler).user_data.detector
+    assert detector.precision == precision
+    [shape] = json.loads(wire["body"])
+    assert shape["points"] == pytest.approx(expected_points(*rgb().size), abs=1.0)
+
+
+def test_an_unknown_precision_is_refused_at_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETR_MODEL", known_model(tmp_path / "model.pt"))
+    monkeypatch.setenv("DETR_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        Platform().call_handler(main.handler, make_event(body={}))

@@ -59,6 +59,17 @@ def test_detect_uses_the_context_threshold_else_the_calibrated_one(model_folder)
     assert function.detect(Context(0.999), image) == []
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_precision_is_a_parameter(model_folder, precision):
+    """``-p precision=str:fp32`` reaches the detector; both precisions find the same box."""
+    from PIL import Image
+
+    function = load_function(model=str(model_folder), precision=precision)
+    assert function._detector.precision == precision
+    [shape] = function.detect(Context(0.5), Image.new("RGB", (200, 100)))
+    assert shape.points == pytest.approx([50.0, 25.0, 150.0, 75.0], abs=1.0)
+
+
 def test_annotate_task_with_cvat_sdk_against_the_fake_cvat(fake_cvat, model_folder, tmp_path):
     from cvat_sdk import Client, Config
     from cvat_sdk.auto_annotation import annotate_task

@@ -1,6 +1,7 @@
 """Nuclio entry point of the CVAT detector: serves one DETR model file.
 
-``init_context`` loads the model named by ``DETR_MODEL`` once per worker process;
+``init_context`` loads the model named by ``DETR_MODEL`` once per worker process, at the
+precision ``DETR_PRECISION`` names (``auto``, the default: bf16 where the hardware runs it natively);
 ``handler`` turns one CVAT request into boxes. ``detr.Detector`` is the model handler.
 """
 
@@ -27,7 +28,7 @@ def init_context(context: Any) -> None:
     if not model_path:
         raise RuntimeError("DETR_MODEL is not set; set it to the path of a model.pt in the function's env")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    detector = Detector.from_file(model_path, device=device)
+    detector = Detector.from_file(model_path, device=device, precision=os.environ.get("DETR_PRECISION", "auto"))
     # The first call pays for allocator and kernel set-up; do it before CVAT's first frame.
     detector.predict([np.zeros(WARMUP_SHAPE, dtype=np.uint8)])
     context.user_data.detector = detector
