@@ -44,7 +44,7 @@ from cvat_plugin.client import (
     PermissionDeniedError,
 )
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION, DatasetError, export_task
-from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
+from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore, keep_report
 from cvat_plugin.nuclio import (
     DEFAULT_DEPLOY_TIMEOUT,
     DashboardUnreachable,
@@ -333,6 +333,7 @@ class TrainCommand:
             print(f"Training stopped before the first evaluation; checkpoint: {result.checkpoint_path}", file=stdout)
             return EXIT_INTERRUPTED
         copy_atomic(result.model_path, model_dir / "model.pt")
+        keep_report(run_dir / "report", model_dir)
         card = _model_card(run_id, manifest, result, model_dir / "model.pt", args)
         write_json_atomic(model_dir / "model.json", card)
         metrics = card["metrics"]

@@ -10,8 +10,15 @@ API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what hap
                                  -> 202 job in state "preparing"; 409 {"error", "job"} while the task trains
     GET  /jobs?task={id}         {"jobs": [job, ...]}, newest first
     GET  /jobs/{id}              job (a submitted preparation answers with the trainer's job)
+    GET  /jobs/{id}/metrics      {"epochs": [{"epoch", "time_s", "train_loss", "AP", "AP50", ...}]}, oldest first
     POST /jobs/{id}/cancel       job
-    GET  /models?task={id}       {"models": [{"id", "task_id", "version", "created", "metrics", "labels", "function"}]}
+    GET  /models?task={id}       {"models": [model, ...], "publish": <the trainer can publish>}, newest first
+    GET  /models/{id}            model: {"id", "version", "created", "weights", "epochs", "images", "metrics",
+                                  "per_class", "threshold", "labels", "function", "published", "publishing",
+                                  "publish_error", "report": [image, ...], ...} (``ModelStore.describe``)
+    GET  /models/{id}/report/{image}   PNG: curves, pr_curves, confusion_matrix or samples
+    POST /models/{id}/publish    {"replace"?} -> 202 model (publishing: true; the trainer deploys it)
+    POST /models/{id}/unpublish  model
     POST /webhooks/cvat          CVAT's webhook, signed (``cvat_plugin.gateway_webhooks``)
 
 A job is the trainer's Job object (``serverless/trainer/jobs.py``); before it reaches the trainer
@@ -42,7 +49,7 @@ try:
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("the DETR gateway needs its extra: pip install 'cvat-detr[gateway]'") from e
@@ -61,6 +68,7 @@ DEFAULT_PORT = 8000
 #: Ids as CVAT and the trainer make them; anything else (dots, slashes, encoded or not) is refused.
 TASK_ID = re.compile(r"[1-9][0-9]{0,17}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 #: Bodies: training options are a few keys; CVAT's job payloads a few KiB.
 MAX_OPTIONS_BODY = 16 * 1024
 MAX_WEBHOOK_BODY = 1024 * 1024
@@ -75,6 +83,13 @@ def _task_id(value: str, what: str = "task id") -> int:
 def _job_id(value: str) -> str:
     if not JOB_ID.fullmatch(value):
         raise GatewayError(400, f"the job id {value!r} is not valid: job ids have only letters, digits, '-' and '_'")
+    return value
+
+
+def _model_id(value: str) -> str:
+    if not MODEL_ID.fullmatch(value):
+        raise GatewayError(400, f"the model id {value!r} is not valid: model ids have only letters, digits, '-' "
+                                f"and '_', such as task-42-v3")
     return value
 
 
@@ -155,9 +170,41 @@ class _Endpoints:
         job_id = _job_id(request.path_params["job_id"])
         return _json(await run_in_threadpool(self.service.cancel, self._caller(request), job_id))
 
+    async def job_metrics(self, request: Request) -> JSONResponse:
+        job_id = _job_id(request.path_params["job_id"])
+        return _json({"epochs": await run_in_threadpool(self.service.job_metrics, self._caller(request), job_id)})
+
     async def models(self, request: Request) -> JSONResponse:
         task_id = _task_query(request)
-        return _json({"models": await run_in_threadpool(self.service.task_models, self._caller(request), task_id)})
+        return _json(await run_in_threadpool(self.service.task_models, self._caller(request), task_id))
+
+    async def model(self, request: Request) -> JSONResponse:
+        model_id = _model_id(request.path_params["model_id"])
+        return _json(await run_in_threadpool(self.service.model, self._caller(request), model_id))
+
+    async def model_report(self, request: Request) -> FileResponse:
+        model_id = _model_id(request.path_params["model_id"])
+        path = await run_in_threadpool(self.service.model_report, self._caller(request), model_id,
+                                       request.path_params["image"])
+        # Streamed from a path the service chose; nothing of the request reaches the file system.
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    async def publish_model(self, request: Request) -> JSONResponse:
+        model_id = _model_id(request.path_params["model_id"])
+        credentials = self._caller(request)
+        options = _parse_json(await _read_body(request, MAX_OPTIONS_BODY))
+        options = {} if options is None else options
+        if not isinstance(options, dict) or set(options) - {"replace"} or not isinstance(
+                options.get("replace", False), bool):
+            raise GatewayError(400, 'the body must be empty or {"replace": true|false} (true: unpublish the '
+                                    "task's other published versions once this one is ready)")
+        answer = await run_in_threadpool(self.service.publish_model, credentials, model_id,
+                                         replace=options.get("replace", False))
+        return _json(answer, 202)
+
+    async def unpublish_model(self, request: Request) -> JSONResponse:
+        model_id = _model_id(request.path_params["model_id"])
+        return _json(await run_in_threadpool(self.service.unpublish_model, self._caller(request), model_id))
 
     async def webhook(self, request: Request) -> JSONResponse:
         body = await _read_body(request, MAX_WEBHOOK_BODY)
@@ -183,7 +230,9 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
         message = (f"no such path {request.url.path!r}; the DETR API serves {API_PREFIX}/tasks/<id>/summary, "
-                   f"/tasks/<id>/train, /jobs, /jobs/<id>, /jobs/<id>/cancel, /models and /health")
+                   f"/tasks/<id>/train, /jobs, /jobs/<id>, /jobs/<id>/metrics, /jobs/<id>/cancel, /models, "
+                   f"/models/<id>, /models/<id>/report/<image>, /models/<id>/publish, /models/<id>/unpublish "
+                   f"and /health")
     elif error.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
@@ -212,8 +261,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
         Route("/tasks/{task_id}/train", endpoints.train, methods=["POST"]),
         Route("/jobs", endpoints.jobs, methods=["GET"]),
         Route("/jobs/{job_id}", endpoints.job, methods=["GET"]),
+        Route("/jobs/{job_id}/metrics", endpoints.job_metrics, methods=["GET"]),
         Route("/jobs/{job_id}/cancel", endpoints.cancel, methods=["POST"]),
         Route("/models", endpoints.models, methods=["GET"]),
+        Route("/models/{model_id}", endpoints.model, methods=["GET"]),
+        Route("/models/{model_id}/report/{image}", endpoints.model_report, methods=["GET"]),
+        Route("/models/{model_id}/publish", endpoints.publish_model, methods=["POST"]),
+        Route("/models/{model_id}/unpublish", endpoints.unpublish_model, methods=["POST"]),
         Route("/webhooks/cvat", endpoints.webhook, methods=["POST"]),
     ]
     app = Starlette(

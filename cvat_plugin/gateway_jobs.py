@@ -1,5 +1,6 @@
 """What the gateway does for a task, once the caller is known: the summary, starting a training,
-its jobs, cancelling, the task's models. Every call first asks CVAT, as the caller, for the task.
+its jobs and their curves, cancelling, the task's models with their reports, publishing and
+unpublishing a version. Every call first asks CVAT, as the caller, for the task.
 
 Starting a training exports the task and builds its training set, which takes a while, so it
 runs in a background thread as a preparation (``cvat_plugin.gateway_preparations``) that
@@ -14,6 +15,7 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from cvat_plugin.auth import Credentials
@@ -30,7 +32,7 @@ from cvat_plugin.gateway_preparations import (
     new_preparation_id,
 )
 from cvat_plugin.gateway_settings import WEIGHTS, GatewaySettings
-from cvat_plugin.model_store import ModelStore
+from cvat_plugin.model_store import REPORT_IMAGES, ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.storage import Storage, new_id
 from cvat_plugin.task_summary import summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
@@ -147,15 +149,77 @@ class TrainingService:
         self.authorize(credentials, self._task_of(job))
         return job
 
-    def task_models(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
-        """Models trained on the task, newest first."""
+    def job_metrics(self, credentials: Optional[Credentials], job_id: str) -> list[dict[str, Any]]:
+        """The job's loss and validation metrics per epoch (none while it is being prepared)."""
+        require_credentials(credentials)
+        if job_id.startswith(PREPARATION_PREFIX):
+            prep = self._preparation(job_id)
+            self.authorize(credentials, prep.task_id)
+            if prep.job_id is None:
+                return []
+            job_id = prep.job_id
+        else:
+            self.authorize(credentials, self._task_of(self._trainer_job(job_id)))
+        try:
+            return self.trainer().metrics(job_id)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+
+    def task_models(self, credentials: Optional[Credentials], task_id: int) -> dict[str, Any]:
+        """Models trained on the task, newest first, and whether the trainer can publish them."""
         self.authorize(credentials, task_id)
-        return [{"id": entry.id, "task_id": entry.task_id, "version": entry.version,
-                 "created": entry.card.get("created"), "metrics": entry.metrics,
-                 "labels": [label.get("name") if isinstance(label, dict) else label
-                            for label in entry.card.get("labels") or []],
-                 "function": entry.function}
-                for entry in self.models.entries() if entry.task_id == task_id]
+        try:
+            can_publish = self.trainer().health().get("publish") is True
+        except TrainerError as e:
+            logger.warning("Trainer unreachable while listing the models of task %d: %s", task_id, e)
+            can_publish = False
+        return {"models": [self.models.describe(entry) for entry in self.models.entries()
+                           if entry.task_id == task_id],
+                "publish": can_publish}
+
+    def model(self, credentials: Optional[Credentials], model_id: str) -> dict[str, Any]:
+        """One model version, if the caller may see the task it was trained on."""
+        return self.models.describe(self._authorized_model(credentials, model_id))
+
+    def model_report(self, credentials: Optional[Credentials], model_id: str, image: str) -> Path:
+        """The file of one report image (``image``: a key of ``REPORT_IMAGES``) of a model the caller may see."""
+        if image not in REPORT_IMAGES:
+            raise GatewayError(404, f"no report image {image!r}; a model's report has {', '.join(REPORT_IMAGES)}")
+        path = self._authorized_model(credentials, model_id).report_image(image)
+        if path is None:
+            raise GatewayError(404, f"model {model_id} has no {image} image (its run wrote no report, or was "
+                                    f"cancelled before the report)")
+        return path
+
+    def publish_model(self, credentials: Optional[Credentials], model_id: str, *, replace: bool) -> dict[str, Any]:
+        """Have the trainer publish a model version (replacing the task's published one with ``replace``)."""
+        self._authorized_model(credentials, model_id)
+        try:
+            self.trainer().publish_model(model_id, replace=replace)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+        return self.models.describe(self.models.entry(model_id))
+
+    def unpublish_model(self, credentials: Optional[Credentials], model_id: str) -> dict[str, Any]:
+        self._authorized_model(credentials, model_id)
+        try:
+            self.trainer().unpublish_model(model_id)
+        except TrainerError as e:
+            raise from_trainer(e) from e
+        return self.models.describe(self.models.entry(model_id))
+
+    def _authorized_model(self, credentials: Optional[Credentials], model_id: str) -> ModelEntry:
+        require_credentials(credentials)
+        try:
+            entry = self.models.entry(model_id)
+        except ModelNotFound:
+            raise GatewayError(404, f"no model {model_id!r}; the task's models are listed by GET "
+                                    f"/models?task=<task id>") from None
+        if entry.task_id is None:
+            raise GatewayError(403, f"model {model_id} was not trained on a CVAT task; the DETR service shows "
+                                    f"only models of tasks you can see in CVAT")
+        self.authorize(credentials, int(entry.task_id))
+        return entry
 
     def health(self) -> dict[str, Any]:
         """For probes and admins; asks only the trainer, never CVAT, and names no addresses."""

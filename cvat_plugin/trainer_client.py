@@ -112,6 +112,17 @@ class TrainerClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/jobs/{quote(job_id, safe='')}/cancel")
 
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's loss and validation metrics per epoch, oldest first."""
+        return self._request("GET", f"/jobs/{quote(job_id, safe='')}/metrics")["epochs"]
+
+    def publish_model(self, model_id: str, *, replace: bool = False) -> dict[str, Any]:
+        """Start publishing a model version (the trainer deploys it in the background)."""
+        return self._request("POST", f"/models/{quote(model_id, safe='')}/publish", json={"replace": replace})
+
+    def unpublish_model(self, model_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/models/{quote(model_id, safe='')}/unpublish")
+
     def follow(
         self,
         job_id: str,

@@ -4,7 +4,10 @@
 POST /jobs                 {"dataset_id", "task_id"?, "options"?, "resume_from"?, "publish"?} -> 202 job
 GET  /jobs[?task=&state=]  {"jobs": [job, ...], "problems": [...]}, newest first
 GET  /jobs/{id}            job
+GET  /jobs/{id}/metrics    {"job_id", "epochs": [{"epoch", "time_s", "lr", "train_loss", "AP", "AP50", ...}]}
 POST /jobs/{id}/cancel     job
+POST /models/{id}/publish  {"replace"?} -> 202 {"model_id", "publishing": true, "replace"}; the card follows it
+POST /models/{id}/unpublish                -> {"model_id", "removed": <function name>}
 GET  /health               {"status", "version", "device", "precision", "running", "queued", "publish", "weights",
                              "problems"}
 ```
@@ -25,21 +28,33 @@ from detr.precision import resolve_precision
 from serverless.responses import RequestError
 from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
 from serverless.trainer.options import REQUEST_EXAMPLE, parse_job_request, training_setup
+from serverless.trainer.publishing import ModelPublisher
 from serverless.trainer.runner import CHECKPOINT_FILE, JobRunner
 from serverless.trainer.storage import DetrHome
 from serverless.trainer.weights import available_weights, starting_point
 
 Reply = tuple[int, Any]
 
+METRICS_FILE = "metrics.jsonl"
+#: The per-epoch values a curve needs (``metrics.jsonl`` holds every loss term too).
+CURVE_KEYS = ("epoch", "time_s", "lr", "train_loss", "AP", "AP50", "AP75", "dense_AP50", "best")
+#: More epochs than any run has: a bound on what one answer carries.
+MAX_CURVE_EPOCHS = 5000
+
 
 class TrainerApi:
-    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *, can_publish: bool = False):
-        """``can_publish``: a Nuclio dashboard is configured; jobs then publish their model unless they
-        say ``"publish": false``."""
+    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *,
+                 publisher: ModelPublisher | None = None):
+        """``publisher``: set when a Nuclio dashboard is configured; jobs then publish their model unless
+        they say ``"publish": false``, and models can be published and unpublished on request."""
         self.store = store
         self.runner = runner
         self.home = home
-        self.can_publish = can_publish
+        self.publisher = publisher
+
+    @property
+    def can_publish(self) -> bool:
+        return self.publisher is not None and self.publisher.settings.enabled
 
     def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         """Answer one request; ``body()`` parses the JSON body when a route needs it."""
@@ -54,7 +69,8 @@ class TrainerApi:
             return routes[method](*match.groups(), query=query, body=body)
         raise RequestError(
             f"no route {method} {path}; the trainer serves POST /jobs, GET /jobs, GET /jobs/<id>, "
-            "POST /jobs/<id>/cancel and GET /health", status=404
+            "GET /jobs/<id>/metrics, POST /jobs/<id>/cancel, POST /models/<id>/publish, "
+            "POST /models/<id>/unpublish and GET /health", status=404
         )
 
     def _routes(self) -> list[tuple[str, dict[str, Callable[..., Reply]]]]:
@@ -62,7 +78,10 @@ class TrainerApi:
             (r"/health", {"GET": self.health}),
             (r"/jobs", {"GET": self.list_jobs, "POST": self.submit}),
             (r"/jobs/([^/]+)", {"GET": self.get_job}),
+            (r"/jobs/([^/]+)/metrics", {"GET": self.job_metrics}),
             (r"/jobs/([^/]+)/cancel", {"POST": self.cancel}),
+            (r"/models/([^/]+)/publish", {"POST": self.publish_model}),
+            (r"/models/([^/]+)/unpublish", {"POST": self.unpublish_model}),
         ]
 
     # --- routes -------------------------------------------------------------------------------
@@ -97,6 +116,43 @@ class TrainerApi:
     def get_job(self, job_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         self.home.resolve(self.home.runs, job_id, what="job id")
         return 200, self.store.get(job_id).to_dict()
+
+    def job_metrics(self, job_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        """The job's validation and loss values per epoch, for live curves (empty before the first epoch)."""
+        folder = self.home.resolve(self.home.runs, job_id, what="job id")
+        self.store.get(job_id)  # 404 for an unknown job
+        epochs = []
+        try:
+            lines = (folder / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines[-MAX_CURVE_EPOCHS:]:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line being written, or damaged: the curve skips it
+                continue
+            if isinstance(record, dict):
+                epochs.append({key: record[key] for key in CURVE_KEYS if key in record})
+        return 200, {"job_id": job_id, "epochs": epochs}
+
+    def publish_model(self, model_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        self.home.resolve(self.home.models, model_id, what="model id")
+        data = body()
+        data = {} if data is None else data
+        if not isinstance(data, dict) or not isinstance(data.get("replace", False), bool) or set(data) - {"replace"}:
+            raise RequestError('expected a JSON object such as {"replace": true} (replace: unpublish the task\'s '
+                               'other published versions once this one is ready)')
+        return 202, self._publisher().publish(model_id, replace=data.get("replace", False))
+
+    def unpublish_model(self, model_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
+        self.home.resolve(self.home.models, model_id, what="model id")
+        return 200, self._publisher().unpublish(model_id)
+
+    def _publisher(self) -> ModelPublisher:
+        if self.publisher is None or not self.can_publish:
+            raise RequestError("this trainer cannot publish models: set NUCLIO_DASHBOARD_URL (e.g. "
+                               "http://nuclio:8070) in its function config and redeploy it", status=409)
+        return self.publisher
 
     def cancel(self, job_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         self.home.resolve(self.home.runs, job_id, what="job id")

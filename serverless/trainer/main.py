@@ -12,10 +12,12 @@ import os
 import sys
 from typing import Any
 
+from cvat_plugin.model_store import ModelStore
 from cvat_plugin.publish import PublishSettings, success_hook
 from serverless.responses import RequestError, error_response, json_body, json_response
 from serverless.trainer.api import TrainerApi
 from serverless.trainer.jobs import JobStore
+from serverless.trainer.publishing import ModelPublisher
 from serverless.trainer.runner import JobRunner
 from serverless.trainer.storage import DetrHome
 
@@ -45,8 +47,11 @@ def init_context(context: Any) -> None:
     runner = JobRunner(store, home, on_success=success_hook(publishing, home.root) if publishing.enabled else None)
     runner.recover()
     runner.start()
+    publisher = ModelPublisher(publishing, ModelStore(home.root)) if publishing.enabled else None
+    if publisher is not None:
+        publisher.recover()
     context.platform.set_termination_callback(lambda: _terminate(runner))
-    context.user_data.api = TrainerApi(store, runner, home, can_publish=publishing.enabled)
+    context.user_data.api = TrainerApi(store, runner, home, publisher=publisher)
     context.user_data.runner = runner
     context.logger.info_with(
         "Trainer ready", home=str(home.root), jobs=len(store.jobs()), waiting=len(runner.queued),

@@ -1,4 +1,4 @@
-"""Trained models on the shared volume: ``DETR_HOME/models/<model-id>/{model.pt, model.json}``.
+"""Trained models on the shared volume: ``DETR_HOME/models/<model-id>/{model.pt, model.json, report/}``.
 
 ``model.json`` is the model card: labels (with their CVAT ids), metrics, threshold, the
 job, task and dataset that produced the model and the full configuration, so any model
@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cvat_plugin.model_store import keep_report
 from cvat_plugin.storage import copy_atomic, write_json_atomic
 from detr import FitResult, load_model_file
 from serverless.trainer.jobs import Job, utc_now
@@ -60,6 +61,7 @@ class ModelRegistry:
             version, model_id = 1, f"job-{job.id}"
         folder = self.models_dir / model_id
         copy_atomic(result.model_path, folder / MODEL_FILE)
+        keep_report(result.out_dir / "report", folder)
         run_config = _read_json(result.out_dir / "config.json")
         source = _read_json(dataset_dir / "manifest.json").get("source", {})
         cvat_labels = _read_json(dataset_dir / "labels.json", default=[])
