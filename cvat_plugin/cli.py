@@ -559,15 +559,35 @@ class UnpublishCommand:
 
 class ModelsCommand:
     description = ("List trained models with their metrics and source task, and where each is published "
-                   "(checked against the Nuclio dashboard when one is configured).")
+                   "(checked against the Nuclio dashboard when one is configured); `models show ID`: one model's "
+                   "training, metrics, per-class AP, threshold, publication and report images.")
     connections = ("nuclio",)
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("action", nargs="?", metavar="show", help="show one model (give its ID)")
+        parser.add_argument("model", nargs="?", metavar="ID",
+                            help="with show: a model id, the run or job that trained it, or its folder")
         parser.add_argument("--task", type=int, help="only the models trained on this CVAT task")
         parser.add_argument("--json", action="store_true", help="print JSON (one object per model) instead of a table")
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
         store = ModelStore(args.home)
+        if args.action not in (None, "show"):
+            raise UsageError(f"unexpected {args.action!r}: to see one model, run `cvat-detr models show "
+                             f"{args.action}`")
+        if args.action == "show":
+            if not args.model:
+                raise UsageError("`cvat-detr models show` needs a model id, e.g. `cvat-detr models show task-7-v2` "
+                                 "(list them with `cvat-detr models`)")
+            entry = store.resolve(args.model)
+            view = store.describe(entry)
+            view.update(folder=str(entry.folder),
+                        report_files={name: str(entry.report_image(name)) for name in view["report"]})
+            if args.json:
+                print(json.dumps(view, indent=2), file=stdout)
+            else:
+                _print_model(view, stdout)
+            return EXIT_OK
         entries = [entry for entry in store.entries() if args.task is None or entry.task_id == args.task]
         deployed = self._deployed(args)
         rows = [self._row(entry, store, deployed) for entry in entries]
@@ -609,12 +629,9 @@ class ModelsCommand:
                 state = (function.get("status") or {}).get("state", "unknown")
             elif entry.function:
                 state = "missing on the dashboard"
-        labels = [label["name"] if isinstance(label, dict) else label for label in entry.card.get("labels", [])]
         on_dashboard = (deployed or {}).get(entry.id)
-        return {"id": entry.id, "task_id": entry.task_id, "task_name": store.task_name(entry),
-                "version": entry.version, "created": entry.card.get("created"), "metrics": entry.metrics,
-                "labels": labels, "function": entry.function or (on_dashboard and on_dashboard["metadata"]["name"]),
-                "state": state}
+        return {**store.describe(entry),
+                "function": entry.function or (on_dashboard and on_dashboard["metadata"]["name"]), "state": state}
 
 
 def _print_models(rows: list[dict], stdout: TextIO) -> None:
@@ -633,6 +650,44 @@ def _print_models(rows: list[dict], stdout: TextIO) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1], file=stdout)
+
+
+def _print_model(view: dict, stdout: TextIO) -> None:
+    """``models show``: one model as a user weighs it before publishing."""
+    def number(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+    task = "no CVAT task" if view["task_id"] is None else f"task {view['task_id']}" + (
+        f" \"{view['task_name']}\"" if view["task_name"] else "")
+    version = f", version {view['version']}" if view["version"] is not None else ""
+    print(f"Model {view['id']} ({task}{version}), created {view['created'] or '-'}", file=stdout)
+    images = view["images"]
+    counts = f"{images['train']} train / {images['val']} val images" if images else "images -"
+    epochs = "-" if view["epochs"] is None else view["epochs"]
+    print(f"  trained: from {view['weights']}, {view['architecture']} ({view['backbone'] or '-'}), {epochs} epochs "
+          f"(best {view['best_epoch'] or '-'}), {counts}", file=stdout)
+    print("  metrics: " + "  ".join(f"{key} {number(value)}" for key, value in view["metrics"].items())
+          + f"  threshold {number(view['threshold'])}", file=stdout)
+    if view["publishing"]:
+        published = "being published"
+    elif view["published"]:
+        publication = view["published"]
+        published = f"{view['function']} \"{publication.get('display_name')}\" ({publication.get('device')})"
+    else:
+        published = view["function"] or "no"
+    print(f"  published: {published}" + (f" (last try: {view['publish_error']})" if view["publish_error"] else ""),
+          file=stdout)
+    if view["per_class"]:
+        table = [("LABEL", "AP", "AP50", "BOXES")] + [
+            (row["name"], number(row["AP"]), number(row["AP50"]), "-" if row["boxes"] is None else str(row["boxes"]))
+            for row in view["per_class"]]
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        print("  per class:", file=stdout)
+        for line in table:
+            print("    " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip(), file=stdout)
+    print("  report:" + ("" if view["report_files"] else " none (the run wrote none, or was cancelled)"), file=stdout)
+    for name, path in view["report_files"].items():
+        print(f"    {name:<17} {path}", file=stdout)
 
 
 class AnnotateCommand:

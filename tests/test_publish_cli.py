@@ -128,3 +128,34 @@ def test_errors_have_exit_codes_and_messages(dashboard, home, capsys, monkeypatc
     err += capsys.readouterr().err  # argparse prints its own usage errors
     assert got == code, err
     assert message in err
+
+
+def test_models_show_gives_one_models_training_metrics_per_class_ap_and_report(home):
+    folder = add_model(home, "task-7-v2", LABELS, version=2)
+    card = json.loads((folder / "model.json").read_text())
+    card.update(epochs_done=20, options={"weights": "scratch"}, config={"model": {"architecture": "fast",
+                                                                                  "backbone": "resnet18"}},
+                metrics={**card["metrics"], "AP75": 0.4, "epoch": 18, "per_class": {
+                    "car": {"AP": 0.5, "AP50": 0.8, "boxes": 120}, "person": {"AP": 0.325, "AP50": 0.5, "boxes": 40},
+                    "bike": {"AP": None, "AP50": None, "boxes": 0}}})
+    (folder / "model.json").write_text(json.dumps(card))
+    (folder / "report").mkdir()
+    (folder / "report" / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert cli.main(["models", "show", "task-7-v2"], stdout=stdout, stderr=stderr) == cli.EXIT_OK, stderr.getvalue()
+    lines = stdout.getvalue().splitlines()
+    assert lines[0].startswith('Model task-7-v2 (task 7 "cars", version 2), created ')
+    assert lines[1] == "  trained: from scratch, fast (resnet18), 20 epochs (best 18), images -"
+    assert lines[2] == "  metrics: AP 0.412  AP50 0.613  AP75 0.400  threshold 0.500"
+    assert lines[3] == "  published: no"
+    assert [line.split() for line in lines[5:9]] == [["LABEL", "AP", "AP50", "BOXES"], ["car", "0.500", "0.800", "120"],
+                                                    ["person", "0.325", "0.500", "40"], ["bike", "-", "-", "0"]]
+    assert lines[-1].split() == ["samples", str(folder / "report" / "samples.png")]
+
+    code, out, _ = run("models", "show", "run-task-7-v2", "--json")  # found by the run that trained it too
+    view = json.loads(out)
+    assert code == cli.EXIT_OK and view["id"] == "task-7-v2" and view["report"] == ["samples"]
+    assert run("models", "show")[0] == cli.EXIT_USAGE
+    code, _, err = run("models", "task-7-v2")
+    assert code == cli.EXIT_USAGE and "cvat-detr models show task-7-v2" in err
+    assert run("models", "show", "task-7-v9")[0] == cli.EXIT_NOT_FOUND
