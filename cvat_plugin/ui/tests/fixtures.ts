@@ -1,5 +1,5 @@
 /** Gateway payloads as the Gateway API and Job contracts define them, with overridable fields. */
-import { Job, TaskSummary } from '../src/ts/gateway-types';
+import { Job, ModelVersion, TaskSummary } from '../src/ts/gateway-types';
 
 export function makeJob(overrides: Partial<Job> = {}): Job {
     return {
@@ -39,6 +39,36 @@ export function makeSummary(overrides: Partial<TaskSummary> = {}): TaskSummary {
         warnings: ["label 'bicycle' has only 4 boxes; the model will hardly learn it (aim for 10 or more)"],
         defaults: { epochs: 50, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: true },
         weights_options: ['coco', 'imagenet', 'scratch', 'previous'],
+        ...overrides,
+    };
+}
+
+export function makeModel(overrides: Partial<ModelVersion> = {}): ModelVersion {
+    return {
+        id: 'task-42-v1',
+        task_id: 42,
+        task_name: 'street scenes',
+        version: 1,
+        created: '2026-01-05T10:20:00Z',
+        status: 'completed',
+        weights: 'scratch',
+        architecture: 'fast',
+        backbone: 'resnet18',
+        epochs: 50,
+        best_epoch: 47,
+        images: { train: 82, val: 14 },
+        metrics: { AP: 0.4123, AP50: 0.6551, AP75: 0.4402 },
+        per_class: [
+            { name: 'car', AP: 0.52, AP50: 0.8, boxes: 40 },
+            { name: 'person', AP: 0.3046, AP50: 0.51, boxes: 12 },
+        ],
+        threshold: 0.43,
+        labels: ['car', 'person'],
+        function: null,
+        published: null,
+        publishing: false,
+        publish_error: null,
+        report: ['curves', 'pr_curves', 'confusion_matrix', 'samples'],
         ...overrides,
     };
 }

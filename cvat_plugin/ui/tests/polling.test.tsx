@@ -16,7 +16,11 @@ function scriptedClient(answer: (call: number) => Job | Error): GatewayClient & 
         return next;
     });
     const unused = vi.fn(() => Promise.reject(new Error('not used in polling')));
-    return { getJob, times, getSummary: unused, startTraining: unused, listJobs: unused, cancelJob: unused };
+    return {
+        getJob, times, getSummary: unused, startTraining: unused, listJobs: unused, cancelJob: unused,
+        getJobMetrics: unused, listModels: unused, getModel: unused, publishModel: unused, unpublishModel: unused,
+        reportImageUrl: () => '',
+    };
 }
 
 async function advance(ms: number): Promise<void> {

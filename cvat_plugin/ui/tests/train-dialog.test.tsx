@@ -6,7 +6,7 @@ import { createGatewayClient } from '../src/ts/api';
 import { TrainDialog } from '../src/ts/train-dialog';
 import { fakeFetch, html, json } from './fake-fetch';
 import { findButton, getButton, queryButton } from './buttons';
-import { makeJob, makeSummary } from './fixtures';
+import { makeJob, makeModel, makeSummary } from './fixtures';
 
 function renderDialog(routes: Parameters<typeof fakeFetch>[0]): ReturnType<typeof fakeFetch> {
     const fetchImpl = fakeFetch(routes);
@@ -147,5 +147,21 @@ describe('Train DETR dialog', () => {
         await user.click(getButton('Retry', alert));
         expect(await screen.findByLabelText('Epochs')).toHaveValue('50');
         expect(fetchImpl.calls.filter((call) => call.route === 'GET /tasks/42/summary')).toHaveLength(2);
+    });
+
+    it('shows the task’s models one click away, without loading them before', async () => {
+        const user = userEvent.setup();
+        const fetchImpl = renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            ...noJobs,
+            'GET /models?task=42': json(200, { models: [makeModel()], publish: true }),
+        });
+        await screen.findByLabelText('Epochs');
+        expect(fetchImpl.calls.map((call) => call.route)).not.toContain('GET /models?task=42');
+
+        await user.click(screen.getByText('Models'));
+        expect(await screen.findByText('v1: mAP 0.412')).toBeInTheDocument();
+        await user.click(screen.getByText('Train'));
+        expect(await screen.findByLabelText('Epochs')).toBeInTheDocument();
     });
 });

@@ -4,7 +4,9 @@
  * `X-CSRFToken`, as CVAT's own client does. The plugin holds no credential of its own.
  */
 import { errorFromResponse, networkError } from './errors';
-import { Job, TaskSummary, TrainOptions } from './gateway-types';
+import {
+    EpochPoint, Job, ModelList, ModelVersion, ReportImage, TaskSummary, TrainOptions,
+} from './gateway-types';
 
 /** Fixed, same-origin: CVAT's UI build passes no custom settings to plugins. */
 export const API_BASE = '/detr/api';
@@ -18,6 +20,16 @@ export interface GatewayClient {
     listJobs(taskId: number): Promise<Job[]>;
     getJob(jobId: string): Promise<Job>;
     cancelJob(jobId: string): Promise<Job>;
+    /** The job's loss and validation metrics per epoch, oldest first. */
+    getJobMetrics(jobId: string): Promise<EpochPoint[]>;
+    /** The task's model versions, newest first. */
+    listModels(taskId: number): Promise<ModelList>;
+    getModel(modelId: string): Promise<ModelVersion>;
+    /** Starts publishing a version; `replace` unpublishes the task's other published versions once it is ready. */
+    publishModel(modelId: string, replace: boolean): Promise<ModelVersion>;
+    unpublishModel(modelId: string): Promise<ModelVersion>;
+    /** Same-origin URL of a report image (an <img> sends the session cookie; the gateway authorizes it). */
+    reportImageUrl(modelId: string, image: ReportImage): string;
 }
 
 export interface ClientOptions {
@@ -71,6 +83,7 @@ export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOpt
 
     const task = (taskId: number): string => `/tasks/${encodeURIComponent(String(taskId))}`;
     const job = (jobId: string): string => `/jobs/${encodeURIComponent(jobId)}`;
+    const model = (modelId: string): string => `/models/${encodeURIComponent(modelId)}`;
 
     return {
         getSummary: (taskId) => request<TaskSummary>('GET', `${task(taskId)}/summary`),
@@ -81,5 +94,11 @@ export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOpt
         },
         getJob: (jobId) => request<Job>('GET', job(jobId)),
         cancelJob: (jobId) => request<Job>('POST', `${job(jobId)}/cancel`),
+        getJobMetrics: async (jobId) => (await request<{ epochs: EpochPoint[] }>('GET', `${job(jobId)}/metrics`)).epochs,
+        listModels: (taskId) => request<ModelList>('GET', `/models?task=${encodeURIComponent(String(taskId))}`),
+        getModel: (modelId) => request<ModelVersion>('GET', model(modelId)),
+        publishModel: (modelId, replace) => request<ModelVersion>('POST', `${model(modelId)}/publish`, { replace }),
+        unpublishModel: (modelId) => request<ModelVersion>('POST', `${model(modelId)}/unpublish`),
+        reportImageUrl: (modelId, image) => `${baseUrl}${model(modelId)}/report/${encodeURIComponent(image)}`,
     };
 }

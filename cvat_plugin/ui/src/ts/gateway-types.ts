@@ -64,6 +64,71 @@ export interface TaskSummary {
     weights_options: Weights[];
 }
 
+/** One epoch of a job's curves (`GET /jobs/{id}/metrics`); validation values only on evaluated epochs. */
+export interface EpochPoint {
+    epoch: number;
+    time_s?: number;
+    train_loss?: number;
+    AP?: number;
+    AP50?: number;
+    AP75?: number;
+    /** This epoch's model is the best so far (the one kept). */
+    best?: boolean;
+}
+
+export type ReportImage = 'curves' | 'pr_curves' | 'confusion_matrix' | 'samples';
+
+export interface ClassAP {
+    name: string;
+    AP: number | null;
+    AP50: number | null;
+    /** Validation boxes of the class. */
+    boxes: number | null;
+}
+
+export interface Publication {
+    function: string | null;
+    display_name: string | null;
+    device: string | null;
+    published_at: string | null;
+}
+
+/** One trained model version, as `GET /models/{id}` describes it. */
+export interface ModelVersion {
+    id: string;
+    task_id: number | null;
+    task_name: string | null;
+    version: number | null;
+    created: string | null;
+    status: string | null;
+    /** Where training started: scratch, imagenet, coco, previous, or a checkpoint's file name. */
+    weights: string;
+    architecture: string;
+    backbone: string | null;
+    epochs: number | null;
+    best_epoch: number | null;
+    images: { train: number; val: number } | null;
+    metrics: Metrics;
+    per_class: ClassAP[];
+    threshold: number | null;
+    labels: string[];
+    /** The Nuclio function serving it, when published. */
+    function: string | null;
+    published: Publication | null;
+    /** The trainer is deploying it now. */
+    publishing: boolean;
+    /** Why the last publication failed. */
+    publish_error: string | null;
+    /** The report images it has. */
+    report: ReportImage[];
+}
+
+/** `GET /models?task=`: newest first, and whether the trainer can publish. */
+export interface ModelList {
+    models: ModelVersion[];
+    publish: boolean;
+}
+
 /** A job in one of these states holds the task: a second train request gets 409. */
 export function isActive(job: Job): boolean {
     return job.state === 'preparing' || job.state === 'queued' || job.state === 'running';

@@ -3,10 +3,13 @@ import React from 'react';
 import { Button, Result, Space, Typography } from 'antd';
 
 import { formatMetric } from './format';
-import { Job, metricValue } from './gateway-types';
+import { EpochPoint, Job, metricValue } from './gateway-types';
+import { MetricsChart } from './metrics-chart';
 
 interface Props {
     job: Job;
+    /** The run's curves; shown when there are any. */
+    points: EpochPoint[];
     onTrainAgain: () => void;
     onClose: () => void;
 }
@@ -64,13 +67,14 @@ function describe(job: Job): { status: 'success' | 'error' | 'warning'; title: s
     };
 }
 
-export function JobOutcome({ job, onTrainAgain, onClose }: Props): JSX.Element {
+export function JobOutcome({ job, points, onTrainAgain, onClose }: Props): JSX.Element {
     const { status, title, detail } = describe(job);
     return (
         <div className='detr-job-outcome'>
             <Result status={status} title={title} subTitle={detail} style={{ padding: '16px 24px' }}>
                 {job.state === 'succeeded' && <Succeeded job={job} />}
             </Result>
+            {points.length > 0 && <MetricsChart points={points} epochs={job.epochs} />}
             <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
                 <Button onClick={onTrainAgain}>Train again</Button>
                 <Button type='primary' onClick={onClose}>Close</Button>

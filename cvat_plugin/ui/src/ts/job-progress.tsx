@@ -1,10 +1,11 @@
-/** A queued or running job: phase, progress bar, loss, validation mAP, time left, and Cancel. */
+/** A queued or running job: phase, progress bar, loss, validation mAP, their curves, time left, and Cancel. */
 import React from 'react';
 import { Alert, Button, Descriptions, Popconfirm, Progress, Space, Tag, Typography } from 'antd';
 
 import { GatewayError } from './errors';
 import { describePhase, formatEta, formatLoss, formatMetric, STATE_LABELS } from './format';
-import { Job, metricValue } from './gateway-types';
+import { EpochPoint, Job, metricValue } from './gateway-types';
+import { MetricsChart } from './metrics-chart';
 
 const WAITING: Partial<Record<Job['state'], string>> = {
     preparing: 'estimated once training starts',
@@ -13,6 +14,8 @@ const WAITING: Partial<Record<Job['state'], string>> = {
 
 interface Props {
     job: Job;
+    /** The job's curves so far. */
+    points: EpochPoint[];
     /** Shown above the progress, e.g. why this job is shown instead of a new one. */
     notice: string | null;
     pollError: GatewayError | null;
@@ -25,7 +28,7 @@ interface Props {
 }
 
 export function JobProgress({
-    job, notice, pollError, polling, cancelling, cancelError, onCancel, onCheckAgain, onClose,
+    job, points, notice, pollError, polling, cancelling, cancelError, onCancel, onCheckAgain, onClose,
 }: Props): JSX.Element {
     const running = job.state === 'running';
     const percent = Math.floor(Math.min(Math.max(job.progress, 0), 1) * 100);
@@ -51,6 +54,7 @@ export function JobProgress({
                     { key: 'job', label: 'Job', children: <Typography.Text code>{job.id}</Typography.Text> },
                 ]}
             />
+            {job.state === 'running' && <MetricsChart points={points} epochs={job.epochs} />}
             {pollError && (
                 <Alert
                     type={polling ? 'warning' : 'error'}

@@ -1,13 +1,15 @@
 /**
  * The Train DETR modal. On open it loads the task summary and the task's jobs: a queued or running
  * job is shown at once (so closing and reopening loses nothing), otherwise the parameters form.
+ * Its Models tab, one click away, shows the task's trained versions.
  */
 import React, { useCallback, useEffect, useState } from 'react';
-import { Alert, Button, Modal, Spin } from 'antd';
+import { Alert, Button, Modal, Spin, Tabs } from 'antd';
 
 import { GatewayClient } from './api';
 import { asGatewayError, GatewayError } from './errors';
 import { isActive, Job, TaskSummary, TrainOptions } from './gateway-types';
+import { ModelsView } from './models-view';
 import { TrainForm } from './train-form';
 import { TrainingJob } from './training-job';
 
@@ -31,6 +33,7 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
     const [loads, setLoads] = useState(0);
     const [submitting, setSubmitting] = useState(false);
     const [startError, setStartError] = useState<GatewayError | null>(null);
+    const [tab, setTab] = useState<'train' | 'models'>('train');
 
     useEffect(() => {
         let live = true;
@@ -114,13 +117,21 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
             open={open}
             title={taskName ? `Train DETR: ${taskName}` : `Train DETR: task #${taskId}`}
             footer={null}
-            width={640}
+            width={tab === 'models' ? 820 : 640}
             maskClosable={false}
             destroyOnClose
             onCancel={close}
             afterClose={onClose}
         >
-            {body}
+            <Tabs
+                activeKey={tab}
+                onChange={(key) => setTab(key as 'train' | 'models')}
+                destroyInactiveTabPane
+                items={[
+                    { key: 'train', label: 'Train', children: body },
+                    { key: 'models', label: 'Models', children: <ModelsView client={client} taskId={taskId} /> },
+                ]}
+            />
         </Modal>
     );
 }

@@ -6,6 +6,7 @@ import { asGatewayError, GatewayError } from './errors';
 import { isFinished, Job } from './gateway-types';
 import { JobOutcome } from './job-outcome';
 import { JobProgress } from './job-progress';
+import { useJobMetrics } from './use-job-metrics';
 import { useJobPolling } from './use-job-polling';
 
 interface Props {
@@ -18,6 +19,7 @@ interface Props {
 
 export function TrainingJob({ client, job: initialJob, notice, onTrainAgain, onClose }: Props): JSX.Element {
     const { job, error, polling, restart } = useJobPolling(client, initialJob);
+    const points = useJobMetrics(client, job);
     const [cancelling, setCancelling] = useState(false);
     const [cancelError, setCancelError] = useState<GatewayError | null>(null);
 
@@ -33,10 +35,11 @@ export function TrainingJob({ client, job: initialJob, notice, onTrainAgain, onC
         }
     };
 
-    if (isFinished(job)) return <JobOutcome job={job} onTrainAgain={onTrainAgain} onClose={onClose} />;
+    if (isFinished(job)) return <JobOutcome job={job} points={points} onTrainAgain={onTrainAgain} onClose={onClose} />;
     return (
         <JobProgress
             job={job}
+            points={points}
             notice={notice}
             pollError={error}
             polling={polling}
