@@ -27,11 +27,14 @@ import uvicorn
 from cvat_plugin.auth import LegacyToken
 from cvat_plugin.gateway import API_PREFIX, create_app
 from cvat_plugin.gateway_settings import GatewaySettings
+from cvat_plugin.nuclio import NuclioClient
 from detr.config import TINY_MODEL
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_server import FakeCvat, Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
 from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.nuclio_dashboard import FakeNuclioDashboard
+from tests.fakes.trained_models import base_config
 
 #: DETR_TRAIN_DEFAULTS for jobs of a few seconds per epoch on a CPU (the dialog accepts 128 px and up).
 TINY_TRAINING: dict[str, Any] = {
@@ -81,6 +84,8 @@ class Sandbox:
     settings: GatewaySettings
     service: Optional[User] = None
     """The gateway's service account (a CVAT admin), when the sandbox has one."""
+    nuclio: Optional[FakeNuclioDashboard] = None
+    """The Nuclio dashboard the trainer publishes to, when the sandbox has one."""
 
     @property
     def api(self) -> str:
@@ -95,23 +100,30 @@ class Sandbox:
 
 
 @contextmanager
-def trainer_environment(home: Path) -> Iterator[None]:
+def trainer_environment(home: Path, dashboard_url: Optional[str] = None) -> Iterator[None]:
     """What the trainer function reads from the environment at its first request: DETR_HOME, no
-    baked weights (weights ``scratch`` and ``previous`` only), no Nuclio dashboard (no publishing)."""
+    baked weights (weights ``scratch`` and ``previous`` only), and the Nuclio dashboard it publishes
+    to (none: no publishing)."""
     with mock.patch.dict(os.environ, {"DETR_HOME": str(home), "DETR_WEIGHTS": str(home / "no-baked-weights")}):
         os.environ.pop("NUCLIO_DASHBOARD_URL", None)
+        if dashboard_url:
+            os.environ["NUCLIO_DASHBOARD_URL"] = dashboard_url
         yield
 
 
 @contextmanager
 def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, Any]] = None,
-            service_account: bool = False, **settings: Any) -> Iterator[Sandbox]:
+            service_account: bool = False, nuclio: bool = False, **settings: Any) -> Iterator[Sandbox]:
     """Fake CVAT with user alice and her 16-image task, the trainer, and the gateway between them.
-    ``service_account``: the gateway gets the API token of a CVAT admin; ``settings`` are more
+    ``service_account``: the gateway gets the API token of a CVAT admin; ``nuclio``: the trainer
+    publishes to a fake Nuclio dashboard with the base detector deployed; ``settings`` are more
     ``GatewaySettings`` fields."""
     home = workdir / "detr-home"
     with ExitStack() as stack:
-        stack.enter_context(trainer_environment(home))
+        dashboard = stack.enter_context(FakeNuclioDashboard()) if nuclio else None
+        if dashboard is not None:
+            NuclioClient(dashboard.url, poll_interval=0.0).deploy(base_config())
+        stack.enter_context(trainer_environment(home, dashboard.url if dashboard else None))
         cvat = stack.enter_context(FakeCvat(workdir / "cvat"))
         alice = cvat.add_user("alice", "alice-password")
         task = add_synthetic_task(cvat, alice, workdir, name="shapes", num_images=16)
@@ -125,14 +137,16 @@ def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, 
             train_defaults=TINY_TRAINING if train_defaults is None else train_defaults,
             export_poll_interval=0.01, **settings)
         gateway = stack.enter_context(UvicornThread(create_app(gateway_settings), port))
-        yield Sandbox(cvat, alice, task, trainer, gateway, gateway_settings, service)
+        yield Sandbox(cvat, alice, task, trainer, gateway, gateway_settings, service, dashboard)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8765, help="the gateway's port on 127.0.0.1 (default 8765)")
+    parser.add_argument("--nuclio", action="store_true", help="publish models to a fake Nuclio dashboard")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="detr-sandbox-") as tmp, sandbox(Path(tmp), port=args.port) as box:
+    with tempfile.TemporaryDirectory(prefix="detr-sandbox-") as tmp, \
+            sandbox(Path(tmp), port=args.port, nuclio=args.nuclio) as box:
         cookies = box.login(box.alice)
         print(f"gateway API at {box.api}; task {box.task.id} of user alice")
         print(f"npm run e2e -- --base-url {box.api} --task {box.task.id} "

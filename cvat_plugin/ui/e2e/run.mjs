@@ -1,15 +1,19 @@
 /**
  * Browser test of the plugin: headless Chromium (the system's, driven by playwright-core) opens the
  * harness task page, clicks Actions -> Train DETR, starts training, closes and reopens the dialog
- * while the job runs, and waits for the job to succeed; then it checks the older <Menu.Item>
- * contract. Screenshots go to $DETR_UI_ARTIFACTS (default e2e/artifacts/); train-detr.png shows the
- * finished job. Exits 0 on success, 1 with the reason (and failure.png) otherwise.
+ * while the job runs, and waits for the job to succeed with its loss and mAP curves; opens the
+ * Models tab, sees the sample predictions image, and (with --publish) unpublishes and publishes the
+ * version again; then it checks the older <Menu.Item> contract. Screenshots go to
+ * $DETR_UI_ARTIFACTS (default e2e/artifacts/): train-detr.png shows the finished job and its curves,
+ * model-view.png the Models tab. Exits 0 on success, 1 with the reason (and failure.png) otherwise.
  *
  *   node e2e/run.mjs --base-url http://127.0.0.1:8765/detr/api [--task 42] [--epochs 3]
  *                    [--cookie sessionid=...] [--cookie csrftoken=...] [--timeout-s 180] [--no-build]
+ *                    [--publish]
  *
  * `--base-url` is the gateway's API root; the page reaches it same-origin through e2e/server.mjs.
  * `--cookie` sets the CVAT session the browser holds (default: made-up sessionid and csrftoken).
+ * `--publish`: the trainer can publish (a Nuclio dashboard), so the Models tab's buttons are tried.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
@@ -38,6 +42,7 @@ function parseOptions() {
             cookie: { type: 'string', multiple: true, default: [] },
             'timeout-s': { type: 'string', default: '180' },
             'no-build': { type: 'boolean', default: false },
+            publish: { type: 'boolean', default: false },
             chromium: { type: 'string', default: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium' },
         },
     });
@@ -60,6 +65,7 @@ function parseOptions() {
         cookies,
         timeoutMs: Number(values['timeout-s']) * 1000,
         build: !values['no-build'],
+        publish: values.publish,
         chromium: values.chromium,
         artifacts: path.resolve(process.env.DETR_UI_ARTIFACTS ?? path.join(UI_DIR, 'e2e', 'artifacts')),
     };
@@ -100,6 +106,8 @@ async function trainThroughTheDialog(page, origin, options, shot) {
     await running.or(finished).or(refused).first().waitFor({ timeout: options.timeoutMs });
     if (await refused.isVisible()) throw new Error(`starting failed: ${await refused.innerText()}`);
     if (await running.isVisible()) {
+        const chart = page.locator('.detr-metrics-chart svg');
+        log(`curves while running: ${await chart.count() ? await chart.getAttribute('data-epochs') : 0} epoch(s)`);
         await shot('train-detr-progress.png');
         // Close while training, reopen: the dialog must find the running job again.
         await page.getByRole('dialog').getByRole('button', { name: 'Close' }).first().click();
@@ -110,9 +118,35 @@ async function trainThroughTheDialog(page, origin, options, shot) {
         log(await lastRun.isVisible() ? 'reopened after the job ended' : 'reopened and resumed following the job');
     }
     await finished.or(page.getByText(/^Last run /)).first().waitFor({ timeout: options.timeoutMs });
-    await shot('train-detr.png');
     const outcome = await page.getByRole('dialog').innerText();
     if (!/Training finished|Last run succeeded/.test(outcome)) throw new Error(`the job did not succeed:\n${outcome}`);
+    if (await finished.isVisible()) {
+        await page.locator(`.detr-metrics-chart svg[data-epochs="${options.epochs}"]`).waitFor();
+        log(`curves of the finished run: ${options.epochs} epochs`);
+    }
+    await shot('train-detr.png');
+}
+
+/** The Models tab: the version, its sample predictions image (loaded through the gateway), publishing. */
+async function checkModelView(page, options, shot) {
+    await page.getByRole('tab', { name: 'Models' }).click();
+    await page.getByText(/^v1: mAP /).waitFor({ timeout: options.timeoutMs });
+    const samples = page.locator('.detr-model-details img[alt="Sample predictions of v1"]');
+    await samples.waitFor();
+    await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, await samples.elementHandle(),
+        { timeout: options.timeoutMs });
+    log(`model view: samples image loaded (${await samples.evaluate((img) => img.naturalWidth)} px wide)`);
+    if (options.publish) {
+        const details = page.locator('.detr-models-view');
+        await details.getByRole('button', { name: 'Unpublish' }).click();
+        await page.locator('.ant-popconfirm').getByRole('button', { name: 'Unpublish' }).click();
+        await details.getByRole('button', { name: 'Publish', exact: true }).waitFor({ timeout: options.timeoutMs });
+        log('model view: unpublished');
+        await details.getByRole('button', { name: 'Publish', exact: true }).click();
+        await details.getByRole('button', { name: 'Unpublish' }).waitFor({ timeout: options.timeoutMs });
+        log('model view: published again');
+    }
+    await shot('model-view.png');
 }
 
 async function checkOlderMenuContract(page, origin, options, shot) {
@@ -157,6 +191,7 @@ async function main() {
         };
 
         await trainThroughTheDialog(page, server.url, options, shot);
+        await checkModelView(page, options, shot);
         const job = await newestJob(options);
         if (job?.state !== 'succeeded') throw new Error(`the gateway reports the newest job as ${JSON.stringify(job)}`);
         log(`job ${job.id} succeeded; published as ${job.function}`);
