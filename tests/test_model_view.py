@@ -15,11 +15,10 @@ import pytest
 from cvat_plugin.model_store import REPORT_IMAGES, ModelStore, keep_report, starting_weights
 from cvat_plugin.nuclio import NuclioClient
 from detr.synthetic import make_shapes_dataset
-from serverless.trainer import main as trainer_main
-from tests.fakes.nuclio import Platform, make_event, to_wire
 from tests.fakes.trained_models import add_model, base_config
 from tests.gateway_sandbox import Sandbox, sandbox
 from tests.test_gateway import Browser
+from tests.test_trainer_publishing import Trainer
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -141,18 +140,6 @@ def test_a_model_keeps_its_report_and_describes_its_start(tmp_path):
 
 
 # --- publishing a chosen version through the trainer ------------------------------------------------
-
-
-class Trainer:
-    def __init__(self) -> None:
-        self.platform = Platform()
-
-    def call(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        wire = to_wire(self.platform.call_handler(trainer_main.handler, make_event(method, path, body)))
-        return wire["status_code"], json.loads(wire["body"])
-
-    def stop(self) -> None:
-        self.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
 
 
 @pytest.fixture
