@@ -658,7 +658,7 @@ class AnnotateCommand:
         with _make_client(args) as client:
             if args.local:
                 result = annotate_locally(client, args.task, _model_file(args.model, store), threshold=args.threshold,
-                                          clear_existing=args.clear_existing, sdk_pbar=_sdk_progress(args))
+                                          clear_existing=args.clear_existing, sdk_pbar=_sdk_progress(pbar))
             else:
                 result = annotate_with_function(client, args.task, _function_of(args.model, store),
                                                 threshold=args.threshold, clear_existing=args.clear_existing, pbar=pbar,
@@ -688,12 +688,15 @@ def _function_of(reference: str, store: ModelStore) -> str:
     return entry.function
 
 
-def _sdk_progress(args: argparse.Namespace):
-    if args.quiet:
+def _sdk_progress(pbar: ProgressReporter):
+    """cvat-sdk's tqdm reporter drawing where ours does; None (no progress) with --quiet.
+
+    cvat-sdk names each bar's unit itself: passing one here makes tqdm fail on a repeated keyword."""
+    if not isinstance(pbar, TqdmProgressReporter):
         return None
     from cvat_sdk.core.helpers import DeferredTqdmProgressReporter
 
-    return DeferredTqdmProgressReporter({"leave": False, "unit": "frame"})
+    return DeferredTqdmProgressReporter(dict(pbar.tqdm_kwargs))
 
 
 def _add_trainer_option(parser: argparse.ArgumentParser) -> None:

@@ -70,9 +70,9 @@ def environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DETR_HOME", str(tmp_path / "home"))
 
 
-def annotate(fake_cvat, alice, *argv: str) -> tuple[int, str, str]:
+def annotate(fake_cvat, alice, *argv: str, quiet: bool = True) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = cli.main(["--quiet", "annotate", *argv, "--url", fake_cvat.url, "--token", alice.token,
+    code = cli.main([*(["--quiet"] if quiet else []), "annotate", *argv, "--url", fake_cvat.url, "--token", alice.token,
                      "--poll-interval", "0", "--retries", "0"], stdout=stdout, stderr=stderr)
     return code, stdout.getvalue(), stderr.getvalue()
 
@@ -157,3 +157,13 @@ def test_annotate_locally_through_cvat_sdk(fake_cvat, alice, task, tmp_path):
     assert [(s.frame, s.label_id, s.source) for s in task.shapes] == [
         (frame, label_id(task, "person"), "auto") for frame in (0, 1, 3)]
     assert out == f"Task {task.id}: 3 shapes added by {folder / 'model.pt'} (3 in total)\n"
+
+
+def test_annotate_locally_shows_progress(fake_cvat, alice, task, tmp_path):
+    """Without --quiet cvat-sdk's progress bar is ours, on our stderr (it used to crash on a repeated 'unit')."""
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local",
+                              quiet=False)
+    assert code == cli.EXIT_OK, err
+    assert "3 shapes added" in out
+    assert "0/3 [" in err  # the bar over the 3 frames, drawn on our stderr
