@@ -156,8 +156,11 @@ def annotate_locally(
     ``sdk_pbar`` is a cvat-sdk progress reporter (None: no progress). Labels of the model that
     the task lacks are skipped, as CVAT does for functions.
     """
-    from cvat_sdk.auto_annotation import annotate_task
-
+    try:
+        from cvat_sdk.auto_annotation import annotate_task
+    except ModuleNotFoundError as e:
+        raise AnnotateError("local annotation runs through cvat-sdk, which is not installed: "
+                            "`pip install 'cvat-detr[cvat]'`, or annotate through CVAT without --local") from e
     from cvat_plugin.sdk_function import DetrDetectionFunction
 
     function = DetrDetectionFunction(str(model_path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 
 import pytest
 
@@ -167,3 +168,11 @@ def test_annotate_locally_shows_progress(fake_cvat, alice, task, tmp_path):
     assert code == cli.EXIT_OK, err
     assert "3 shapes added" in out
     assert "0/3 [" in err  # the bar over the 3 frames, drawn on our stderr
+
+
+def test_annotate_locally_without_cvat_sdk_says_what_to_install(fake_cvat, alice, task, tmp_path, monkeypatch):
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    monkeypatch.setitem(sys.modules, "cvat_sdk.auto_annotation", None)  # as if not installed
+    code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local")
+    assert code == cli.EXIT_ANNOTATE
+    assert "pip install 'cvat-detr[cvat]'" in err
