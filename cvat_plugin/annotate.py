@@ -38,6 +38,10 @@ class AnnotateError(Exception):
     """The annotation could not start, failed or timed out; the message says what to do."""
 
 
+class UnknownFunction(AnnotateError):
+    """CVAT offers no model by that name."""
+
+
 @dataclass(frozen=True)
 class AnnotationResult:
     task_id: int
@@ -90,7 +94,7 @@ def _detector(client: CvatClient, function_id: str) -> dict:
     try:
         function = client.get_function(function_id)
     except NotFoundError as e:
-        raise AnnotateError(f"CVAT at {client.url} offers no model {function_id!r}: publish it with `cvat-detr "
+        raise UnknownFunction(f"CVAT at {client.url} offers no model {function_id!r}: publish it with `cvat-detr "
                             f"publish`, check the name with `cvat-detr models`, or check that CVAT's serverless "
                             f"part lists the functions of project 'cvat'") from e
     if function.get("kind") != "detector":

@@ -27,6 +27,7 @@ from cvat_plugin.annotate import (
 from cvat_plugin.annotate import (
     AnnotateError,
     AnnotationResult,
+    UnknownFunction,
     annotate_locally,
     annotate_with_function,
 )
@@ -226,6 +227,10 @@ class ExportCommand:
         _add_split_options(parser)
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        if args.out.exists() and not args.overwrite and (not args.out.is_dir() or any(args.out.iterdir())):
+            # checked before the export, which can take long
+            raise UsageError(f"--out {args.out} already exists and is not empty: choose another folder, or pass "
+                             f"--overwrite to replace it")
         with _make_client(args) as client:
             manifest = export_task(client, args.task, args.out, val_fraction=args.val_fraction, seed=args.seed,
                                    overwrite=args.overwrite, pbar=pbar)
@@ -850,7 +855,7 @@ def _exit_code(error: BaseException) -> Optional[int]:
         return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound, JobNotFound)):
+    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound, JobNotFound, UnknownFunction)):
         return EXIT_NOT_FOUND
     if isinstance(error, (CvatConnectionError, DashboardUnreachable)) or (
             isinstance(error, CvatHTTPError) and (error.status >= 500 or error.status == 429)):

@@ -255,12 +255,17 @@ class CvatClient:
             else:
                 message = (f"CVAT at {self.url} did not accept {self.credentials.describe()}{said}; "
                            f"check {self.credentials.source}")
-                if isinstance(self.credentials, AccessToken) and self._version and self._version < ACCESS_TOKENS_SINCE:
-                    message += (f". This server is CVAT {self._version}, which predates personal access tokens: "
-                                f"use --token with an API key, or --username/--password")
+                version = self._probe_version() if isinstance(self.credentials, AccessToken) else None
+                if version is not None and version < ACCESS_TOKENS_SINCE:
+                    message += (f". This server is CVAT {version}, which has no personal access tokens: "
+                                f"use --token with an API key (CVAT's 'POST /api/auth/login' answers one as "
+                                f"\"key\"), or --username/--password")
         elif status == 403:
             message = (f"no permission to {action} {resource} on CVAT at {self.url}{said}; ask the task owner or "
                        f"a CVAT admin to give your user access, or use credentials of a user who has it")
+        elif status == 404 and self._probe_version() is None:
+            message = (f"{self.url} does not answer as a CVAT server (no version at /api/server/about); check "
+                       f"--url / CVAT_URL: it is the address you open CVAT at in the browser")
         elif status == 404:
             message = (f"{resource} does not exist on CVAT at {self.url}{said}; check the id (it is the number "
                        f"in the task's address, {self.url}/tasks/<id>)")
@@ -298,6 +303,17 @@ class CvatClient:
     def about(self) -> dict:
         """``GET /api/server/about`` (no credentials needed): name, version, ..."""
         return self._get_json("/api/server/about", action="read", resource="the server version")
+
+    def _probe_version(self) -> Optional[ServerVersion]:
+        """The server's version if it answers as CVAT, else None; for error messages, so it never raises
+        (and never recurses through ``_error``)."""
+        if self._version is None:
+            try:
+                response = self._session.get(self._absolute("/api/server/about"), timeout=self.timeout)
+                self._version = ServerVersion.parse(str(response.json().get("version", "")))
+            except (requests.RequestException, ValueError, AttributeError, CvatError):
+                return None
+        return self._version
 
     @property
     def server_version(self) -> ServerVersion:

@@ -291,6 +291,14 @@ def build_training_set(
     return manifest
 
 
+def require_images(task: Mapping[str, Any]) -> None:
+    """Refuse a task created without data (``size`` null on CVAT 2.42) before asking for its annotations,
+    which CVAT answers with an error page for such a task."""
+    if not task.get("size"):
+        raise DatasetError(f"task {task['id']} ({task.get('name')!r}) has no images: upload images or a video to "
+                           f"it in CVAT (on the task's page), then try again")
+
+
 def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathLike], *,
                 val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, overwrite: bool = False,
                 pbar: Optional[ProgressReporter] = None) -> dict:
@@ -298,8 +306,7 @@ def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathL
     returns the manifest. The export zip lives in a temporary folder beside ``out_dir``."""
     out_dir = Path(out_dir)
     task = client.get_task(task_id)
-    if not task.get("size"):
-        raise DatasetError(f"task {task_id} ({task.get('name')!r}) has no images; add data to it in CVAT")
+    require_images(task)
     labels = client.get_labels(task_id)
     data_meta = client.get_data_meta(task_id)
     annotations = client.get_annotations(task_id)
@@ -360,6 +367,8 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
             spool.write(json.dumps([file_name, width, height, boxes], ensure_ascii=False) + "\n")
             records.append((item.subset, frozenset(box[0] for box in boxes)))
 
+    if data_meta is not None:  # CVAT from 2.18 leaves deleted frames out of the export: count them from the task
+        dropped_deleted = len(set(_deleted_numbers(data_meta)))
     task = f"task {source['task_id']}" if source.get("task_id") is not None else export_zip.name
     if not records:
         raise DatasetError(f"{task} has no images to train on ({dropped_deleted} deleted frames dropped); "

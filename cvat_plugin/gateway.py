@@ -3,7 +3,8 @@ plugin calls same-origin, and that receives CVAT's webhook.
 
 API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what happened, what to do>"}``)::
 
-    GET  /health                 {"status", "version", "trainer", "preparing", "webhooks", "auto_retrain"}
+    GET  /health                 {"status", "version", "trainer", "cvat", "cvat_version", "preparing", "webhooks",
+                                  "auto_retrain"}
     GET  /tasks/{id}/summary     {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}],
                                   "annotated_frames", "warnings", "defaults", "weights_options"}
     POST /tasks/{id}/train       {"epochs", "image_size", "weights", "val_fraction", "publish"} (each optional)
@@ -23,7 +24,7 @@ and the gateway acts only if CVAT lets the caller see the task; the export runs 
 CVAT's 401/403/404 pass through. POSTs made with a session must carry ``X-CSRFToken``. The
 gateway stores no user credential and logs none. Configuration: ``cvat_plugin.gateway_settings``.
 
-Run it with ``detr-gateway [--host 0.0.0.0] [--port 8000]`` or ``python -m cvat_plugin.gateway``.
+Run it with ``detr-gateway [--host 127.0.0.1] [--port 8000]`` or ``python -m cvat_plugin.gateway``.
 """
 
 from __future__ import annotations
@@ -230,7 +231,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="detr-gateway", description="Serve the DETR gateway (the Train DETR plugin's API and CVAT's webhook) "
                                          "under /detr/api. Configuration comes from the environment: see "
                                          "cvat_plugin/gateway_settings.py or the README.")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 for every interface, as the gateway's container "
+                             "does (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="(default: %(default)s)")

@@ -69,4 +69,4 @@ def authorize_task(client: CvatClient, task_id: int) -> dict:
     try:
         return client.get_task(task_id)
     except CvatError as e:
-        raise from_cvat(e, action=f"see task {task_id}") from e
+        raise from_cvat(e, action=f"see task {task_id}", credentials=client.credentials) from e

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 from cvat_plugin.auth import Credentials
 from cvat_plugin.client import CvatClient, CvatError
-from cvat_plugin.dataset import export_task
+from cvat_plugin.dataset import DatasetError, export_task, require_images
 from cvat_plugin.gateway_auth import authorize_task, require_credentials
 from cvat_plugin.gateway_errors import GatewayError, failure_message, from_cvat, from_trainer
 from cvat_plugin.gateway_preparations import (
@@ -90,11 +90,12 @@ class TrainingService:
         """The task's counts and warnings, and the dialog's defaults and weight choices."""
         with self.cvat(credentials) as client:
             task = authorize_task(client, task_id)
+            _require_images(task)
             try:
                 summary = summarize_task(task, client.get_labels(task_id), client.get_annotations(task_id),
                                          client.get_data_meta(task_id))
             except CvatError as e:
-                raise from_cvat(e, action=f"read task {task_id}") from e
+                raise from_cvat(e, action=f"read task {task_id}", credentials=credentials) from e
         defaults, choices, problem = self.dialog_choices(task_id)
         if problem:
             summary["warnings"].append(problem)
@@ -158,15 +159,24 @@ class TrainingService:
                 for entry in self.models.entries() if entry.task_id == task_id]
 
     def health(self) -> dict[str, Any]:
-        """For probes and admins; asks only the trainer, never CVAT, and names no addresses."""
+        """For probes and admins: the trainer's state and CVAT's (its public version endpoint, asked without
+        credentials); names no addresses."""
         try:
             trainer = self.trainer().health().get("status", "ok")
         except TrainerError as e:
             logger.warning("Health check: %s", e)
             trainer = "unavailable"
+        cvat_version = None
+        try:
+            with self.cvat(None) as client:
+                cvat_version = str(client.server_version)
+        except CvatError as e:
+            logger.warning("Health check: %s", e)
         with self._lock:
             preparing = len(self._cancel_events)
-        return {"status": "ok" if trainer == "ok" else "degraded", "version": _version(), "trainer": trainer,
+        healthy = trainer == "ok" and cvat_version is not None
+        return {"status": "ok" if healthy else "degraded", "version": _version(), "trainer": trainer,
+                "cvat": "ok" if cvat_version else "unavailable", "cvat_version": cvat_version,
                 "preparing": preparing, "webhooks": bool(self.settings.webhook_secret),
                 "auto_retrain": self.settings.auto_retrain.enabled}
 
@@ -176,7 +186,7 @@ class TrainingService:
               trigger: str = "user") -> dict[str, Any]:
         """Start a training of the task as ``credentials`` (the caller, or the service account for a
         webhook); returns the preparing job. 409 with the job when the task already has one running."""
-        self.authorize(credentials, task_id)
+        _require_images(self.authorize(credentials, task_id))
         trainer = self.trainer()
         try:
             health = trainer.health()
@@ -321,6 +331,13 @@ class TrainingService:
             raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task; the DETR service shows "
                                     f"only jobs of tasks you can see in CVAT")
         return int(job["task_id"])
+
+
+def _require_images(task: Mapping[str, Any]) -> None:
+    try:
+        require_images(task)
+    except DatasetError as e:
+        raise GatewayError(422, str(e)) from None
 
 
 def _version() -> str:

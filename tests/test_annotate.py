@@ -126,7 +126,7 @@ def test_a_running_annotation_is_reported_clearly(fake_cvat, alice, task, server
 
 
 @pytest.mark.parametrize("case, code, message", [
-    ("unknown model", cli.EXIT_ANNOTATE, "offers no model 'nope': publish it with `cvat-detr publish`"),
+    ("unknown model", cli.EXIT_NOT_FOUND, "offers no model 'nope': publish it with `cvat-detr publish`"),
     ("function fails", cli.EXIT_ANNOTATE, "failed: requests.exceptions.HTTPError: 400 Client Error"),
     ("no common label", cli.EXIT_ANNOTATE, "none of the labels of 'detr-other' (cat, dog) is a label of task"),
     ("serverless off", cli.EXIT_UNREACHABLE, "HTTP 503"),

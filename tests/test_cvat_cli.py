@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import re
 import socket
+import threading
 
 import pytest
 
@@ -65,10 +67,16 @@ def test_credentials_from_the_environment(fake_cvat, alice, tmp_path, monkeypatc
     ("server failing", cli.EXIT_UNREACHABLE, "HTTP 503 after 2 attempts"),
     ("export failed", cli.EXIT_EXPORT, "failed to export task .*: worker crashed"),
     ("truncated download", cli.EXIT_EXPORT, "arrived incomplete 2 times"),
-    ("empty task", cli.EXIT_DATA, "has no images; add data to it in CVAT"),
+    ("empty task", cli.EXIT_DATA, r"task \d+ \('empty'\) has no images: upload images or a video to it"),
     ("labels with no boxes", cli.EXIT_DATA, "has no boxes to train on"),
+    ("access token on 2.42", cli.EXIT_AUTH, "This server is CVAT 2.42.0, which has no personal access tokens: "
+                                            "use --token"),
+    ("not a CVAT server", cli.EXIT_NOT_FOUND, "does not answer as a CVAT server .*check --url / CVAT_URL"),
+    ("existing --out", cli.EXIT_USAGE, "already exists and is not empty: choose another folder, or pass "
+                                       "--overwrite"),
 ])
-def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, case, code, message):
+def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, other_server, case, code,
+                                                       message):
     task = add_shapes_task(fake_cvat, alice, num_frames=4)
     argv = ["export", "--task", str(task.id), "--out", str(tmp_path / "ds")]
     conn = connection(fake_cvat, alice.token)
@@ -94,6 +102,13 @@ def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_pat
         fake_cvat.truncate_downloads = 10
     elif case == "empty task":
         argv[2] = str(fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[]).id)
+    elif case == "access token on 2.42":
+        conn[2:4] = ["--access-token", alice.access_token]
+    elif case == "not a CVAT server":
+        conn[1] = other_server
+    elif case == "existing --out":
+        (tmp_path / "ds").mkdir()
+        (tmp_path / "ds" / "notes.txt").write_text("mine")
     elif case == "labels with no boxes":
         frames, _ = make_frames(3, 1)
         argv[2] = str(fake_cvat.add_task("points only", owner=alice, labels=["car"], frames=frames,
@@ -104,7 +119,36 @@ def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_pat
     assert last.startswith("cvat-detr export: ") and all(line.startswith("WARNING: ") for line in logged)
     assert re.search(message, last), err
     assert alice.token not in err and alice.password not in err
-    assert not (tmp_path / "ds").exists()
+    if case == "existing --out":
+        assert (tmp_path / "ds" / "notes.txt").read_text() == "mine" and exports(fake_cvat) == 0
+    else:
+        assert not (tmp_path / "ds").exists()
+
+
+def exports(fake: FakeCvat) -> int:
+    return fake.count("POST", r"/api/tasks/\d+/dataset/export")
+
+
+@pytest.fixture
+def other_server():
+    """A web server that is not CVAT: every path is an HTML 404."""
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><h1>Not Found</h1>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):

@@ -12,7 +12,14 @@ import pytest
 
 from cvat_plugin.auth import LegacyToken
 from cvat_plugin.client import CvatClient
-from cvat_plugin.dataset import DatasetError, build_training_set, clip_box, count_unsupported, rotated_extent
+from cvat_plugin.dataset import (
+    DatasetError,
+    build_training_set,
+    clip_box,
+    count_unsupported,
+    export_task,
+    rotated_extent,
+)
 from cvat_plugin.split import stratified_split, subset_roles
 from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
@@ -155,7 +162,7 @@ def test_deleted_frames_are_dropped(tmp_path, export_includes_deleted):
     names = set(boxes_by_file(tmp_path / "dataset"))
     assert {"default/frame_0001.jpg", "default/frame_0004.jpg"}.isdisjoint(names)
     assert len(names) == 6 and manifest["images"]["train"] + manifest["images"]["val"] == 6
-    assert manifest["images"]["deleted_dropped"] == (2 if export_includes_deleted else 0)
+    assert manifest["images"]["deleted_dropped"] == 2  # counted from the task, whether the export has them or not
     assert not (tmp_path / "dataset" / "images" / "default" / "frame_0001.jpg").exists()
 
 
@@ -244,10 +251,20 @@ def test_manifest_records_source_and_counts(fake_cvat, alice, tmp_path):
 # --- bad input ------------------------------------------------------------------------------------------
 
 
-def test_empty_task(fake_cvat, alice, tmp_path):
+def test_a_task_without_data_is_refused_before_the_export(fake_cvat, alice, tmp_path):
+    """CVAT answers error pages for such a task's annotations and frames: ask for neither."""
     task = fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[])
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
+            pytest.raises(DatasetError, match=f"task {task.id} \\('empty'\\) has no images: upload images"):
+        export_task(client, task.id, tmp_path / "dataset")
+    assert fake_cvat.count("GET", rf"/api/tasks/{task.id}/(annotations|data/meta)") == 0
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_an_empty_export(tmp_path):
+    zipfile.ZipFile(tmp_path / "empty.zip", "w").close()
     with pytest.raises(DatasetError, match="is empty: the task has no frames to export"):
-        build(fake_cvat, alice, task, tmp_path / "dataset")
+        build_training_set(tmp_path / "empty.zip", tmp_path / "dataset")
     assert not (tmp_path / "dataset").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 

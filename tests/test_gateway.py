@@ -187,6 +187,25 @@ def test_an_api_token_works_like_a_session(box):
     assert answer.status_code == 200, answer.text
 
 
+def test_a_refused_authorization_header_is_not_called_a_session(box):
+    answer = requests.get(f"{box.api}/tasks/{box.task.id}/summary", headers={"Authorization": "Token " + "0" * 40},
+                          timeout=30)
+    assert answer.status_code == 401
+    assert error_of(answer) == ("CVAT did not accept the Token credentials of the Authorization header (CVAT said: "
+                                "Invalid token): check the token the request sends (an API key as "
+                                "'Authorization: Token <key>')")
+
+
+def test_a_task_without_data_says_it_has_no_images(box):
+    empty = box.cvat.add_task("no data yet", owner=box.alice, labels=["car"], frames=[])
+    browser = Browser(box, box.alice)
+    for answer in (browser.get(f"/tasks/{empty.id}/summary"), browser.post(f"/tasks/{empty.id}/train", {})):
+        assert answer.status_code == 422, answer.text
+        assert error_of(answer) == (f"task {empty.id} ('no data yet') has no images: upload images or a video to "
+                                    f"it in CVAT (on the task's page), then try again")
+    assert exports(box) == 0
+
+
 def test_a_task_that_does_not_exist_is_a_404(box):
     answer = Browser(box, box.alice).get("/tasks/999/summary")
     assert answer.status_code == 404
@@ -400,11 +419,15 @@ def test_a_preparation_cut_short_by_a_restart_is_reported_failed(tmp_path):
     assert submitted.state == "submitted" and submitted.error is None
 
 
-def test_health_reports_the_trainer(box):
+def test_health_reports_the_trainer_and_cvat(box):
     answer = requests.get(f"{box.api}/health", timeout=30)
     assert answer.status_code == 200
-    assert answer.json() | {"version": "-"} == {"status": "ok", "version": "-", "trainer": "ok", "preparing": 0,
-                                                "webhooks": False, "auto_retrain": False}
+    assert answer.json() | {"version": "-"} == {"status": "ok", "version": "-", "trainer": "ok", "cvat": "ok",
+                                                "cvat_version": "2.42.0", "preparing": 0, "webhooks": False,
+                                                "auto_retrain": False}
+    box.cvat.fail("GET", "/api/server/about", 503, times=5)
+    health = requests.get(f"{box.api}/health", timeout=30).json()
+    assert (health["status"], health["cvat"], health["cvat_version"]) == ("degraded", "unavailable", None)
     box.trainer.__exit__(None, None, None)
     assert requests.get(f"{box.api}/health", timeout=30).json()["trainer"] == "unavailable"
     summary = Browser(box, box.alice).get(f"/tasks/{box.task.id}/summary").json()
@@ -600,6 +623,16 @@ def test_the_command_refuses_to_start_without_its_settings(monkeypatch, capsys):
     monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
     assert gateway_main([]) == 2
     assert "detr-gateway: CVAT_URL must be set" in capsys.readouterr().err
+
+
+def test_the_command_listens_on_localhost_unless_told(monkeypatch):
+    """A bare `detr-gateway` is not open to the network; the container passes --host 0.0.0.0 itself."""
+    monkeypatch.setenv("CVAT_URL", "http://cvat:8080")
+    monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
+    served = {}
+    monkeypatch.setattr("cvat_plugin.gateway.uvicorn.run", lambda app, **kwargs: served.update(kwargs))
+    assert gateway_main([]) == 0
+    assert served["host"] == "127.0.0.1"
 
 
 def test_signatures_follow_cvats_recipe():

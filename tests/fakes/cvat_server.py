@@ -53,6 +53,11 @@ UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 #: Frames per data chunk (``data_chunk_size``): an image chunk is a zip of this many frames.
 CHUNK_SIZE = 72
 JSON_TYPE = "application/vnd.cvat+json"
+#: Django's own error pages, which CVAT sends where a view fails outside DRF's error handling.
+_DJANGO_PAGE = ('<!doctype html>\n<html lang="en">\n<head>\n  <title>{0}</title>\n</head>\n<body>\n'
+                '  <h1>{0}</h1><p></p>\n</body>\n</html>\n')
+SERVER_ERROR_PAGE = _DJANGO_PAGE.format("Server Error (500)")
+BAD_REQUEST_PAGE = _DJANGO_PAGE.format("Bad Request (400)")
 
 
 # --- state ----------------------------------------------------------------------------------------
@@ -551,11 +556,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _task_json(self, task: Task) -> dict:
         return {
             "url": f"{self.base}/api/tasks/{task.id}", "id": task.id, "name": task.name,
-            "project_id": task.project_id, "mode": "annotation", "owner": task.owner.brief(self.base),
+            "project_id": task.project_id, "owner": task.owner.brief(self.base),
             "assignee": None, "bug_tracker": "", "created_date": task.created, "updated_date": task.created,
             "overlap": 0, "segment_size": len(task.frames), "status": "annotation", "data_chunk_size": CHUNK_SIZE,
             "data_compressed_chunk_type": "imageset", "guide_id": None, "data_original_chunk_type": "imageset",
-            "size": len(task.frames), "image_quality": 70, "data": task.id, "dimension": "2d",
+            "image_quality": 70, "dimension": "2d",
+            # a task created without data (the UI's "Submit & Continue" before uploading) has none of these
+            "size": len(task.frames) or None, "mode": "annotation" if task.frames else None,
+            "data": task.id if task.frames else None,
             "subset": task.subset, "organization": None, "target_storage": None, "source_storage": None,
             "jobs": {"count": len(task.jobs), "completed": 0, "validation": 0,
                      "url": f"{self.base}/api/jobs?task_id={task.id}"},
@@ -590,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(400, ["task_id, job_id or project_id is required"])
         task = self.fake.tasks.get(int(self.query["task_id"]))
         if task is None:  # observed on 2.42: a Django 500 page, not a 404
-            raise HttpError(500, "<!doctype html><title>Server Error (500)</title>", content_type="text/html")
+            raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
         self.fake.task_for(user, task.id)
         self._paginated("/api/labels", [
             {"id": label.id, "name": label.name, "color": label.color, "attributes": label.attributes,
@@ -618,6 +626,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_data_meta(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
+        if not task.frames:  # observed on 2.42: the view reads the missing data and fails
+            raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
         self._send(200, {
             "chunks_updated_date": task.created, "chunk_size": CHUNK_SIZE, "size": len(task.frames),
             "image_quality": 70, "start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0),
@@ -644,6 +654,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_annotations(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
+        if not task.frames:  # observed on 2.42: a Django 400 page
+            raise HttpError(400, BAD_REQUEST_PAGE, content_type="text/html")
         if self.command == "GET" and "format" in self.query:
             self._legacy_flow(user, task, self.query["format"], subresource="annotations")
             return
