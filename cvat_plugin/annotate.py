@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from cvat_plugin.auth import AccessToken, Credentials, LegacyToken, PasswordCredentials
 from cvat_plugin.client import ConflictError, CvatClient, NotFoundError
+from cvat_plugin.dataset import require_images
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def annotate_with_function(
 ) -> AnnotationResult:
     """Annotate the task in CVAT with the Nuclio function ``function_id`` and wait for it to finish."""
     pbar = pbar or NullProgressReporter()
-    client.get_task(task_id)  # a missing task is a clear 404 here; CVAT's label list answers 500
+    require_images(client.get_task(task_id))  # a missing task is a clear 404 here; CVAT's label list answers 500
     function = _detector(client, function_id)
     _check_labels(client, task_id, function)
     before = len(client.get_annotations(task_id).get("shapes", []))
@@ -167,6 +168,7 @@ def annotate_locally(
                             "`pip install 'cvat-detr[cvat]'`, or annotate through CVAT without --local") from e
     from cvat_plugin.sdk_function import DetrDetectionFunction
 
+    require_images(client.get_task(task_id))
     function = DetrDetectionFunction(str(model_path))
     before = len(client.get_annotations(task_id).get("shapes", []))
     with tempfile.TemporaryDirectory(prefix="cvat-detr-frames-") as cache, \

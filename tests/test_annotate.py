@@ -176,3 +176,13 @@ def test_annotate_locally_without_cvat_sdk_says_what_to_install(fake_cvat, alice
     code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local")
     assert code == cli.EXIT_ANNOTATE
     assert "pip install 'cvat-detr[cvat]'" in err
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_task_without_data_says_it_has_no_images(fake_cvat, alice, serverless, tmp_path, local):
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    empty = fake_cvat.add_task("no data", owner=alice, labels=["person"], frames=[])
+    code, _, err = annotate(fake_cvat, alice, "--task", str(empty.id),
+                            *(["--model", "task-7-v1", "--local"] if local else ["--model", "detr-fixed"]))
+    assert code == cli.EXIT_DATA
+    assert f"task {empty.id} ('no data') has no images: upload images or a video to it" in err

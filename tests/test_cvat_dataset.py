@@ -166,16 +166,12 @@ def test_deleted_frames_are_dropped(tmp_path, export_includes_deleted):
     assert not (tmp_path / "dataset" / "images" / "default" / "frame_0001.jpg").exists()
 
 
-def test_cvat_subsets_give_the_split(fake_cvat, alice, tmp_path):
-    frames, shapes = make_frames(10, 2, seed=2)
-    for index, frame in enumerate(frames):
-        frame.subset = "Validation" if index in (2, 7) else "Train"
-    task = fake_cvat.add_task("subsets", owner=alice, labels=["car", "person"], frames=frames, shapes=shapes)
+def test_a_single_tasks_subset_cannot_split_it(fake_cvat, alice, tmp_path):
+    """In CVAT a task has one subset: its export holds only that one, so the seeded split decides."""
+    task = add_shapes_task(fake_cvat, alice, num_frames=10, subset="Validation")
     manifest = build(fake_cvat, alice, task, tmp_path / "dataset")
-    assert manifest["split"] == {"method": "subsets", "train_subsets": ["Train"], "val_subsets": ["Validation"]}
-    val = read_split(tmp_path / "dataset", "val")
-    assert sorted(image["file_name"] for image in val["images"]) == [
-        "Validation/frame_0002.jpg", "Validation/frame_0007.jpg"]
+    assert manifest["split"]["method"] == "stratified"
+    assert (manifest["images"]["train"], manifest["images"]["val"]) == (8, 2)
 
 
 def test_stratified_split_in_a_build_is_disjoint_and_complete(fake_cvat, alice, tmp_path):

@@ -30,6 +30,7 @@ import itertools
 import json
 import re
 import secrets
+import string
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -50,13 +51,19 @@ SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid"
 #: Export formats the fake knows (a subset of ``GET /api/server/annotation/formats`` on 2.42).
 EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "Datumaro 1.0", "YOLO 1.1")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: Django's CSRF token alphabet and secret length (``django/middleware/csrf.py``).
+CSRF_CHARS = string.ascii_letters + string.digits
+CSRF_SECRET_LENGTH = 32
 #: Frames per data chunk (``data_chunk_size``): an image chunk is a zip of this many frames.
 CHUNK_SIZE = 72
 JSON_TYPE = "application/vnd.cvat+json"
+#: The export request ids 2.42 makes (``action=export&target=task&target_id=1&...``); others are malformed.
+RQ_ID = re.compile(r"action=[a-z]+&target=[a-z]+&target_id=\d+(&[a-z_]+=[^&]*)*")
 #: Django's own error pages, which CVAT sends where a view fails outside DRF's error handling.
 _DJANGO_PAGE = ('<!doctype html>\n<html lang="en">\n<head>\n  <title>{0}</title>\n</head>\n<body>\n'
                 '  <h1>{0}</h1><p></p>\n</body>\n</html>\n')
 SERVER_ERROR_PAGE = _DJANGO_PAGE.format("Server Error (500)")
+NOT_FOUND_PAGE = _DJANGO_PAGE.format("Not Found")
 BAD_REQUEST_PAGE = _DJANGO_PAGE.format("Bad Request (400)")
 
 
@@ -97,8 +104,6 @@ class Frame:
     height: int
     data: bytes
     """The encoded image file."""
-    subset: Optional[str] = None
-    """Overrides the task's subset for this frame, as a project export carries one subset per task."""
 
 
 @dataclass
@@ -110,7 +115,8 @@ class Shape:
     rotation: float = 0.0
     occluded: bool = False
     z_order: int = 0
-    group: int = 0
+    group: Optional[int] = 0
+    """None on shapes that automatic annotation saved, as 2.42 stores them."""
     source: str = "manual"
     attributes: list = field(default_factory=list)
     elements: list = field(default_factory=list)
@@ -127,7 +133,7 @@ class Shape:
 class Tag:
     frame: int
     label_id: int
-    group: int = 0
+    group: Optional[int] = 0
     source: str = "manual"
     attributes: list = field(default_factory=list)
     id: int = 0
@@ -207,6 +213,18 @@ class HttpError(Exception):
     def __init__(self, status: int, body: Any, *, content_type: str = JSON_TYPE, headers: Optional[dict] = None):
         super().__init__(status)
         self.status, self.body, self.content_type, self.headers = status, body, content_type, headers or {}
+
+
+def _csrf_secret(token: str) -> Optional[str]:
+    """Django's ``_check_token_format`` + ``_unmask_cipher_token``: a 32-character secret as is, a
+    64-character token unmasked (its first half is the mask); None when malformed."""
+    if any(char not in CSRF_CHARS for char in token):
+        return None
+    if len(token) == 2 * CSRF_SECRET_LENGTH:
+        mask, cipher = token[:CSRF_SECRET_LENGTH], token[CSRF_SECRET_LENGTH:]
+        return "".join(CSRF_CHARS[(CSRF_CHARS.index(c) - CSRF_CHARS.index(m)) % len(CSRF_CHARS)]
+                       for c, m in zip(cipher, mask))
+    return token if len(token) == CSRF_SECRET_LENGTH else None
 
 
 def _version_tuple(text: str) -> tuple[int, int, int]:
@@ -341,7 +359,8 @@ class FakeCvat(ServedFake):
         if session is not None:
             user, csrftoken = session
             if handler.command in UNSAFE_METHODS and not (
-                cookies.get("csrftoken") == csrftoken and handler.headers.get("X-CSRFToken") == csrftoken
+                _csrf_secret(cookies.get("csrftoken", "")) == csrftoken
+                and _csrf_secret(handler.headers.get("X-CSRFToken", "")) == csrftoken
             ):
                 raise HttpError(403, {"detail": "CSRF Failed: CSRF token missing or incorrect."})
             return user
@@ -380,11 +399,12 @@ class FakeCvat(ServedFake):
             label_ids = {label.name: label.id for label in task.top_labels()}
             for item in request.results:
                 if item["type"] == "tag":
-                    task.tags.append(Tag(item["frame"], label_ids[item["label"]], source="auto", id=self.next_id()))
+                    task.tags.append(Tag(item["frame"], label_ids[item["label"]], group=None, source="auto",
+                                         id=self.next_id()))
                 else:
                     task.shapes.append(Shape(item["type"], item["frame"], label_ids[item["label"]],
                                              list(item["points"]), rotation=float(item.get("rotation", 0)),
-                                             source="auto", id=self.next_id()))
+                                             group=None, source="auto", id=self.next_id()))
             request.results = []
 
     # -- exports --
@@ -394,11 +414,16 @@ class FakeCvat(ServedFake):
         return export_task_zip(task, path, save_images=save_images, include_deleted=self.export_includes_deleted)
 
     def advance(self, request: ExportRequest) -> None:
-        """One poll's worth of background work: queued -> started -> finished | failed."""
+        """One poll's worth of background work: queued -> started -> finished | failed. With
+        ``polls_per_state=0`` a request goes through every state at once, finished on its first poll
+        as a small export is on a real server."""
         request.polls += 1
         if request.status == "queued" and request.polls > self.polls_per_state:
             request.status, request.started, request.polls = "started", utc_now(), 0
-        elif request.status == "started" and request.polls > self.polls_per_state:
+            if self.polls_per_state:
+                return
+            request.polls = 1
+        if request.status == "started" and request.polls > self.polls_per_state:
             task = self.tasks[request.task_id]
             if task.export_error:
                 request.status, request.message = "failed", task.export_error
@@ -515,7 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with fake.lock:
                     getattr(self, f"handle_{name}")(user, *[unquote(g) for g in match.groups()])
                 return
-            raise HttpError(404, "<!doctype html><h1>Not Found</h1>", content_type="text/html")
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
         except HttpError as e:
             self._send(e.status, e.body, content_type=e.content_type, headers=e.headers)
         except (BrokenPipeError, ConnectionResetError):
@@ -535,12 +560,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.body() or {}
         for candidate in self.fake.users.values():
             if candidate.username == body.get("username") and candidate.password == body.get("password"):
-                sessionid, csrftoken = secrets.token_hex(16), secrets.token_hex(16)
+                sessionid = secrets.token_hex(16)
+                csrftoken = "".join(secrets.choice(CSRF_CHARS) for _ in range(CSRF_SECRET_LENGTH))
                 self.fake.sessions[sessionid] = (candidate, csrftoken)
                 # Django's order and attributes; clients that join the headers with ", " must still parse them.
                 self._send(200, {"key": candidate.token}, headers=[
                     ("Set-Cookie", f"csrftoken={csrftoken}; Max-Age=31449600; Path=/; SameSite=Lax"),
                     ("Set-Cookie", f"sessionid={sessionid}; HttpOnly; Max-Age=1209600; Path=/; SameSite=Lax"),
+                    ("Set-Cookie", "sessionfresh=1; Max-Age=1209600; Path=/; SameSite=Lax"),
                 ])
                 return
         raise HttpError(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
@@ -667,9 +694,12 @@ class _Handler(BaseHTTPRequestHandler):
             if action not in ("create", "update", "delete"):
                 raise HttpError(400, ["Please specify a correct 'action' for the request"])
             shapes, tags = self._parse_labeled_data(task, self.body(), keep_ids=action != "create")
-            if action == "create":
+            if action == "create":  # 2.42 echoes only the objects it created
                 task.shapes += shapes
                 task.tags += tags
+                self._send(200, {"version": 0, "tags": [t.to_json() for t in tags],
+                                 "shapes": [s.to_json() for s in shapes], "tracks": []})
+                return
             else:
                 changed = {item.id for item in [*shapes, *tags]}
                 task.shapes = [s for s in task.shapes if s.id not in changed]
@@ -807,12 +837,14 @@ class _Handler(BaseHTTPRequestHandler):
             result_url = (f"{self.base}/api/tasks/{request.task_id}/dataset/download?"
                           f"{urlencode({'rq_id': request.id}, quote_via=quote)}")
         expiry = None
-        if request.finished:
-            expiry = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+        if request.finished:  # RQ keeps a finished job's result for a day
+            finished = datetime.fromisoformat(request.finished.replace("Z", "+00:00"))
+            expiry = (finished + timedelta(days=1)).isoformat().replace("+00:00", "Z")
         return {
             "status": request.status, "message": request.message, "id": request.id,
             "operation": {"type": f"export:{'dataset' if request.save_images else 'annotations'}",
-                          "target": "task", "project_id": None, "task_id": request.task_id, "job_id": None,
+                          "target": "task", "project_id": self.fake.tasks[request.task_id].project_id,
+                          "task_id": request.task_id, "job_id": None,
                           "format": request.format},
             "progress": 0.0, "created_date": request.created, "started_date": request.started,
             "finished_date": request.finished, "expiry_date": expiry,
@@ -822,18 +854,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_request_status(self, user: User, rq_id: str) -> None:
         request = self.fake.requests.get(rq_id)
-        if request is None or request.owner.id != user.id:
-            raise HttpError(404, {"detail": "Not found."})
+        if request is None or request.owner.id != user.id:  # observed on 2.42: Django's page, not DRF's JSON
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
         self.fake.advance(request)
         self._send(200, self._request_json(request))
 
     def handle_export_download(self, user: User, task_id: str) -> None:
         self.fake.task_for(user, int(task_id))
-        request = self.fake.requests.get(self.query.get("rq_id", ""))
+        rq_id = self.query.get("rq_id", "")
+        if not RQ_ID.fullmatch(rq_id):
+            raise HttpError(400, ["Unexpected request id format"])
+        request = self.fake.requests.get(rq_id)
         if request is None or request.task_id != int(task_id) or request.owner.id != user.id:
-            raise HttpError(404, {"detail": "Not found."})
-        if request.status != "finished" or request.file is None:
-            raise HttpError(400, ["The export process is not finished"])
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
+        if request.status != "finished" or request.file is None:  # observed on 2.42: an HTML page
+            raise HttpError(400, BAD_REQUEST_PAGE, content_type="text/html")
         self._send_file(request.file, request.task_id, request.format)
 
     def _send_file(self, path: Path, task_id: int, fmt: str) -> None:
@@ -865,7 +900,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.version_tuple >= (2, 32):
             raise HttpError(410, f"This endpoint is no longer supported. To initiate the export process, use "
                                  f"POST /api/tasks/id/{subresource}/export?save_images=True",
-                            content_type="text/plain")
+                            content_type="text/html")
         fmt = self._check_format(fmt)
         key = f"legacy&task={task.id}&user={user.id}&format={fmt}&subresource={subresource}"
         request = self.fake.requests.get(key)
