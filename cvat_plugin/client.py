@@ -267,8 +267,9 @@ class CvatClient:
             message = (f"{self.url} does not answer as a CVAT server (no version at /api/server/about); check "
                        f"--url / CVAT_URL: it is the address you open CVAT at in the browser")
         elif status == 404:
+            kind = resource.split(" ")[0] if resource.startswith(("task ", "project ")) else "task"
             message = (f"{resource} does not exist on CVAT at {self.url}{said}; check the id (it is the number "
-                       f"in the task's address, {self.url}/tasks/<id>)")
+                       f"in the {kind}'s address, {self.url}/{kind}s/<id>)")
         elif status == 409:
             message = (f"cannot {action} {resource}: a conflicting operation is running on CVAT{said}; "
                        f"wait for it to finish and retry")
@@ -326,6 +327,20 @@ class CvatClient:
 
     def get_task(self, task_id: int) -> dict:
         return self._get_json(f"/api/tasks/{int(task_id)}", action="read", resource=f"task {task_id}")
+
+    def get_project(self, project_id: int) -> dict:
+        return self._get_json(f"/api/projects/{int(project_id)}", action="read", resource=f"project {project_id}")
+
+    def get_project_tasks(self, project_id: int) -> list[dict]:
+        """The project's tasks (as ``get_task`` gives them) that the user can see, each with its ``subset``."""
+        return self._paginate("/api/tasks", {"project_id": int(project_id)},
+                              action="list the tasks of", resource=f"project {project_id}")
+
+    def get_project_labels(self, project_id: int) -> list[dict]:
+        """The project's labels in CVAT order, shared (same ids) by all its tasks; sublabels left out."""
+        labels = self._paginate("/api/labels", {"project_id": int(project_id)},
+                                action="list the labels of", resource=f"project {project_id}")
+        return [label for label in labels if label.get("parent_id") is None]
 
     def get_labels(self, task_id: int) -> list[dict]:
         """The task's labels in CVAT order (``id``, ``name``, ``type``, ...); skeleton sublabels left out."""

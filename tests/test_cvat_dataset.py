@@ -20,7 +20,7 @@ from cvat_plugin.dataset import (
     export_task,
     rotated_extent,
 )
-from cvat_plugin.split import stratified_split, subset_roles
+from cvat_plugin.split import split_by_subsets, stratified_split, subset_role
 from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
 
@@ -94,10 +94,23 @@ def test_stratified_split_keeps_one_image_each_side():
 
 
 def test_subset_roles():
-    assert subset_roles(["Train", "Validation"]) == {"Train": "train", "Validation": "val"}
-    assert subset_roles(["Train", "Test"]) == {"Test": "val", "Train": "train"}
-    assert subset_roles(["default"]) is None
-    assert subset_roles(["Validation"]) is None
+    assert [subset_role(name) for name in ("Train", "training", "Validation", "VAL", "valid", "Test", "default",
+                                           "", None)] == ["train", "train", "val", "val", "val", "test", None,
+                                                          None, None]
+
+
+def test_subsets_place_their_images_and_the_others_are_stratified():
+    sets = [frozenset({0})] * 4 + [frozenset({1})] * 4
+    is_val, method = split_by_subsets(["train", "train", "val", "test", None, None, None, None], sets, 0.25, 0)
+    assert is_val[:4] == [False, False, True, None] and is_val[4:].count(True) == 1
+    assert method == "subsets+stratified"
+    assert split_by_subsets(["train", "val"], sets[:2], 0.5, 0) == ([False, True], "subsets")
+    assert split_by_subsets(["train", "val", None], sets[:3], 0.5, 0) == ([False, True, False], "subsets+stratified")
+    # Without a validation subset, the training subset gives validation images: never train = val.
+    is_val, method = split_by_subsets(["train"] * 4 + ["test"], sets[:5], 0.25, 0)
+    assert is_val[:4].count(True) == 1 and is_val[4] is None and method == "stratified"
+    with pytest.raises(ValueError, match="none is left for training: put some tasks in the Train subset"):
+        split_by_subsets(["val", "test"], sets[:2], 0.25, 0)
 
 
 def test_count_unsupported_skips_deleted_frames():

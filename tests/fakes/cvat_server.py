@@ -182,6 +182,17 @@ class Task:
 
 
 @dataclass
+class Project:
+    """Tasks that share the project's labels (same ids); each task has its own one subset."""
+
+    id: int
+    name: str
+    owner: User
+    labels: list[Label]
+    created: str = field(default_factory=utc_now)
+
+
+@dataclass
 class ExportRequest:
     """A background export, as RQ holds it: advances one state per poll."""
 
@@ -258,6 +269,7 @@ class FakeCvat(ServedFake):
                                         else export_includes_deleted)
         self.users: dict[int, User] = {}
         self.tasks: dict[int, Task] = {}
+        self.projects: dict[int, Project] = {}
         self.requests: dict[str, ExportRequest] = {}
         self.sessions: dict[str, tuple[User, str]] = {}
         """sessionid -> (user, csrftoken)"""
@@ -292,12 +304,26 @@ class FakeCvat(ServedFake):
         self.users[user.id] = user
         return user
 
+    def _labels(self, labels: list[Union[str, dict]]) -> list[Label]:
+        made = []
+        for spec in labels:
+            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+            spec.setdefault("id", next(self._label_ids))
+            made.append(Label(**spec))
+        return made
+
+    def add_project(self, name: str, *, owner: User, labels: list[Union[str, dict]]) -> Project:
+        """Labels as for ``add_task``; the project's tasks (``add_task(project=...)``) share them."""
+        project = Project(self.next_id(), name, owner, self._labels(labels))
+        self.projects[project.id] = project
+        return project
+
     def add_task(
         self,
         name: str,
         *,
         owner: User,
-        labels: list[Union[str, dict]],
+        labels: list[Union[str, dict]] = (),
         frames: list[Frame],
         shapes: list[Shape] = (),
         tags: list[Tag] = (),
@@ -305,16 +331,17 @@ class FakeCvat(ServedFake):
         deleted_frames: tuple[int, ...] = (),
         members: tuple[str, ...] = (),
         segment_size: int = 0,
+        project: Optional[Project] = None,
     ) -> Task:
-        """Labels are names or dicts of ``Label`` fields (``id`` picks a sparse CVAT id).
-        Shapes and tags refer to labels by ``label_id``; a negative ``label_id`` ``-k`` means the k-th label."""
-        task_labels = []
-        for spec in labels:
-            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-            spec.setdefault("id", next(self._label_ids))
-            task_labels.append(Label(**spec))
+        """Labels are names or dicts of ``Label`` fields (``id`` picks a sparse CVAT id); a project's
+        task has the project's labels instead. Shapes and tags refer to labels by ``label_id``; a
+        negative ``label_id`` ``-k`` means the k-th label."""
+        if project is not None and labels:
+            raise ValueError("a project's task has the project's labels; pass no labels")
+        task_labels = project.labels if project is not None else self._labels(labels)
         task = Task(self.next_id(), name, owner, task_labels, list(frames), subset=subset,
-                    deleted_frames=set(deleted_frames), members=set(members))
+                    deleted_frames=set(deleted_frames), members=set(members),
+                    project_id=project.id if project is not None else None)
         for item in [*shapes, *tags]:
             if item.label_id < 0:
                 item.label_id = task_labels[-item.label_id - 1].id
@@ -379,9 +406,19 @@ class FakeCvat(ServedFake):
         task = self.tasks.get(task_id)
         if task is None:
             raise HttpError(404, {"detail": "No Task matches the given query."})
-        if not (user.is_superuser or task.owner.id == user.id or user.username in task.members):
+        project = self.projects.get(task.project_id) if task.project_id else None
+        if not (user.is_superuser or task.owner.id == user.id or user.username in task.members
+                or (project is not None and project.owner.id == user.id)):
             raise HttpError(403, {"detail": "You do not have permission to perform this action."})
         return task
+
+    def project_for(self, user: User, project_id: int) -> Project:
+        project = self.projects.get(project_id)
+        if project is None:
+            raise HttpError(404, {"detail": "No Project matches the given query."})
+        if not (user.is_superuser or project.owner.id == user.id):
+            raise HttpError(403, {"detail": "You do not have permission to perform this action."})
+        return project
 
     # -- auto-annotation --
 
@@ -447,6 +484,8 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", r"/api/auth/logout", "logout", None, None),
         ("GET", r"/api/users/self", "users_self", None, None),
         ("GET", r"/api/tasks/(\d+)", "task", None, None),
+        ("GET", r"/api/tasks", "tasks", None, None),
+        ("GET", r"/api/projects/(\d+)", "project", None, None),
         ("GET", r"/api/labels", "labels", None, None),
         ("GET", r"/api/jobs", "jobs", None, None),
         ("GET", r"/api/tasks/(\d+)/data/meta", "data_meta", None, None),
@@ -621,18 +660,47 @@ class _Handler(BaseHTTPRequestHandler):
                          "results": results[(page - 1) * size:page * size]})
 
     def handle_labels(self, user: User) -> None:
-        if "task_id" not in self.query:
+        """``?task_id=`` or ``?project_id=``; a project task's labels are the project's (``project_id``
+        set, no ``task_id``)."""
+        if "project_id" in self.query:
+            project = self.fake.project_for(user, int(self.query["project_id"]))
+            labels, project_id, task_id = project.labels, project.id, None
+        elif "task_id" in self.query:
+            task = self.fake.tasks.get(int(self.query["task_id"]))
+            if task is None:  # observed on 2.42: a Django 500 page, not a 404
+                raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
+            self.fake.task_for(user, task.id)
+            labels, project_id = task.labels, task.project_id
+            task_id = None if project_id else task.id
+        else:
             raise HttpError(400, ["task_id, job_id or project_id is required"])
-        task = self.fake.tasks.get(int(self.query["task_id"]))
-        if task is None:  # observed on 2.42: a Django 500 page, not a 404
-            raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
-        self.fake.task_for(user, task.id)
         self._paginated("/api/labels", [
             {"id": label.id, "name": label.name, "color": label.color, "attributes": label.attributes,
-             "type": label.type, "svg": "", "sublabels": [], "project_id": None, "task_id": task.id,
+             "type": label.type, "svg": "", "sublabels": [], "project_id": project_id, "task_id": task_id,
              "parent_id": label.parent_id, "has_parent": label.parent_id is not None}
-            for label in task.labels
+            for label in labels
         ])
+
+    def handle_tasks(self, user: User) -> None:
+        """``GET /api/tasks?project_id=N``: the project's tasks the user can see, oldest first."""
+        project_id = self.query.get("project_id")
+        visible = [task for task in self.fake.tasks.values()
+                   if (project_id is None or str(task.project_id) == project_id) and self._can_see(user, task.id)]
+        self._paginated("/api/tasks", [self._task_json(task) for task in visible])
+
+    def handle_project(self, user: User, project_id: str) -> None:
+        project = self.fake.project_for(user, int(project_id))
+        tasks = [task for task in self.fake.tasks.values() if task.project_id == project.id]
+        self._send(200, {
+            "url": f"{self.base}/api/projects/{project.id}", "id": project.id, "name": project.name,
+            "owner": project.owner.brief(self.base), "assignee": None, "guide_id": None, "bug_tracker": "",
+            "task_subsets": sorted({task.subset for task in tasks if task.subset}),
+            "created_date": project.created, "updated_date": project.created, "status": "annotation",
+            "dimension": "2d" if tasks else None, "organization": None, "target_storage": None,
+            "source_storage": None, "assignee_updated_date": None,
+            "tasks": {"count": len(tasks), "url": f"{self.base}/api/tasks?project_id={project.id}"},
+            "labels": {"url": f"{self.base}/api/labels?project_id={project.id}"},
+        })
 
     def handle_jobs(self, user: User) -> None:
         task = self.fake.task_for(user, int(self.query.get("task_id", 0)))
