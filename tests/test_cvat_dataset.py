@@ -20,6 +20,7 @@ from cvat_plugin.dataset import (
     export_task,
     rotated_extent,
 )
+from cvat_plugin.project_export import export_project
 from cvat_plugin.split import split_by_subsets, stratified_split, subset_role
 from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
@@ -341,3 +342,40 @@ def test_existing_output_is_kept_unless_overwrite(fake_cvat, alice, tmp_path):
 def test_bad_val_fraction(tmp_path):
     with pytest.raises(DatasetError, match="val_fraction=1.5 is invalid"):
         build_training_set(tmp_path / "x.zip", tmp_path / "dataset", val_fraction=1.5)
+
+
+def test_a_projects_train_and_validation_tasks_give_the_split(fake_cvat, alice, tmp_path):
+    """The val split is exactly the Validation task's frames; a Test task is held out; the label contract
+    is the project's labels, shared by its tasks; a task without images is left out."""
+    project = fake_cvat.add_project("streets", owner=alice, labels=[{"name": "car", "id": 70}, "person", "bike"])
+    train = add_shapes_task(fake_cvat, alice, name="day", num_frames=8, project=project, subset="Train",
+                            deleted_frames=(3,))
+    val = add_shapes_task(fake_cvat, alice, name="night", num_frames=3, project=project, subset="validation",
+                          seed=1)
+    test = add_shapes_task(fake_cvat, alice, name="fog", num_frames=2, project=project, subset="Test", seed=2)
+    fake_cvat.add_task("not uploaded yet", owner=alice, frames=[], project=project)
+    fake_cvat.add_task("elsewhere", owner=alice, labels=["car"], frames=make_frames(2, 1)[0])
+
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token), poll_interval=0.001) as client:
+        manifest = export_project(client, project.id, tmp_path / "dataset")
+
+    assert manifest["split"] == {"method": "subsets", "train_subsets": ["Train"], "val_subsets": ["validation"],
+                                 "held_out_subsets": ["Test"], "held_out": 2}
+    val_names = sorted(image["file_name"] for image in read_split(tmp_path / "dataset", "val")["images"])
+    assert val_names == [f"task_{val.id}/validation/{frame.name}" for frame in val.frames]
+    train_names = sorted(image["file_name"] for image in read_split(tmp_path / "dataset", "train")["images"])
+    assert train_names == [f"task_{train.id}/Train/{frame.name}" for i, frame in enumerate(train.frames) if i != 3]
+    labels = json.loads((tmp_path / "dataset" / "labels.json").read_text())
+    assert labels == [{"id": label.id, "name": label.name} for label in project.labels] and labels[0]["id"] == 70
+    assert manifest["images"]["deleted_dropped"] == 1
+    assert manifest["source"]["project_id"] == project.id and manifest["source"]["task_id"] is None
+    assert [task["id"] for task in manifest["source"]["tasks"]] == [train.id, val.id, test.id]
+    assert (tmp_path / "dataset" / "images" / f"task_{val.id}" / "validation").is_dir()
+
+
+def test_a_project_without_images_says_so(fake_cvat, alice, tmp_path):
+    project = fake_cvat.add_project("empty", owner=alice, labels=["car"])
+    fake_cvat.add_task("no data", owner=alice, frames=[], project=project)
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
+            pytest.raises(DatasetError, match=f"project {project.id} \\('empty'\\) has no task with images"):
+        export_project(client, project.id, tmp_path / "dataset")
