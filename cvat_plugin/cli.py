@@ -194,15 +194,46 @@ def _make_client(args: argparse.Namespace) -> CvatClient:
         raise UsageError(str(e)) from e
 
 
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """What to export: a task, or a project (all its tasks, which share its labels)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", type=int, help="CVAT task id")
+    source.add_argument("--project", type=int,
+                        help="CVAT project id: all its tasks with images, in one training set; tasks in the Train / "
+                             "Validation subsets decide the split, a Test task is held out")
+
+
+def _export(client: CvatClient, args: argparse.Namespace, out_dir: Path, *, seed: int, overwrite: bool,
+            pbar: ProgressReporter) -> dict:
+    """The training set of ``--task`` or ``--project`` in ``out_dir``; returns its manifest."""
+    if args.project is not None:
+        from cvat_plugin.project_export import export_project
+
+        return export_project(client, args.project, out_dir, val_fraction=args.val_fraction, seed=seed,
+                              overwrite=overwrite, pbar=pbar)
+    return export_task(client, args.task, out_dir, val_fraction=args.val_fraction, seed=seed, overwrite=overwrite,
+                       pbar=pbar)
+
+
+def _source_id(args: argparse.Namespace) -> str:
+    """A new dataset / run / model id that names the task or project."""
+    return new_id(args.task) if args.project is None else f"project{args.project}-{new_id()}"
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
-                        help="share of images held out for validation when the task has no Train/Validation "
-                             "subsets (default: %(default)s)")
+                        help="share of images held out for validation where no Train/Validation subsets decide "
+                             "(default: %(default)s)")
 
 
 def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> None:
     images, boxes = manifest["images"], manifest["boxes"]
     print(f"Training set: {out_dir}", file=stdout)
+    source, split = manifest["source"], manifest["split"]
+    if source.get("project_id") is not None:
+        print(f"  project {source['project_id']}: {len(source['tasks'])} task(s); split by {split['method']}"
+              f"{', ' + str(split['held_out']) + ' test images held out' if split.get('held_out') else ''}",
+              file=stdout)
     print(f"  images: {images['train']} train, {images['val']} val ({images['negative']} without boxes, "
           f"{images['deleted_dropped']} deleted frames dropped); boxes: {boxes['train']} train, {boxes['val']} val",
           file=stdout)
@@ -216,11 +247,11 @@ def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> Non
 
 
 class ExportCommand:
-    description = ("Export a CVAT task (COCO 1.0 with images) and build its training set: images/, "
+    description = ("Export a CVAT task or project (COCO 1.0 with images) and build its training set: images/, "
                    "annotations/{train,val}.json, labels.json, manifest.json.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--task", type=int, required=True, help="CVAT task id")
+        _add_source_options(parser)
         parser.add_argument("--out", type=Path, required=True, help="folder for the training set")
         parser.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
         parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
@@ -232,14 +263,14 @@ class ExportCommand:
             raise UsageError(f"--out {args.out} already exists and is not empty: choose another folder, or pass "
                              f"--overwrite to replace it")
         with _make_client(args) as client:
-            manifest = export_task(client, args.task, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                                   overwrite=args.overwrite, pbar=pbar)
+            manifest = _export(client, args, args.out, seed=args.seed, overwrite=args.overwrite, pbar=pbar)
         _print_dataset_summary(manifest, args.out, stdout)
         return EXIT_OK
 
 
 class TrainCommand:
-    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets and train DETR on it: "
+    description = ("Export a CVAT task or project, build its training set under $DETR_HOME/datasets and train DETR "
+                   "on it: "
                    "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
@@ -247,7 +278,7 @@ class TrainCommand:
         from detr.config import BACKBONES, LIGHT_BACKBONES, TrainConfig
         from detr.recipes import RECIPES
 
-        parser.add_argument("--task", type=int, required=True, help="CVAT task id")
+        _add_source_options(parser)
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--local", action="store_true", help="train in this process")
         where.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
@@ -305,6 +336,8 @@ class TrainCommand:
         if not args.local and not args.trainer:
             raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
         if args.trainer:
+            if args.project is not None:
+                raise UsageError("the trainer function trains tasks; train a project with --local")
             if args.pretrained or args.backbone_weights:
                 raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
                                  "instead of --pretrained/--backbone-weights")
@@ -319,12 +352,12 @@ class TrainCommand:
                              "--backbone-weights, and publish with `cvat-detr publish`")
 
         storage = Storage(args.home)
-        run_id = new_id(args.task)
+        run_id = _source_id(args)
         dataset_dir = storage.dataset_dir(run_id)
         run_dir, model_dir = storage.run_dir(run_id), storage.model_dir(run_id)
         with _make_client(args) as client:
-            manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction,
-                                   seed=train_options.get("seed", 0), overwrite=False, pbar=pbar)
+            manifest = _export(client, args, dataset_dir, seed=train_options.get("seed", 0), overwrite=False,
+                               pbar=pbar)
         _print_dataset_summary(manifest, dataset_dir, stdout)
         start, base_model = starting_point(args.pretrained, args.backbone_weights)
         plan = plan_training(recipe=args.recipe, preset=args.model_preset,
@@ -485,6 +518,8 @@ def _model_card(model_id: str, manifest: dict, result, model_path: Path, args: a
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task_id": source["task_id"],
         "task_name": source["task_name"],
+        **({"project_id": source["project_id"], "project_name": source.get("project_name"),
+            "tasks": source.get("tasks", [])} if source.get("project_id") is not None else {}),
         "source_url": source["url"],
         "server_version": source["server_version"],
         "labels": [{"id": label["id"], "name": label["name"]} for label in manifest["labels"]],

@@ -111,7 +111,8 @@ def function_name(entry: ModelEntry) -> str:
 
 def display_name(entry: ModelEntry, task_name: Optional[str]) -> str:
     """What CVAT's Models page shows: ``DETR · cars v3 · mAP 0.412``."""
-    task = task_name or (f"task {entry.task_id}" if entry.task_id is not None else entry.id)
+    task = task_name or entry.card.get("project_name") or (
+        f"task {entry.task_id}" if entry.task_id is not None else entry.id)
     version = f" v{entry.version}" if entry.version is not None else ""
     ap = entry.metrics.get("AP")
     quality = f"mAP {ap:.3f}" if isinstance(ap, (int, float)) else "mAP n/a"
@@ -200,7 +201,9 @@ def _description(entry: ModelEntry, model: Mapping[str, Any], display: str) -> s
     metrics = model.get("metrics") or entry.metrics
     scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("AP", "AP50")
                        if isinstance(metrics.get(key), (int, float)))
-    source = f"CVAT task {entry.task_id}" if entry.task_id is not None else "a COCO dataset"
+    project = entry.card.get("project_id")
+    source = (f"CVAT task {entry.task_id}" if entry.task_id is not None
+              else f"CVAT project {project}" if project is not None else "a COCO dataset")
     labels = sum(1 for name in model["labels"] if name)
     return (f"{display}: DETR ({config.get('backbone', 'resnet50')}) trained on {source}, {labels} labels"
             f"{'; validation ' + scores if scores else ''}. Model {entry.id} (cvat-detr)")

@@ -203,3 +203,57 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     assert f"Model: {model_dir / 'model.pt'}" in out
     assert "small dataset: " in out and "using the small-data recipe" in out
     assert card["config"]["train"]["schedule"] == "cosine" and card["config"]["model"]["backbone_norm"] == "batch"
+
+
+@pytest.mark.slow
+def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cvat, alice, tmp_path, fake_nuclio):
+    """``train --project N --local``: the Validation task is the val split, and the model, its card and the
+    published detector's spec carry the project's labels."""
+    import torch
+
+    from cvat_plugin.nuclio import NuclioClient
+    from tests.fakes.trained_models import base_config
+
+    project = fake_cvat.add_project("shapes", owner=alice, labels=[{"name": "circle", "id": 40}, "square"])
+    add_synthetic_task(fake_cvat, alice, tmp_path, name="a", num_images=8, seed=1, image_size=(48, 64),
+                       project=project, subset="Train")
+    val = add_synthetic_task(fake_cvat, alice, tmp_path, name="b", num_images=3, seed=2, image_size=(48, 64),
+                             project=project, subset="Validation")
+    code, out, err = run(
+        "train", "--project", str(project.id), "--local", *connection(fake_cvat, alice.token),
+        "--model-preset", "tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
+        "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--precision", "fp32",
+    )
+    assert code == cli.EXIT_OK, err
+    (model_dir,) = (tmp_path / "home" / "models").iterdir()
+    assert model_dir.name.startswith(f"project{project.id}-")
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["labels"] == [{"id": 40, "name": "circle"}, {"id": project.labels[1].id, "name": "square"}]
+    assert (card["project_id"], card["project_name"], card["task_id"]) == (project.id, "shapes", None)
+    assert torch.load(model_dir / "model.pt", weights_only=True)["labels"] == ["circle", "square"]
+    dataset = tmp_path / "home" / "datasets" / card["dataset_id"]
+    val_images = json.loads((dataset / "annotations" / "val.json").read_text())["images"]
+    assert sorted(image["file_name"] for image in val_images) == sorted(
+        f"task_{val.id}/Validation/{frame.name}" for frame in val.frames)
+
+    NuclioClient(fake_nuclio.url, poll_interval=0.0).deploy(base_config())
+    code, out, err = run("publish", model_dir.name, "--nuclio-url", fake_nuclio.url, "--poll-interval", "0")
+    assert code == cli.EXIT_OK, err
+    (function,) = [f.config for f in fake_nuclio.functions.values() if f.name.startswith("detr-project")]
+    annotations = function["metadata"]["annotations"]
+    assert [label["name"] for label in json.loads(annotations["spec"])] == ["circle", "square"]
+    assert "DETR · shapes ·" in annotations["name"] and f"CVAT project {project.id}" in function["spec"]["description"]
+
+
+def test_export_a_project(fake_cvat, alice, tmp_path, capsys):
+    project = fake_cvat.add_project("streets", owner=alice, labels=["car", "person"])
+    add_shapes_task(fake_cvat, alice, num_frames=4, project=project, subset="Train")
+    add_shapes_task(fake_cvat, alice, num_frames=2, project=project, subset="Validation", seed=1)
+    add_shapes_task(fake_cvat, alice, num_frames=2, project=project, subset="Test", seed=2)
+    code, out, err = run("export", "--project", str(project.id), "--out", str(tmp_path / "ds"),
+                         *connection(fake_cvat, alice.token))
+    assert code == cli.EXIT_OK, err
+    assert f"project {project.id}: 3 task(s); split by subsets, 2 test images held out" in out
+    assert "images: 4 train, 2 val" in out
+    code, _, _ = run("export", "--task", "1", "--project", str(project.id), "--out", str(tmp_path / "x"))
+    assert code == cli.EXIT_USAGE and "not allowed with argument" in capsys.readouterr().err
