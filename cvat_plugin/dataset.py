@@ -524,6 +524,9 @@ def training_warnings(label_boxes: Sequence[tuple[str, int, Optional[int]]], *, 
     ``skipped``: counts of shapes without a box by kind (``count_unsupported``), plus ``degenerate_box``.
     The gateway shows these before training, the manifest keeps them after."""
     warnings = []
+    if label_boxes and not any(total for _, total, _ in label_boxes):  # one line, not one per label
+        warnings.append("no label has boxes yet: draw boxes (or polygons, masks) around the objects in CVAT")
+        label_boxes = ()
     for name, total, val in label_boxes:
         if total == 0:
             warnings.append(f"label {name!r} has no boxes: the model keeps a class for it but cannot "

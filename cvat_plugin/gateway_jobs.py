@@ -43,6 +43,9 @@ ACTIVE_STATES = ("queued", "running", "interrupted")
 #: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
 DEFAULT_MAX_SIZE = 1333
 MAX_SIZE_RATIO = 1333 / 800
+#: Why 'Publish when done' is off when the trainer has no Nuclio dashboard.
+CANNOT_PUBLISH = ("this trainer cannot publish models (it has no Nuclio dashboard): train without publishing, or "
+                  "ask a CVAT admin to set NUCLIO_DASHBOARD_URL in the trainer's function config")
 #: Calls made while a request waits: fewer retries and shorter timeouts than background work.
 REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_RETRIES = 1
@@ -96,14 +99,15 @@ class TrainingService:
                                          client.get_data_meta(task_id))
             except CvatError as e:
                 raise from_cvat(e, action=f"read task {task_id}", credentials=credentials) from e
-        defaults, choices, problem = self.dialog_choices(task_id)
+        defaults, choices, problem, publish_unavailable = self.dialog_choices(task_id)
         if problem:
             summary["warnings"].append(problem)
-        return {**summary, "defaults": defaults, "weights_options": choices}
+        return {**summary, "defaults": defaults, "weights_options": choices,
+                "publish_unavailable": publish_unavailable}
 
-    def dialog_choices(self, task_id: int) -> tuple[dict[str, Any], list[str], Optional[str]]:
-        """The task's default options and weight choices, as far as the trainer can serve them, and a
-        warning when the trainer is unreachable."""
+    def dialog_choices(self, task_id: int) -> tuple[dict[str, Any], list[str], Optional[str], Optional[str]]:
+        """The task's default options and weight choices, as far as the trainer can serve them, a
+        warning when the trainer is unreachable, and why it cannot publish (None when it can)."""
         problem = None
         try:
             health = self.trainer().health()
@@ -112,7 +116,7 @@ class TrainingService:
             health = {}
             problem = ("the DETR trainer is not reachable right now: training can start once it is back; if this "
                        "persists, ask a CVAT admin to check the detr-trainer function")
-        return *self._choices(task_id, health), problem
+        return *self._choices(task_id, health), problem, CANNOT_PUBLISH if health.get("publish") is False else None
 
     def _choices(self, task_id: int, health: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Defaults and weight choices given the trainer's health: only weights it has (``previous``
@@ -282,9 +286,7 @@ class TrainingService:
     def _check_capabilities(self, task_id: int, options: Mapping[str, Any], health: Mapping[str, Any]) -> None:
         """Refuse before any export what the trainer would refuse after it."""
         if options["publish"] and health.get("publish") is False:
-            raise GatewayError(400, "this trainer cannot publish models (it has no Nuclio dashboard); turn "
-                                    "'Publish when done' off, or ask a CVAT admin to set NUCLIO_DASHBOARD_URL "
-                                    "in the trainer's function config")
+            raise GatewayError(400, f"{CANNOT_PUBLISH}; turn 'Publish when done' off")
         weights = options["weights"]
         if weights == "previous" and not self.has_model(task_id):
             raise GatewayError(400, f"task {task_id} has no trained model to continue from; choose other "

@@ -93,7 +93,7 @@ def handle_delivery(service: TrainingService, payload: Any) -> tuple[int, dict[s
     if unfinished or not jobs:
         return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of its "
                                                     f"{len(jobs)} jobs are not completed yet"}
-    defaults, choices, problem = service.dialog_choices(task_id)
+    defaults, choices, problem, _ = service.dialog_choices(task_id)
     if problem:
         raise GatewayError(503, problem)
     weights = "previous" if "previous" in choices else defaults["weights"]

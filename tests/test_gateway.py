@@ -114,6 +114,13 @@ def test_summary_counts_the_tasks_boxes_and_offers_what_the_trainer_can_do(box):
     assert summary["weights_options"] == ["scratch"]
     assert summary["defaults"] == {"epochs": 1, "image_size": 128, "weights": "scratch", "val_fraction": 0.15,
                                    "publish": False}
+    assert summary["publish_unavailable"].startswith("this trainer cannot publish models (it has no Nuclio dashboard)")
+
+    frames = box.cvat.tasks[box.task.id].frames
+    bare = box.cvat.add_task("bare", owner=box.alice, labels=["car", "person", "bike"], frames=frames)
+    summary = Browser(box, box.alice).get(f"/tasks/{bare.id}/summary").json()
+    assert [w for w in summary["warnings"] if "box" in w] == [
+        "no label has boxes yet: draw boxes (or polygons, masks) around the objects in CVAT"]
 
 
 def test_summary_follows_the_export_rules():

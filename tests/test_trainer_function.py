@@ -349,3 +349,21 @@ def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weig
     model, train, reason = setup.plan(num_train_images=120, base_model=None)
     assert model.architecture == architecture and model.backbone == backbone
     assert f"model preset {preset}" in reason and "small-data recipe" in reason
+
+
+def test_the_best_metrics_follow_the_run_epoch_by_epoch(tmp_path):
+    """A running job shows its best mAP so far (the dialog's "Best mAP"), not only once it ends."""
+    from detr import TrainEvent
+    from serverless.trainer.jobs import Job, JobStore
+    from serverless.trainer.progress import JobProgress
+
+    store = JobStore(tmp_path)
+    store.add(Job(id="j1", dataset_id="d1"))
+    progress = JobProgress(store, "j1")
+    best = []
+    for epoch, ap in enumerate((0.2, 0.5, 0.4)):
+        progress(TrainEvent("epoch_end", epoch, 3, 4, 4, 4 * (epoch + 1), 12, losses={"loss": 1.0},
+                            metrics={"AP": ap, "AP50": ap + 0.1}))
+        best.append((store.get("j1").best_metrics["AP"], store.get("j1").best_metrics["epoch"]))
+    assert best == [(0.2, 1), (0.5, 2), (0.5, 2)]
+    assert store.get("j1").metrics["AP"] == 0.4

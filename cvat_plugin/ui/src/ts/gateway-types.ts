@@ -62,6 +62,8 @@ export interface TaskSummary {
     warnings: string[];
     defaults: TrainOptions;
     weights_options: Weights[];
+    /** Why the trainer cannot publish (the switch is disabled), or null when it can. */
+    publish_unavailable?: string | null;
 }
 
 /** A job in one of these states holds the task: a second train request gets 409. */

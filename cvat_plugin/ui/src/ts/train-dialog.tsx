@@ -55,6 +55,13 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
         setLoads((value) => value + 1);
     }, []);
     const close = useCallback(() => setOpen(false), []);
+    const clearStartError = useCallback(() => setStartError(null), []);
+
+    // The browser's Back (or Forward) leaves the task's page: the dialog belongs to that page.
+    useEffect(() => {
+        window.addEventListener('popstate', close);
+        return () => window.removeEventListener('popstate', close);
+    }, [close]);
 
     const start = async (options: TrainOptions): Promise<void> => {
         setSubmitting(true);
@@ -93,6 +100,7 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
                 submitting={submitting}
                 error={startError}
                 onSubmit={start}
+                onEdit={clearStartError}
                 onClose={close}
             />
         );

@@ -20,6 +20,8 @@ interface Props {
     submitting: boolean;
     error: GatewayError | null;
     onSubmit: (options: TrainOptions) => void;
+    /** Any field changed: an error about the last attempt no longer applies. */
+    onEdit: () => void;
     onClose: () => void;
 }
 
@@ -44,7 +46,7 @@ function describeLastJob(job: Job): string {
     return `Last run: ${STATE_LABELS[job.state].toLowerCase()}${when}.`;
 }
 
-export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClose }: Props): JSX.Element {
+export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onEdit, onClose }: Props): JSX.Element {
     const totalBoxes = summary.labels.reduce((sum, label) => sum + label.boxes, 0);
     const nothingToTrainOn = totalBoxes === 0;
 
@@ -90,6 +92,7 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                 layout='vertical'
                 initialValues={toFormValues(summary.defaults)}
                 onFinish={(values) => onSubmit(toTrainOptions(values))}
+                onValuesChange={onEdit}
                 disabled={submitting}
             >
                 <Space size='large' align='start' wrap>
@@ -119,9 +122,10 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                     label='Publish when done'
                     name='publish'
                     valuePropName='checked'
-                    extra='Deploys the best model as a CVAT auto-annotation model with this task’s labels.'
+                    extra={summary.publish_unavailable ??
+                        'Deploys the best model as a CVAT auto-annotation model with this task’s labels.'}
                 >
-                    <Switch />
+                    <Switch disabled={Boolean(summary.publish_unavailable)} />
                 </Form.Item>
                 {error && <Alert type='error' showIcon style={{ marginBottom: 12 }} message={error.message} />}
                 <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
