@@ -304,7 +304,8 @@ class TrainCommand:
                                                       "from")
         remote = parser.add_argument_group("trainer function (--trainer)")
         remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
-                                              "scratch or previous (the task's newest model) (default: the trainer's)")
+                                              "scratch or previous (the newest model of the task or project) "
+                                              "(default: the trainer's)")
         remote.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                             help="serve the model as a CVAT detector when the job succeeds (default: the trainer "
                                  "publishes when it has a Nuclio dashboard)")
@@ -336,8 +337,6 @@ class TrainCommand:
         if not args.local and not args.trainer:
             raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
         if args.trainer:
-            if args.project is not None:
-                raise UsageError("the trainer function trains tasks; train a project with --local")
             if args.pretrained or args.backbone_weights:
                 raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
                                  "instead of --pretrained/--backbone-weights")
@@ -388,13 +387,13 @@ def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout
 
     trainer = TrainerClient(args.trainer)
     trainer.health()  # before the export: an unreachable trainer fails fast
-    dataset_id = new_id(args.task)
+    dataset_id = _source_id(args)
     dataset_dir = Storage(args.home).dataset_dir(dataset_id)
     with _make_client(args) as client:
-        manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction, seed=seed,
-                               overwrite=False, pbar=pbar)
+        manifest = _export(client, args, dataset_dir, seed=seed, overwrite=False, pbar=pbar)
     _print_dataset_summary(manifest, dataset_dir, stdout)
-    job = trainer.submit(dataset_id, task_id=args.task, options=options, publish=args.publish)
+    job = trainer.submit(dataset_id, task_id=args.task, project_id=args.project, options=options,
+                         publish=args.publish)
     print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
     final = _follow_job(trainer, job["id"], args.poll_interval, stdout, pbar)
     return EXIT_INTERRUPTED if final is None else _report_job(final, stdout)

@@ -49,6 +49,11 @@ class ModelEntry:
         return self.card.get("task_id")
 
     @property
+    def project_id(self) -> Optional[int]:
+        """The CVAT project trained on (all its tasks), for a project's model."""
+        return self.card.get("project_id")
+
+    @property
     def version(self) -> Optional[int]:
         """The model's version among those of its task (trainer models), or None."""
         return self.card.get("version")
