@@ -9,18 +9,22 @@ API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what hap
                                   "annotated_frames", "warnings", "defaults", "weights_options"}
     POST /tasks/{id}/train       {"epochs", "image_size", "weights", "val_fraction", "publish"} (each optional)
                                  -> 202 job in state "preparing"; 409 {"error", "job"} while the task trains
-    GET  /jobs?task={id}         {"jobs": [job, ...]}, newest first
+    GET  /projects/{id}/summary  as a task's, with "project": {"id", "name", "frames", "tasks"} for "task"
+    POST /projects/{id}/train    as a task's: trains on all the project's tasks (their subsets split them)
+    GET  /jobs?task={id}         {"jobs": [job, ...]}, newest first (or ?project={id})
     GET  /jobs/{id}              job (a submitted preparation answers with the trainer's job)
     POST /jobs/{id}/cancel       job
-    GET  /models?task={id}       {"models": [{"id", "task_id", "version", "created", "metrics", "labels", "function"}]}
+    GET  /models?task={id}       {"models": [{"id", "task_id", "project_id", "version", "created", "metrics", "labels",
+                                 "function"}]} (or ?project={id})
     POST /webhooks/cvat          CVAT's webhook, signed (``cvat_plugin.gateway_webhooks``)
 
 A job is the trainer's Job object (``serverless/trainer/jobs.py``); before it reaches the trainer
 the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway_preparations``).
 
 Every request except ``/health`` and the webhook is authorized by CVAT: the caller's credentials
-(its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``,
-and the gateway acts only if CVAT lets the caller see the task; the export runs as the caller.
+(its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``
+(``/api/projects/{id}``), and the gateway acts only if CVAT lets the caller see the task (project);
+the export runs as the caller.
 CVAT's 401/403/404 pass through. POSTs made with a session must carry ``X-CSRFToken``. The
 gateway stores no user credential and logs none. Configuration: ``cvat_plugin.gateway_settings``.
 
@@ -52,6 +56,7 @@ from cvat_plugin.auth import Credentials
 from cvat_plugin.gateway_auth import caller_credentials, check_csrf
 from cvat_plugin.gateway_errors import GatewayError
 from cvat_plugin.gateway_jobs import TrainingService
+from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import GatewayConfigError, GatewaySettings, OptionError, check_options, settings_repr
 from cvat_plugin.gateway_webhooks import SIGNATURE_HEADER, handle_delivery, signature_ok
 
@@ -79,11 +84,20 @@ def _job_id(value: str) -> str:
     return value
 
 
-def _task_query(request: Request) -> int:
-    values = request.query_params.getlist("task")
-    if len(values) != 1:
-        raise GatewayError(400, "pass the task as ?task=<task id>, once")
-    return _task_id(values[0], "task query parameter")
+def _source_query(request: Request) -> Source:
+    tasks, projects = request.query_params.getlist("task"), request.query_params.getlist("project")
+    if len(tasks) + len(projects) != 1:
+        raise GatewayError(400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once")
+    if tasks:
+        return Source("task", _task_id(tasks[0], "task query parameter"))
+    return Source("project", _task_id(projects[0], "project query parameter"))
+
+
+def _source(request: Request) -> Source:
+    """The task or project of a ``/tasks/{task_id}/...`` or ``/projects/{project_id}/...`` path."""
+    if "project_id" in request.path_params:
+        return Source("project", _task_id(request.path_params["project_id"], "project id"))
+    return Source("task", _task_id(request.path_params["task_id"]))
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
@@ -127,11 +141,11 @@ class _Endpoints:
         return _json(await run_in_threadpool(self.service.health))
 
     async def summary(self, request: Request) -> JSONResponse:
-        task_id = _task_id(request.path_params["task_id"])
-        return _json(await run_in_threadpool(self.service.summary, self._caller(request), task_id))
+        source = _source(request)
+        return _json(await run_in_threadpool(self.service.summary, self._caller(request), source))
 
     async def train(self, request: Request) -> JSONResponse:
-        task_id = _task_id(request.path_params["task_id"])
+        source = _source(request)
         credentials = self._caller(request)
         options = _parse_json(await _read_body(request, MAX_OPTIONS_BODY))
         if options is None:
@@ -142,11 +156,11 @@ class _Endpoints:
             options = check_options(options)
         except OptionError as e:
             raise GatewayError(400, str(e)) from None
-        return _json(await run_in_threadpool(self.service.start, credentials, task_id, options), 202)
+        return _json(await run_in_threadpool(self.service.start, credentials, source, options), 202)
 
     async def jobs(self, request: Request) -> JSONResponse:
-        task_id = _task_query(request)
-        return _json({"jobs": await run_in_threadpool(self.service.jobs, self._caller(request), task_id)})
+        source = _source_query(request)
+        return _json({"jobs": await run_in_threadpool(self.service.jobs, self._caller(request), source)})
 
     async def job(self, request: Request) -> JSONResponse:
         job_id = _job_id(request.path_params["job_id"])
@@ -157,8 +171,8 @@ class _Endpoints:
         return _json(await run_in_threadpool(self.service.cancel, self._caller(request), job_id))
 
     async def models(self, request: Request) -> JSONResponse:
-        task_id = _task_query(request)
-        return _json({"models": await run_in_threadpool(self.service.task_models, self._caller(request), task_id)})
+        source = _source_query(request)
+        return _json({"models": await run_in_threadpool(self.service.models_of, self._caller(request), source)})
 
     async def webhook(self, request: Request) -> JSONResponse:
         body = await _read_body(request, MAX_WEBHOOK_BODY)
@@ -184,7 +198,8 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
         message = (f"no such path {request.url.path!r}; the DETR API serves {API_PREFIX}/tasks/<id>/summary, "
-                   f"/tasks/<id>/train, /jobs, /jobs/<id>, /jobs/<id>/cancel, /models and /health")
+                   f"/tasks/<id>/train, /projects/<id>/summary, /projects/<id>/train, /jobs, /jobs/<id>, "
+                   f"/jobs/<id>/cancel, /models and /health")
     elif error.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
@@ -211,6 +226,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/tasks/{task_id}/summary", endpoints.summary, methods=["GET"]),
         Route("/tasks/{task_id}/train", endpoints.train, methods=["POST"]),
+        Route("/projects/{project_id}/summary", endpoints.summary, methods=["GET"]),
+        Route("/projects/{project_id}/train", endpoints.train, methods=["POST"]),
         Route("/jobs", endpoints.jobs, methods=["GET"]),
         Route("/jobs/{job_id}", endpoints.job, methods=["GET"]),
         Route("/jobs/{job_id}/cancel", endpoints.cancel, methods=["POST"]),

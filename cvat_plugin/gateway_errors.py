@@ -75,16 +75,17 @@ def from_trainer(error: TrainerError) -> GatewayError:
     return GatewayError(502, str(error))
 
 
-def failure_message(error: Exception, *, task_id: int) -> str:
-    """A failed preparation in words, for the job's ``error``; unexpected errors are logged with a traceback."""
+def failure_message(error: Exception, *, source: str) -> str:
+    """A failed preparation of ``source`` ("task 5", "project 2") in words, for the job's ``error``;
+    unexpected errors are logged with a traceback."""
     if isinstance(error, CvatHTTPError) and error.status in (401, 403, 404):
-        return from_cvat(error, action=f"export task {task_id}").message
+        return from_cvat(error, action=f"export {source}").message
     if isinstance(error, CvatConnectionError):
-        return from_cvat(error, action=f"export task {task_id}").message
+        return from_cvat(error, action=f"export {source}").message
     if isinstance(error, TrainerError):
         return from_trainer(error).message
     if isinstance(error, (CvatError, DatasetError, GatewayError)):
         return str(error)
-    logger.error("Preparing a training of task %d failed unexpectedly", task_id, exc_info=error)
+    logger.error("Preparing a training of %s failed unexpectedly", source, exc_info=error)
     return (f"unexpected error while preparing the training ({type(error).__name__}: {error}); ask a CVAT admin "
             f"to check the DETR gateway's log")

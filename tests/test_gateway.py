@@ -265,8 +265,8 @@ def test_the_csrf_check_accepts_django_masked_tokens_and_ignores_api_tokens():
     ("/jobs/x%00y", 400, "is not valid"),
     ("/jobs?task=abc", 400, "the task query parameter must be a positive whole number"),
     ("/jobs?task=..%2F1", 400, "the task query parameter must be a positive whole number"),
-    ("/jobs?task=1&task=2", 400, "pass the task as ?task=<task id>, once"),
-    ("/models", 400, "pass the task as ?task=<task id>, once"),
+    ("/jobs?task=1&task=2", 400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once"),
+    ("/models", 400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once"),
     ("/datasets/1", 404, "no such path"),
 ])
 def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status, message):
@@ -346,6 +346,43 @@ def test_a_training_goes_from_the_dialog_to_a_model(box):
         (f"task-{box.task.id}-v1", 1, ["circle", "square"], None)]
     # Now the task can continue from its model.
     assert alice.get(f"/tasks/{box.task.id}/summary").json()["weights_options"] == ["scratch", "previous"]
+
+
+def test_a_project_is_summarized_and_trained_from_the_dialog(box, tmp_path):
+    """A project's tasks (one per subset) are summarized together and trained into the project's model line,
+    with the Validation task as the val split; CVAT decides who may see the project."""
+    project = box.cvat.add_project("shapes", owner=box.alice, labels=["circle", "square"])
+    add_synthetic_task(box.cvat, box.alice, tmp_path / "a", name="day", num_images=6, project=project,
+                       subset="Train")
+    val = add_synthetic_task(box.cvat, box.alice, tmp_path / "b", name="night", num_images=2, seed=1,
+                             project=project, subset="Validation")
+    alice = Browser(box, box.alice)
+
+    summary = alice.get(f"/projects/{project.id}/summary").json()
+    assert summary["project"]["name"] == "shapes" and summary["project"]["frames"] == 8
+    assert [(t["name"], t["subset"], t["frames"]) for t in summary["project"]["tasks"]] == [
+        ("day", "Train", 6), ("night", "Validation", 2)]
+    assert [label["id"] for label in summary["labels"]] == [label.id for label in project.labels]
+    assert sum(label["boxes"] for label in summary["labels"]) == sum(
+        len(task.shapes) for task in box.cvat.tasks.values() if task.project_id == project.id)
+
+    answer = alice.post(f"/projects/{project.id}/train", {"epochs": 1})
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["project_id"], answer.json()["task_id"]) == (project.id, None)
+    job = alice.wait(answer.json()["id"], lambda job: job["state"] not in ACTIVE)
+    assert job["state"] == "succeeded", job["error"]
+    assert (job["project_id"], job["model_id"]) == (project.id, f"project-{project.id}-v1")
+    val_json = json.loads((box.settings.home / "datasets" / job["dataset_id"] / "annotations" / "val.json").read_text())
+    assert sorted(image["file_name"] for image in val_json["images"]) == sorted(
+        f"task_{val.id}/Validation/{frame.name}" for frame in val.frames)
+    assert [j["id"] for j in alice.get("/jobs", project=project.id).json()["jobs"]] == [job["id"]]
+    assert [m["id"] for m in alice.get("/models", project=project.id).json()["models"]] == [job["model_id"]]
+    assert alice.get("/models", task=box.task.id).json()["models"] == []
+    assert alice.get(f"/projects/{project.id}/summary").json()["weights_options"] == ["scratch", "previous"]
+
+    bob = Browser(box, box.cvat.add_user("bob", "bob-password"))
+    answer = bob.get(f"/projects/{project.id}/summary")
+    assert answer.status_code == 403 and f"CVAT does not let you see project {project.id}" in error_of(answer)
 
 
 def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
