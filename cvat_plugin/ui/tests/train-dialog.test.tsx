@@ -10,7 +10,7 @@ import { makeJob, makeSummary } from './fixtures';
 
 function renderDialog(routes: Parameters<typeof fakeFetch>[0], onClose = () => undefined): ReturnType<typeof fakeFetch> {
     const fetchImpl = fakeFetch(routes);
-    render(<TrainDialog taskId={42} client={createGatewayClient({ fetchImpl })} onClose={onClose} />);
+    render(<TrainDialog source={{ kind: 'task', id: 42 }} client={createGatewayClient({ fetchImpl })} onClose={onClose} />);
     return fetchImpl;
 }
 

@@ -4,7 +4,7 @@
  * `X-CSRFToken`, as CVAT's own client does. The plugin holds no credential of its own.
  */
 import { errorFromResponse, networkError } from './errors';
-import { Job, TaskSummary, TrainOptions } from './gateway-types';
+import { Job, Source, TaskSummary, TrainOptions } from './gateway-types';
 
 /** Fixed, same-origin: CVAT's UI build passes no custom settings to plugins. */
 export const API_BASE = '/detr/api';
@@ -12,10 +12,10 @@ export const API_BASE = '/detr/api';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export interface GatewayClient {
-    getSummary(taskId: number): Promise<TaskSummary>;
-    startTraining(taskId: number, options: TrainOptions): Promise<Job>;
-    /** The task's jobs, newest first. */
-    listJobs(taskId: number): Promise<Job[]>;
+    getSummary(source: Source): Promise<TaskSummary>;
+    startTraining(source: Source, options: TrainOptions): Promise<Job>;
+    /** The task's (or project's) jobs, newest first. */
+    listJobs(source: Source): Promise<Job[]>;
     getJob(jobId: string): Promise<Job>;
     cancelJob(jobId: string): Promise<Job>;
 }
@@ -69,14 +69,15 @@ export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOpt
         return payload as T;
     }
 
-    const task = (taskId: number): string => `/tasks/${encodeURIComponent(String(taskId))}`;
+    const path = (source: Source): string => `/${source.kind}s/${encodeURIComponent(String(source.id))}`;
     const job = (jobId: string): string => `/jobs/${encodeURIComponent(jobId)}`;
 
     return {
-        getSummary: (taskId) => request<TaskSummary>('GET', `${task(taskId)}/summary`),
-        startTraining: (taskId, options) => request<Job>('POST', `${task(taskId)}/train`, options),
-        listJobs: async (taskId) => {
-            const answer = await request<{ jobs: Job[] }>('GET', `/jobs?task=${encodeURIComponent(String(taskId))}`);
+        getSummary: (source) => request<TaskSummary>('GET', `${path(source)}/summary`),
+        startTraining: (source, options) => request<Job>('POST', `${path(source)}/train`, options),
+        listJobs: async (source) => {
+            const query = `${source.kind}=${encodeURIComponent(String(source.id))}`;
+            const answer = await request<{ jobs: Job[] }>('GET', `/jobs?${query}`);
             return answer.jobs;
         },
         getJob: (jobId) => request<Job>('GET', job(jobId)),

@@ -55,8 +55,23 @@ export interface LabelSummary {
     boxes: number;
 }
 
+/** What a training is of: a CVAT task, or a project (all its tasks; their subsets split them). */
+export interface Source {
+    kind: 'task' | 'project';
+    id: number;
+}
+
+export interface ProjectTaskSummary {
+    id: number;
+    name: string;
+    subset: string;
+    frames: number;
+}
+
+/** A task's summary has `task`; a project's has `project` instead. */
 export interface TaskSummary {
-    task: { id: number; name: string; frames: number };
+    task?: { id: number; name: string; frames: number };
+    project?: { id: number; name: string; frames: number; tasks: ProjectTaskSummary[] };
     labels: LabelSummary[];
     annotated_frames: number;
     warnings: string[];
@@ -80,4 +95,10 @@ export function isFinished(job: Job): boolean {
 export function metricValue(metrics: Metrics | null | undefined, name: string): number | null {
     const value = metrics?.[name];
     return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** The name and frame count of what the summary describes, a task or a project. */
+export function summarySubject(summary: TaskSummary): { name: string; frames: number } {
+    const subject = summary.task ?? summary.project;
+    return { name: subject?.name ?? '', frames: subject?.frames ?? 0 };
 }

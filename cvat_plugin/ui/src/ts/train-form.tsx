@@ -5,7 +5,7 @@ import type { FormRule } from 'antd';
 
 import { GatewayError } from './errors';
 import { STATE_LABELS } from './format';
-import { Job, TaskSummary, TrainOptions, Weights } from './gateway-types';
+import { Job, summarySubject, TaskSummary, TrainOptions, Weights } from './gateway-types';
 import {
     checkEpochs, checkImageSize, checkValPercent, checkWeights, FormValues, LIMITS, toFormValues, toTrainOptions,
     WEIGHTS_DESCRIPTIONS,
@@ -53,7 +53,7 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onEdi
     return (
         <div className='detr-train-form'>
             <Typography.Paragraph type='secondary'>
-                {`${summary.annotated_frames} of ${summary.task.frames} frames annotated, ${totalBoxes} boxes:`}
+                {`${summary.annotated_frames} of ${summarySubject(summary).frames} frames annotated, ${totalBoxes} boxes:`}
             </Typography.Paragraph>
             <div className='detr-label-counts' style={{ marginBottom: 12 }}>
                 {summary.labels.map((label) => (
@@ -68,8 +68,14 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onEdi
                     showIcon
                     style={{ marginBottom: 12 }}
                     message='Nothing to train on yet'
-                    description='This task has no boxes. Draw boxes (polygons and masks count too) in CVAT, save, and open Train DETR again.'
+                    description={`This ${summary.project ? 'project' : 'task'} has no boxes. Draw boxes (polygons and masks count too) in CVAT, save, and open Train DETR again.`}
                 />
+            )}
+            {summary.project && (
+                <Typography.Paragraph type='secondary'>
+                    {summary.project.tasks.map((task) => `${task.name}: ${task.subset || 'no subset'}`).join(' · ')}
+                    {'. Tasks in the Train and Validation subsets are used as such, Test is held out, the others are split by the validation share.'}
+                </Typography.Paragraph>
             )}
             {summary.warnings.length > 0 && (
                 <Alert
@@ -123,7 +129,7 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onEdi
                     name='publish'
                     valuePropName='checked'
                     extra={summary.publish_unavailable ??
-                        'Deploys the best model as a CVAT auto-annotation model with this task’s labels.'}
+                        'Deploys the best model as a CVAT auto-annotation model with these labels.'}
                 >
                     <Switch disabled={Boolean(summary.publish_unavailable)} />
                 </Form.Item>
