@@ -91,7 +91,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_ERROR}    unexpected error (a bug: please report it with the traceback)
   {EXIT_USAGE}    bad command line or options
   {EXIT_AUTH}    CVAT rejected the credentials (401) or the user has no access (403)
-  {EXIT_NOT_FOUND}    the task, model, function or job does not exist (404)
+  {EXIT_NOT_FOUND}    the task, project, model, function or job does not exist (404)
   {EXIT_UNREACHABLE}    CVAT or the Nuclio dashboard unreachable or failing (connection errors, timeouts,
        429/5xx after retries)
   {EXIT_EXPORT}    the export failed, timed out or its download was incomplete
@@ -863,7 +863,7 @@ COMMANDS = {"export": ExportCommand(), "train": TrainCommand(), "publish": Publi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cvat-detr", description="Train DETR on CVAT tasks.", epilog=EXIT_CODES_HELP,
+        prog="cvat-detr", description="Train DETR on CVAT tasks and projects.", epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
