@@ -15,6 +15,8 @@ export type Metrics = Record<string, unknown>;
 export interface Job {
     id: string;
     task_id: number | null;
+    /** Set instead of `task_id` for a training of a whole project. */
+    project_id?: number | null;
     dataset_id: string;
     state: JobState;
     /** Epoch in progress, 1-based (0 before the first step). */
