@@ -601,12 +601,15 @@ class ModelsCommand:
     connections = ("nuclio",)
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--task", type=int, help="only the models trained on this CVAT task")
+        only = parser.add_mutually_exclusive_group()
+        only.add_argument("--task", type=int, help="only the models trained on this CVAT task")
+        only.add_argument("--project", type=int, help="only the models trained on this CVAT project")
         parser.add_argument("--json", action="store_true", help="print JSON (one object per model) instead of a table")
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
         store = ModelStore(args.home)
-        entries = [entry for entry in store.entries() if args.task is None or entry.task_id == args.task]
+        entries = [entry for entry in store.entries() if (args.task is None or entry.task_id == args.task)
+                   and (args.project is None or entry.project_id == args.project)]
         deployed = self._deployed(args)
         rows = [self._row(entry, store, deployed) for entry in entries]
         # functions we published whose model is not in this storage (another DETR_HOME, or deleted)
@@ -614,7 +617,7 @@ class ModelsCommand:
         for model_id, function in sorted((deployed or {}).items()):
             annotations = function["metadata"].get("annotations") or {}
             task = annotations.get("cvat-detr/task-id")
-            if model_id not in known and (args.task is None or task == str(args.task)):
+            if model_id not in known and args.project is None and (args.task is None or task == str(args.task)):
                 rows.append({"id": model_id, "task_id": int(task) if task else None, "task_name": None,
                              "version": None, "created": None, "metrics": {}, "labels": [],
                              "function": function["metadata"]["name"], "state": "model not in this DETR_HOME"})
@@ -649,7 +652,8 @@ class ModelsCommand:
                 state = "missing on the dashboard"
         labels = [label["name"] if isinstance(label, dict) else label for label in entry.card.get("labels", [])]
         on_dashboard = (deployed or {}).get(entry.id)
-        return {"id": entry.id, "task_id": entry.task_id, "task_name": store.task_name(entry),
+        return {"id": entry.id, "task_id": entry.task_id, "project_id": entry.project_id,
+                "task_name": store.task_name(entry) or entry.card.get("project_name"),
                 "version": entry.version, "created": entry.card.get("created"), "metrics": entry.metrics,
                 "labels": labels, "function": entry.function or (on_dashboard and on_dashboard["metadata"]["name"]),
                 "state": state}
@@ -663,6 +667,8 @@ def _print_models(rows: list[dict], stdout: TextIO) -> None:
     table = [("MODEL", "TASK", "AP", "AP50", "LABELS", "CREATED", "FUNCTION")]
     for row in rows:
         task = "-" if row["task_id"] is None else f"{row['task_id']} {row['task_name'] or ''}".strip()
+        if row.get("project_id") is not None:
+            task = f"project {row['project_id']} {row['task_name'] or ''}".strip()
         function = row["function"] or "-"
         if row["state"] and row["state"] != "ready":
             function += f" ({row['state']})"
@@ -757,7 +763,9 @@ class StatusCommand:
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("job", nargs="?", help="job id (default: list the jobs)")
-        parser.add_argument("--task", type=int, help="only the jobs of this CVAT task")
+        only = parser.add_mutually_exclusive_group()
+        only.add_argument("--task", type=int, help="only the jobs of this CVAT task")
+        only.add_argument("--project", type=int, help="only the jobs of this CVAT project")
         parser.add_argument("--follow", action="store_true", help="with JOB: follow it until it ends")
         parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default: 5)")
         parser.add_argument("--json", action="store_true", help="print the trainer's job objects as JSON")
@@ -768,7 +776,7 @@ class StatusCommand:
             raise UsageError("--follow needs a JOB id")
         trainer = _trainer_client(args)
         if not args.job:
-            jobs = trainer.list(task_id=args.task)
+            jobs = trainer.list(task_id=args.task, project_id=args.project)
             if args.json:
                 json.dump(jobs, stdout, indent=2)
                 print(file=stdout)
@@ -843,7 +851,8 @@ def _print_jobs(jobs: list[dict], stdout: TextIO) -> None:
         note = job.get("error") or (f"published as {job['function']}" if job.get("function") else "")
         if job.get("state") == "running" and job.get("eta_s") is not None:
             note = note or f"about {max(1, round(job['eta_s'] / 60))} min left"
-        rows.append((job["id"], str(job.get("task_id") or "-"), job["state"],
+        source = job.get("task_id") or (f"project {job['project_id']}" if job.get("project_id") else "-")
+        rows.append((job["id"], str(source), job["state"],
                      f"{job.get('epoch', 0)}/{job.get('epochs', 0)}", "-" if ap50 is None else f"{ap50:.3f}",
                      job.get("model_id") or "-", note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
