@@ -33,7 +33,7 @@ from cvat_plugin.gateway_preparations import (
     new_preparation_id,
 )
 from cvat_plugin.gateway_settings import WEIGHTS, GatewaySettings
-from cvat_plugin.model_store import ModelStore
+from cvat_plugin.model_store import ModelEntry, ModelStore
 from cvat_plugin.project_export import export_project
 from cvat_plugin.storage import Storage, new_id
 from cvat_plugin.task_summary import summarize_project, summarize_task
@@ -357,7 +357,7 @@ class TrainingService:
                                 f"shows only jobs of tasks and projects you can see in CVAT")
 
 
-def _source_of_model(entry: Any) -> Optional[Source]:
+def _source_of_model(entry: ModelEntry) -> Optional[Source]:
     if entry.task_id is not None:
         return Source("task", entry.task_id)
     return Source("project", entry.project_id) if entry.project_id is not None else None
