@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from cvat_plugin.auth import AccessToken, Credentials, LegacyToken, PasswordCredentials
 from cvat_plugin.client import ConflictError, CvatClient, NotFoundError
+from cvat_plugin.dataset import require_images
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ DEFAULT_TIMEOUT = 6 * 3600.0
 
 class AnnotateError(Exception):
     """The annotation could not start, failed or timed out; the message says what to do."""
+
+
+class UnknownFunction(AnnotateError):
+    """CVAT offers no model by that name."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def annotate_with_function(
 ) -> AnnotationResult:
     """Annotate the task in CVAT with the Nuclio function ``function_id`` and wait for it to finish."""
     pbar = pbar or NullProgressReporter()
-    client.get_task(task_id)  # a missing task is a clear 404 here; CVAT's label list answers 500
+    require_images(client.get_task(task_id))  # a missing task is a clear 404 here; CVAT's label list answers 500
     function = _detector(client, function_id)
     _check_labels(client, task_id, function)
     before = len(client.get_annotations(task_id).get("shapes", []))
@@ -90,7 +95,7 @@ def _detector(client: CvatClient, function_id: str) -> dict:
     try:
         function = client.get_function(function_id)
     except NotFoundError as e:
-        raise AnnotateError(f"CVAT at {client.url} offers no model {function_id!r}: publish it with `cvat-detr "
+        raise UnknownFunction(f"CVAT at {client.url} offers no model {function_id!r}: publish it with `cvat-detr "
                             f"publish`, check the name with `cvat-detr models`, or check that CVAT's serverless "
                             f"part lists the functions of project 'cvat'") from e
     if function.get("kind") != "detector":
@@ -156,10 +161,14 @@ def annotate_locally(
     ``sdk_pbar`` is a cvat-sdk progress reporter (None: no progress). Labels of the model that
     the task lacks are skipped, as CVAT does for functions.
     """
-    from cvat_sdk.auto_annotation import annotate_task
-
+    try:
+        from cvat_sdk.auto_annotation import annotate_task
+    except ModuleNotFoundError as e:
+        raise AnnotateError("local annotation runs through cvat-sdk, which is not installed: "
+                            "`pip install 'cvat-detr[cvat]'`, or annotate through CVAT without --local") from e
     from cvat_plugin.sdk_function import DetrDetectionFunction
 
+    require_images(client.get_task(task_id))
     function = DetrDetectionFunction(str(model_path))
     before = len(client.get_annotations(task_id).get("shapes", []))
     with tempfile.TemporaryDirectory(prefix="cvat-detr-frames-") as cache, \

@@ -27,6 +27,7 @@ from cvat_plugin.annotate import (
 from cvat_plugin.annotate import (
     AnnotateError,
     AnnotationResult,
+    UnknownFunction,
     annotate_locally,
     annotate_with_function,
 )
@@ -90,7 +91,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_ERROR}    unexpected error (a bug: please report it with the traceback)
   {EXIT_USAGE}    bad command line or options
   {EXIT_AUTH}    CVAT rejected the credentials (401) or the user has no access (403)
-  {EXIT_NOT_FOUND}    the task, model, function or job does not exist (404)
+  {EXIT_NOT_FOUND}    the task, project, model, function or job does not exist (404)
   {EXIT_UNREACHABLE}    CVAT or the Nuclio dashboard unreachable or failing (connection errors, timeouts,
        429/5xx after retries)
   {EXIT_EXPORT}    the export failed, timed out or its download was incomplete
@@ -193,15 +194,46 @@ def _make_client(args: argparse.Namespace) -> CvatClient:
         raise UsageError(str(e)) from e
 
 
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    """What to export: a task, or a project (all its tasks, which share its labels)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", type=int, help="CVAT task id")
+    source.add_argument("--project", type=int,
+                        help="CVAT project id: all its tasks with images, in one training set; tasks in the Train / "
+                             "Validation subsets decide the split, a Test task is held out")
+
+
+def _export(client: CvatClient, args: argparse.Namespace, out_dir: Path, *, seed: int, overwrite: bool,
+            pbar: ProgressReporter) -> dict:
+    """The training set of ``--task`` or ``--project`` in ``out_dir``; returns its manifest."""
+    if args.project is not None:
+        from cvat_plugin.project_export import export_project
+
+        return export_project(client, args.project, out_dir, val_fraction=args.val_fraction, seed=seed,
+                              overwrite=overwrite, pbar=pbar)
+    return export_task(client, args.task, out_dir, val_fraction=args.val_fraction, seed=seed, overwrite=overwrite,
+                       pbar=pbar)
+
+
+def _source_id(args: argparse.Namespace) -> str:
+    """A new dataset / run / model id that names the task or project."""
+    return new_id(args.task) if args.project is None else f"project{args.project}-{new_id()}"
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
-                        help="share of images held out for validation when the task has no Train/Validation "
-                             "subsets (default: %(default)s)")
+                        help="share of images held out for validation where no Train/Validation subsets decide "
+                             "(default: %(default)s)")
 
 
 def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> None:
     images, boxes = manifest["images"], manifest["boxes"]
     print(f"Training set: {out_dir}", file=stdout)
+    source, split = manifest["source"], manifest["split"]
+    if source.get("project_id") is not None:
+        print(f"  project {source['project_id']}: {len(source['tasks'])} task(s); split by {split['method']}"
+              f"{', ' + str(split['held_out']) + ' test images held out' if split.get('held_out') else ''}",
+              file=stdout)
     print(f"  images: {images['train']} train, {images['val']} val ({images['negative']} without boxes, "
           f"{images['deleted_dropped']} deleted frames dropped); boxes: {boxes['train']} train, {boxes['val']} val",
           file=stdout)
@@ -215,26 +247,30 @@ def _print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> Non
 
 
 class ExportCommand:
-    description = ("Export a CVAT task (COCO 1.0 with images) and build its training set: images/, "
+    description = ("Export a CVAT task or project (COCO 1.0 with images) and build its training set: images/, "
                    "annotations/{train,val}.json, labels.json, manifest.json.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--task", type=int, required=True, help="CVAT task id")
+        _add_source_options(parser)
         parser.add_argument("--out", type=Path, required=True, help="folder for the training set")
         parser.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
         parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
         _add_split_options(parser)
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
+        if args.out.exists() and not args.overwrite and (not args.out.is_dir() or any(args.out.iterdir())):
+            # checked before the export, which can take long
+            raise UsageError(f"--out {args.out} already exists and is not empty: choose another folder, or pass "
+                             f"--overwrite to replace it")
         with _make_client(args) as client:
-            manifest = export_task(client, args.task, args.out, val_fraction=args.val_fraction, seed=args.seed,
-                                   overwrite=args.overwrite, pbar=pbar)
+            manifest = _export(client, args, args.out, seed=args.seed, overwrite=args.overwrite, pbar=pbar)
         _print_dataset_summary(manifest, args.out, stdout)
         return EXIT_OK
 
 
 class TrainCommand:
-    description = ("Export a CVAT task, build its training set under $DETR_HOME/datasets and train DETR on it: "
+    description = ("Export a CVAT task or project, build its training set under $DETR_HOME/datasets and train DETR "
+                   "on it: "
                    "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
@@ -242,7 +278,7 @@ class TrainCommand:
         from detr.config import BACKBONES, LIGHT_BACKBONES, TrainConfig
         from detr.recipes import RECIPES
 
-        parser.add_argument("--task", type=int, required=True, help="CVAT task id")
+        _add_source_options(parser)
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--local", action="store_true", help="train in this process")
         where.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
@@ -268,7 +304,8 @@ class TrainCommand:
                                                       "from")
         remote = parser.add_argument_group("trainer function (--trainer)")
         remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
-                                              "scratch or previous (the task's newest model) (default: the trainer's)")
+                                              "scratch or previous (the newest model of the task or project) "
+                                              "(default: the trainer's)")
         remote.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
                             help="serve the model as a CVAT detector when the job succeeds (default: the trainer "
                                  "publishes when it has a Nuclio dashboard)")
@@ -314,12 +351,12 @@ class TrainCommand:
                              "--backbone-weights, and publish with `cvat-detr publish`")
 
         storage = Storage(args.home)
-        run_id = new_id(args.task)
+        run_id = _source_id(args)
         dataset_dir = storage.dataset_dir(run_id)
         run_dir, model_dir = storage.run_dir(run_id), storage.model_dir(run_id)
         with _make_client(args) as client:
-            manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction,
-                                   seed=train_options.get("seed", 0), overwrite=False, pbar=pbar)
+            manifest = _export(client, args, dataset_dir, seed=train_options.get("seed", 0), overwrite=False,
+                               pbar=pbar)
         _print_dataset_summary(manifest, dataset_dir, stdout)
         start, base_model = starting_point(args.pretrained, args.backbone_weights)
         plan = plan_training(recipe=args.recipe, preset=args.model_preset,
@@ -351,13 +388,13 @@ def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout
 
     trainer = TrainerClient(args.trainer)
     trainer.health()  # before the export: an unreachable trainer fails fast
-    dataset_id = new_id(args.task)
+    dataset_id = _source_id(args)
     dataset_dir = Storage(args.home).dataset_dir(dataset_id)
     with _make_client(args) as client:
-        manifest = export_task(client, args.task, dataset_dir, val_fraction=args.val_fraction, seed=seed,
-                               overwrite=False, pbar=pbar)
+        manifest = _export(client, args, dataset_dir, seed=seed, overwrite=False, pbar=pbar)
     _print_dataset_summary(manifest, dataset_dir, stdout)
-    job = trainer.submit(dataset_id, task_id=args.task, options=options, publish=args.publish)
+    job = trainer.submit(dataset_id, task_id=args.task, project_id=args.project, options=options,
+                         publish=args.publish)
     print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
     final = _follow_job(trainer, job["id"], args.poll_interval, stdout, pbar)
     return EXIT_INTERRUPTED if final is None else _report_job(final, stdout)
@@ -481,6 +518,8 @@ def _model_card(model_id: str, manifest: dict, result, model_path: Path, args: a
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "task_id": source["task_id"],
         "task_name": source["task_name"],
+        **({"project_id": source["project_id"], "project_name": source.get("project_name"),
+            "tasks": source.get("tasks", [])} if source.get("project_id") is not None else {}),
         "source_url": source["url"],
         "server_version": source["server_version"],
         "labels": [{"id": label["id"], "name": label["name"]} for label in manifest["labels"]],
@@ -567,7 +606,9 @@ class ModelsCommand:
         parser.add_argument("action", nargs="?", metavar="show", help="show one model (give its ID)")
         parser.add_argument("model", nargs="?", metavar="ID",
                             help="with show: a model id, the run or job that trained it, or its folder")
-        parser.add_argument("--task", type=int, help="only the models trained on this CVAT task")
+        only = parser.add_mutually_exclusive_group()
+        only.add_argument("--task", type=int, help="only the models trained on this CVAT task")
+        only.add_argument("--project", type=int, help="only the models trained on this CVAT project")
         parser.add_argument("--json", action="store_true", help="print JSON (one object per model) instead of a table")
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
@@ -588,7 +629,8 @@ class ModelsCommand:
             else:
                 _print_model(view, stdout)
             return EXIT_OK
-        entries = [entry for entry in store.entries() if args.task is None or entry.task_id == args.task]
+        entries = [entry for entry in store.entries() if (args.task is None or entry.task_id == args.task)
+                   and (args.project is None or entry.project_id == args.project)]
         deployed = self._deployed(args)
         rows = [self._row(entry, store, deployed) for entry in entries]
         # functions we published whose model is not in this storage (another DETR_HOME, or deleted)
@@ -596,7 +638,7 @@ class ModelsCommand:
         for model_id, function in sorted((deployed or {}).items()):
             annotations = function["metadata"].get("annotations") or {}
             task = annotations.get("cvat-detr/task-id")
-            if model_id not in known and (args.task is None or task == str(args.task)):
+            if model_id not in known and args.project is None and (args.task is None or task == str(args.task)):
                 rows.append({"id": model_id, "task_id": int(task) if task else None, "task_name": None,
                              "version": None, "created": None, "metrics": {}, "labels": [],
                              "function": function["metadata"]["name"], "state": "model not in this DETR_HOME"})
@@ -642,6 +684,8 @@ def _print_models(rows: list[dict], stdout: TextIO) -> None:
     table = [("MODEL", "TASK", "AP", "AP50", "LABELS", "CREATED", "FUNCTION")]
     for row in rows:
         task = "-" if row["task_id"] is None else f"{row['task_id']} {row['task_name'] or ''}".strip()
+        if row.get("project_id") is not None:
+            task = f"project {row['project_id']} {row['project_name'] or ''}".strip()
         function = row["function"] or "-"
         if row["state"] and row["state"] != "ready":
             function += f" ({row['state']})"
@@ -657,8 +701,12 @@ def _print_model(view: dict, stdout: TextIO) -> None:
     def number(value: Any) -> str:
         return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
-    task = "no CVAT task" if view["task_id"] is None else f"task {view['task_id']}" + (
-        f" \"{view['task_name']}\"" if view["task_name"] else "")
+    if view["task_id"] is not None:
+        task = f"task {view['task_id']}" + (f" \"{view['task_name']}\"" if view["task_name"] else "")
+    elif view["project_id"] is not None:
+        task = f"project {view['project_id']}" + (f" \"{view['project_name']}\"" if view["project_name"] else "")
+    else:
+        task = "no CVAT task"
     version = f", version {view['version']}" if view["version"] is not None else ""
     print(f"Model {view['id']} ({task}{version}), created {view['created'] or '-'}", file=stdout)
     images = view["images"]
@@ -714,7 +762,7 @@ class AnnotateCommand:
         with _make_client(args) as client:
             if args.local:
                 result = annotate_locally(client, args.task, _model_file(args.model, store), threshold=args.threshold,
-                                          clear_existing=args.clear_existing, sdk_pbar=_sdk_progress(args))
+                                          clear_existing=args.clear_existing, sdk_pbar=_sdk_progress(pbar))
             else:
                 result = annotate_with_function(client, args.task, _function_of(args.model, store),
                                                 threshold=args.threshold, clear_existing=args.clear_existing, pbar=pbar,
@@ -744,12 +792,15 @@ def _function_of(reference: str, store: ModelStore) -> str:
     return entry.function
 
 
-def _sdk_progress(args: argparse.Namespace):
-    if args.quiet:
+def _sdk_progress(pbar: ProgressReporter):
+    """cvat-sdk's tqdm reporter drawing where ours does; None (no progress) with --quiet.
+
+    cvat-sdk names each bar's unit itself: passing one here makes tqdm fail on a repeated keyword."""
+    if not isinstance(pbar, TqdmProgressReporter):
         return None
     from cvat_sdk.core.helpers import DeferredTqdmProgressReporter
 
-    return DeferredTqdmProgressReporter({"leave": False, "unit": "frame"})
+    return DeferredTqdmProgressReporter(dict(pbar.tqdm_kwargs))
 
 
 def _add_trainer_option(parser: argparse.ArgumentParser) -> None:
@@ -771,7 +822,9 @@ class StatusCommand:
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("job", nargs="?", help="job id (default: list the jobs)")
-        parser.add_argument("--task", type=int, help="only the jobs of this CVAT task")
+        only = parser.add_mutually_exclusive_group()
+        only.add_argument("--task", type=int, help="only the jobs of this CVAT task")
+        only.add_argument("--project", type=int, help="only the jobs of this CVAT project")
         parser.add_argument("--follow", action="store_true", help="with JOB: follow it until it ends")
         parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default: 5)")
         parser.add_argument("--json", action="store_true", help="print the trainer's job objects as JSON")
@@ -782,7 +835,7 @@ class StatusCommand:
             raise UsageError("--follow needs a JOB id")
         trainer = _trainer_client(args)
         if not args.job:
-            jobs = trainer.list(task_id=args.task)
+            jobs = trainer.list(task_id=args.task, project_id=args.project)
             if args.json:
                 json.dump(jobs, stdout, indent=2)
                 print(file=stdout)
@@ -857,7 +910,8 @@ def _print_jobs(jobs: list[dict], stdout: TextIO) -> None:
         note = job.get("error") or (f"published as {job['function']}" if job.get("function") else "")
         if job.get("state") == "running" and job.get("eta_s") is not None:
             note = note or f"about {max(1, round(job['eta_s'] / 60))} min left"
-        rows.append((job["id"], str(job.get("task_id") or "-"), job["state"],
+        source = job.get("task_id") or (f"project {job['project_id']}" if job.get("project_id") else "-")
+        rows.append((job["id"], str(source), job["state"],
                      f"{job.get('epoch', 0)}/{job.get('epochs', 0)}", "-" if ap50 is None else f"{ap50:.3f}",
                      job.get("model_id") or "-", note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -877,7 +931,7 @@ COMMANDS = {"export": ExportCommand(), "train": TrainCommand(), "publish": Publi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cvat-detr", description="Train DETR on CVAT tasks.", epilog=EXIT_CODES_HELP,
+        prog="cvat-detr", description="Train DETR on CVAT tasks and projects.", epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -903,7 +957,7 @@ def _exit_code(error: BaseException) -> Optional[int]:
         return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
-    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound, JobNotFound)):
+    if isinstance(error, (NotFoundError, ModelNotFound, FunctionNotFound, JobNotFound, UnknownFunction)):
         return EXIT_NOT_FOUND
     if isinstance(error, (CvatConnectionError, DashboardUnreachable)) or (
             isinstance(error, CvatHTTPError) and (error.status >= 500 or error.status == 429)):

@@ -255,15 +255,21 @@ class CvatClient:
             else:
                 message = (f"CVAT at {self.url} did not accept {self.credentials.describe()}{said}; "
                            f"check {self.credentials.source}")
-                if isinstance(self.credentials, AccessToken) and self._version and self._version < ACCESS_TOKENS_SINCE:
-                    message += (f". This server is CVAT {self._version}, which predates personal access tokens: "
-                                f"use --token with an API key, or --username/--password")
+                version = self._probe_version() if isinstance(self.credentials, AccessToken) else None
+                if version is not None and version < ACCESS_TOKENS_SINCE:
+                    message += (f". This server is CVAT {version}, which has no personal access tokens: "
+                                f"use --token with an API key (CVAT's 'POST /api/auth/login' answers one as "
+                                f"\"key\"), or --username/--password")
         elif status == 403:
             message = (f"no permission to {action} {resource} on CVAT at {self.url}{said}; ask the task owner or "
                        f"a CVAT admin to give your user access, or use credentials of a user who has it")
+        elif status == 404 and self._probe_version() is None:
+            message = (f"{self.url} does not answer as a CVAT server (no version at /api/server/about); check "
+                       f"--url / CVAT_URL: it is the address you open CVAT at in the browser")
         elif status == 404:
+            kind = resource.split(" ")[0] if resource.startswith(("task ", "project ")) else "task"
             message = (f"{resource} does not exist on CVAT at {self.url}{said}; check the id (it is the number "
-                       f"in the task's address, {self.url}/tasks/<id>)")
+                       f"in the {kind}'s address, {self.url}/{kind}s/<id>)")
         elif status == 409:
             message = (f"cannot {action} {resource}: a conflicting operation is running on CVAT{said}; "
                        f"wait for it to finish and retry")
@@ -299,6 +305,17 @@ class CvatClient:
         """``GET /api/server/about`` (no credentials needed): name, version, ..."""
         return self._get_json("/api/server/about", action="read", resource="the server version")
 
+    def _probe_version(self) -> Optional[ServerVersion]:
+        """The server's version if it answers as CVAT, else None; for error messages, so it never raises
+        (and never recurses through ``_error``)."""
+        if self._version is None:
+            try:
+                response = self._session.get(self._absolute("/api/server/about"), timeout=self.timeout)
+                self._version = ServerVersion.parse(str(response.json().get("version", "")))
+            except (requests.RequestException, ValueError, AttributeError, CvatError):
+                return None
+        return self._version
+
     @property
     def server_version(self) -> ServerVersion:
         if self._version is None:
@@ -310,6 +327,20 @@ class CvatClient:
 
     def get_task(self, task_id: int) -> dict:
         return self._get_json(f"/api/tasks/{int(task_id)}", action="read", resource=f"task {task_id}")
+
+    def get_project(self, project_id: int) -> dict:
+        return self._get_json(f"/api/projects/{int(project_id)}", action="read", resource=f"project {project_id}")
+
+    def get_project_tasks(self, project_id: int) -> list[dict]:
+        """The project's tasks (as ``get_task`` gives them) that the user can see, each with its ``subset``."""
+        return self._paginate("/api/tasks", {"project_id": int(project_id)},
+                              action="list the tasks of", resource=f"project {project_id}")
+
+    def get_project_labels(self, project_id: int) -> list[dict]:
+        """The project's labels in CVAT order, shared (same ids) by all its tasks; sublabels left out."""
+        labels = self._paginate("/api/labels", {"project_id": int(project_id)},
+                                action="list the labels of", resource=f"project {project_id}")
+        return [label for label in labels if label.get("parent_id") is None]
 
     def get_labels(self, task_id: int) -> list[dict]:
         """The task's labels in CVAT order (``id``, ``name``, ``type``, ...); skeleton sublabels left out."""

@@ -29,12 +29,13 @@ import stat
 import tempfile
 import zipfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
-from cvat_plugin.split import stratified_split, subset_roles
+from cvat_plugin.split import split_by_subsets, subset_role
 
 if TYPE_CHECKING:
     from cvat_plugin.client import CvatClient
@@ -248,6 +249,22 @@ def _image_size(path: Path, size: Optional[tuple[int, int]]) -> tuple[int, int]:
 # --- the builder ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ExportPart:
+    """One task's "COCO 1.0" export (with images) and what CVAT says about that task."""
+
+    export_zip: Path
+    data_meta: Optional[Mapping[str, Any]] = None
+    """``GET /api/tasks/{id}/data/meta``, for ``deleted_frames``."""
+    annotations: Optional[Mapping[str, Any]] = None
+    """The task's ``LabeledData``, to count shapes the export leaves out."""
+    subset: Optional[str] = None
+    """The task's CVAT subset, which places all its images (``cvat_plugin.split``); None: each image's
+    subset in the export decides."""
+    folder: str = ""
+    """Where its images go under ``images/`` (``task_<id>/`` for a project's tasks, whose names may clash)."""
+
+
 def build_training_set(
     export_zip: Union[str, os.PathLike],
     out_dir: Union[str, os.PathLike],
@@ -265,22 +282,39 @@ def build_training_set(
 
     ``labels``: the task's labels in CVAT order (``[{"id", "name"}, ...]``, from
     ``CvatClient.get_labels``); without them the export's categories are used.
-    ``data_meta``: ``GET /api/tasks/{id}/data/meta``, for ``deleted_frames``.
-    ``annotations``: the task's ``LabeledData``, to count shapes the export leaves out.
+    ``data_meta`` and ``annotations``: see ``ExportPart``.
     ``source``: recorded in the manifest (``url``, ``task_id``, ``task_name``, ``server_version``,
     ``exported_at``). Returns the manifest. The folder appears whole or not at all.
     """
+    part = ExportPart(Path(export_zip), data_meta=data_meta, annotations=annotations)
+    return build_from_parts([part], out_dir, labels=labels, source=source, val_fraction=val_fraction, seed=seed,
+                            overwrite=overwrite, pbar=pbar)
+
+
+def build_from_parts(
+    parts: Sequence[ExportPart],
+    out_dir: Union[str, os.PathLike],
+    *,
+    labels: Optional[Sequence[Mapping[str, Any]]] = None,
+    source: Optional[Mapping[str, Any]] = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    overwrite: bool = False,
+    pbar: Optional[ProgressReporter] = None,
+) -> dict:
+    """One training set from the exports of one task or of a project's tasks, which share ``labels``;
+    as ``build_training_set`` otherwise."""
     if not 0 < val_fraction < 1:
         raise DatasetError(f"val_fraction={val_fraction!r} is invalid; use a fraction in (0, 1) such as 0.15")
-    export_zip, out_dir = Path(export_zip), Path(out_dir)
+    out_dir = Path(out_dir)
     pbar = pbar or NullProgressReporter()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise DatasetError(f"{out_dir} already exists and is not empty; choose another folder or overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".building", dir=out_dir.parent))
     try:
-        manifest = _build(export_zip, staging, labels=labels, data_meta=data_meta, annotations=annotations,
-                          source=dict(source or {}), val_fraction=val_fraction, seed=seed, pbar=pbar)
+        manifest = _build(list(parts), staging, labels=labels, source=dict(source or {}), val_fraction=val_fraction,
+                          seed=seed, pbar=pbar)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging / "dataset", out_dir)
@@ -291,6 +325,14 @@ def build_training_set(
     return manifest
 
 
+def require_images(task: Mapping[str, Any]) -> None:
+    """Refuse a task created without data (``size`` null on CVAT 2.42) before asking for its annotations,
+    which CVAT answers with an error page for such a task."""
+    if not task.get("size"):
+        raise DatasetError(f"task {task['id']} ({task.get('name')!r}) has no images: upload images or a video to "
+                           f"it in CVAT (on the task's page), then try again")
+
+
 def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathLike], *,
                 val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0, overwrite: bool = False,
                 pbar: Optional[ProgressReporter] = None) -> dict:
@@ -298,8 +340,7 @@ def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathL
     returns the manifest. The export zip lives in a temporary folder beside ``out_dir``."""
     out_dir = Path(out_dir)
     task = client.get_task(task_id)
-    if not task.get("size"):
-        raise DatasetError(f"task {task_id} ({task.get('name')!r}) has no images; add data to it in CVAT")
+    require_images(task)
     labels = client.get_labels(task_id)
     data_meta = client.get_data_meta(task_id)
     annotations = client.get_annotations(task_id)
@@ -314,53 +355,23 @@ def export_task(client: "CvatClient", task_id: int, out_dir: Union[str, os.PathL
                                   pbar=pbar)
 
 
-def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, source: dict,
-           val_fraction: float, seed: int, pbar: ProgressReporter) -> dict:
-    from datumaro.components.annotation import AnnotationType
-
-    export_root, out = staging / "export", staging / "dataset"
+def _build(parts: list[ExportPart], staging: Path, *, labels, source: dict, val_fraction: float, seed: int,
+           pbar: ProgressReporter) -> dict:
+    out = staging / "dataset"
     (out / "images").mkdir(parents=True)
     (out / "annotations").mkdir()
-    _extract(export_zip, export_root)
-    dataset = _import(export_root, export_zip.name)
-    images_root = (export_root / "images").resolve()
-
-    categories = [c.name for c in dataset.categories()[AnnotationType.label].items]
-    if labels is None:
-        labels = [{"id": i + 1, "name": name} for i, name in enumerate(categories)]
-    labels = [{"id": label["id"], "name": label["name"]} for label in labels]
-    class_of_name = {label["name"]: i for i, label in enumerate(labels)}
-    unknown = [name for name in categories if name not in class_of_name]
-    if unknown:
-        raise DatasetError(f"{export_zip.name}: label(s) {', '.join(map(repr, unknown))} of the export are not "
-                           f"labels of the task ({', '.join(class_of_name)}); the labels changed during the "
-                           f"export: export again")
-    classes = [class_of_name[name] for name in categories]
-    deleted = deleted_frame_ids(data_meta)
-
     # Pass 1: boxes of every kept image to a spool file; only label sets stay in memory.
     spool_path = staging / "items.jsonl"
-    records: list[tuple[str, frozenset]] = []
+    records: list[tuple[Optional[str], frozenset]] = []
     kinds: Counter = Counter()
     dropped_deleted = 0
     with open(spool_path, "w", encoding="utf-8") as spool, pbar.task(None, desc="Reading export", unit="img"):
-        for item in dataset:
-            pbar.advance(1)
-            if item.id in deleted:
-                dropped_deleted += 1
-                continue
-            image_path = Path(item.media.path).resolve()
-            if not image_path.is_file():
-                raise DatasetError(f"{export_zip.name}: image of {item.id!r} is missing; the export was made "
-                                   f"without images: export with images ('Save images' / save_images=true)")
-            file_name = image_path.relative_to(images_root).as_posix()
-            width, height = _image_size(image_path, item.media.size)
-            boxes, item_kinds = _item_boxes(item, classes, width, height)
-            kinds.update(item_kinds)
-            spool.write(json.dumps([file_name, width, height, boxes], ensure_ascii=False) + "\n")
-            records.append((item.subset, frozenset(box[0] for box in boxes)))
+        for index, part in enumerate(parts):
+            labels, dropped = _read_part(part, staging / f"export-{index}", labels, spool, records, kinds, pbar)
+            dropped_deleted += dropped
 
-    task = f"task {source['task_id']}" if source.get("task_id") is not None else export_zip.name
+    task = f"task {source['task_id']}" if source.get("task_id") is not None else (
+        f"project {source['project_id']}" if source.get("project_id") is not None else parts[0].export_zip.name)
     if not records:
         raise DatasetError(f"{task} has no images to train on ({dropped_deleted} deleted frames dropped); "
                            f"add frames to the task in CVAT")
@@ -368,18 +379,21 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         raise DatasetError(f"{task} has no boxes to train on: none of its {len(records)} images has a rectangle, "
                            f"polygon, mask or ellipse; draw boxes (or polygons) around the objects in CVAT")
 
-    warnings: list[str] = []
-    roles = subset_roles(subset for subset, _ in records)
-    if roles:
-        is_val = [roles[subset] == "val" for subset, _ in records]
-        split = {"method": "subsets", "train_subsets": sorted(s for s, r in roles.items() if r == "train"),
-                 "val_subsets": sorted(s for s, r in roles.items() if r == "val")}
-    else:
-        try:
-            is_val = stratified_split([label_set for _, label_set in records], val_fraction, seed)
-        except ValueError as e:
-            raise DatasetError(f"{task}: {e}") from e
-        split = {"method": "stratified", "val_fraction": val_fraction, "seed": seed}
+    roles = [subset_role(subset) for subset, _ in records]
+    try:
+        is_val, method = split_by_subsets(roles, [label_set for _, label_set in records], val_fraction, seed)
+    except ValueError as e:
+        raise DatasetError(f"{task}: {e}") from e
+    split: dict[str, Any] = {"method": method}
+    for name, role in (("train_subsets", "train"), ("val_subsets", "val"), ("held_out_subsets", "test")):
+        named = sorted({subset for (subset, _), r in zip(records, roles) if r == role})
+        if named:
+            split[name] = named
+    if method != "subsets":
+        split.update(val_fraction=val_fraction, seed=seed)
+    held_out = is_val.count(None)
+    if held_out:
+        split["held_out"] = held_out
     del records
 
     # Pass 2: move the images and write both COCO files.
@@ -391,22 +405,25 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
     with open(spool_path, encoding="utf-8") as spool, pbar.task(len(is_val), desc="Writing training set",
                                                                 unit="img"):
         for val, line in zip(is_val, spool):
-            file_name, width, height, boxes = json.loads(line)
+            pbar.advance(1)
+            if val is None:
+                continue
+            file_name, image_path, width, height, boxes = json.loads(line)
             target = out / "images" / file_name
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(images_root / file_name, target)
+            os.replace(image_path, target)
             name = "val" if val else "train"
             writers[name].add(file_name, width, height, boxes)
             per_label[name].update(box[0] for box in boxes)
             images_per_label.update({box[0] for box in boxes})
             negatives += not boxes
-            pbar.advance(1)
     for writer in writers.values():
         writer.close()
 
     skipped = Counter({"degenerate_box": kinds.pop("degenerate_box", 0)})
-    if annotations is not None:
-        skipped.update(count_unsupported(annotations, _deleted_numbers(data_meta)))
+    for part in parts:
+        if part.annotations is not None:
+            skipped.update(count_unsupported(part.annotations, _deleted_numbers(part.data_meta)))
     skipped = +skipped
     label_stats = [
         {"id": label["id"], "name": label["name"], "images": images_per_label[i],
@@ -414,8 +431,8 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         for i, label in enumerate(labels)
     ]
     counts = {s: writers[s].num_images for s in SPLITS}
-    by_subsets = split["method"] == "subsets"
-    warnings += training_warnings(
+    by_subsets = method == "subsets"
+    warnings = training_warnings(
         [(stats["name"], sum(stats["boxes"].values()), stats["boxes"]["val"] if by_subsets else None)
          for stats in label_stats],
         images=counts["train"] + counts["val"], skipped=skipped)
@@ -427,7 +444,7 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         "version": DATASET_FORMAT_VERSION,
         "source": {"url": source.get("url"), "task_id": source.get("task_id"), "task_name": source.get("task_name"),
                    "server_version": source.get("server_version"), "export_format": "COCO 1.0",
-                   "export_file": export_zip.name},
+                   "export_file": parts[0].export_zip.name if len(parts) == 1 else None},
         "exported_at": source.get("exported_at"),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "split": split,
@@ -436,12 +453,58 @@ def _build(export_zip: Path, staging: Path, *, labels, data_meta, annotations, s
         "labels": label_stats,
         "converted": dict(sorted(kinds.items())),
         "skipped": dict(sorted(skipped.items())),
-        "skipped_counted": annotations is not None,
+        "skipped_counted": all(part.annotations is not None for part in parts),
         "warnings": warnings,
     }
+    if source.get("project_id") is not None:
+        manifest["source"].update(project_id=source["project_id"], project_name=source.get("project_name"),
+                                  tasks=source.get("tasks", []))
     _write_json(out / "labels.json", labels)
     _write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def _read_part(part: ExportPart, export_root: Path, labels: Optional[Sequence[Mapping[str, Any]]], spool,
+               records: list, kinds: Counter, pbar: ProgressReporter) -> tuple[list[dict], int]:
+    """Spool the boxes of one export's kept images (``[file_name, image path, width, height, boxes]`` per
+    line) and append ``(subset, label set)`` to ``records``; returns the labels (the export's categories
+    when none were given) and the number of deleted frames."""
+    from datumaro.components.annotation import AnnotationType
+
+    _extract(part.export_zip, export_root)
+    dataset = _import(export_root, part.export_zip.name)
+    images_root = (export_root / "images").resolve()
+    categories = [c.name for c in dataset.categories()[AnnotationType.label].items]
+    if labels is None:
+        labels = [{"id": i + 1, "name": name} for i, name in enumerate(categories)]
+    labels = [{"id": label["id"], "name": label["name"]} for label in labels]
+    class_of_name = {label["name"]: i for i, label in enumerate(labels)}
+    unknown = [name for name in categories if name not in class_of_name]
+    if unknown:
+        raise DatasetError(f"{part.export_zip.name}: label(s) {', '.join(map(repr, unknown))} of the export are "
+                           f"not labels of the task ({', '.join(class_of_name)}); the labels changed during the "
+                           f"export: export again")
+    classes = [class_of_name[name] for name in categories]
+    deleted = deleted_frame_ids(part.data_meta)
+    dropped = 0
+    for item in dataset:
+        pbar.advance(1)
+        if item.id in deleted:
+            dropped += 1
+            continue
+        image_path = Path(item.media.path).resolve()
+        if not image_path.is_file():
+            raise DatasetError(f"{part.export_zip.name}: image of {item.id!r} is missing; the export was made "
+                               f"without images: export with images ('Save images' / save_images=true)")
+        file_name = part.folder + image_path.relative_to(images_root).as_posix()
+        width, height = _image_size(image_path, item.media.size)
+        boxes, item_kinds = _item_boxes(item, classes, width, height)
+        kinds.update(item_kinds)
+        spool.write(json.dumps([file_name, str(image_path), width, height, boxes], ensure_ascii=False) + "\n")
+        records.append((part.subset if part.subset is not None else item.subset, frozenset(b[0] for b in boxes)))
+    if part.data_meta is not None:  # CVAT from 2.18 leaves deleted frames out of the export: count them from the task
+        dropped = len(set(_deleted_numbers(part.data_meta)))
+    return labels, dropped
 
 
 def _deleted_numbers(data_meta: Optional[Mapping[str, Any]]) -> list[int]:
@@ -461,6 +524,9 @@ def training_warnings(label_boxes: Sequence[tuple[str, int, Optional[int]]], *, 
     ``skipped``: counts of shapes without a box by kind (``count_unsupported``), plus ``degenerate_box``.
     The gateway shows these before training, the manifest keeps them after."""
     warnings = []
+    if label_boxes and not any(total for _, total, _ in label_boxes):  # one line, not one per label
+        warnings.append("no label has boxes yet: draw boxes (or polygons, masks) around the objects in CVAT")
+        label_boxes = ()
     for name, total, val in label_boxes:
         if total == 0:
             warnings.append(f"label {name!r} has no boxes: the model keeps a class for it but cannot "

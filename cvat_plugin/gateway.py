@@ -3,16 +3,20 @@ plugin calls same-origin, and that receives CVAT's webhook.
 
 API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what happened, what to do>"}``)::
 
-    GET  /health                 {"status", "version", "trainer", "preparing", "webhooks", "auto_retrain"}
+    GET  /health                 {"status", "version", "trainer", "cvat", "cvat_version", "preparing", "webhooks",
+                                  "auto_retrain"}
     GET  /tasks/{id}/summary     {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}],
                                   "annotated_frames", "warnings", "defaults", "weights_options"}
     POST /tasks/{id}/train       {"epochs", "image_size", "weights", "val_fraction", "publish"} (each optional)
                                  -> 202 job in state "preparing"; 409 {"error", "job"} while the task trains
-    GET  /jobs?task={id}         {"jobs": [job, ...]}, newest first
+    GET  /projects/{id}/summary  as a task's, with "project": {"id", "name", "frames", "tasks"} for "task"
+    POST /projects/{id}/train    as a task's: trains on all the project's tasks (their subsets split them)
+    GET  /jobs?task={id}         {"jobs": [job, ...]}, newest first (or ?project={id})
     GET  /jobs/{id}              job (a submitted preparation answers with the trainer's job)
     GET  /jobs/{id}/metrics      {"epochs": [{"epoch", "time_s", "train_loss", "AP", "AP50", ...}]}, oldest first
     POST /jobs/{id}/cancel       job
     GET  /models?task={id}       {"models": [model, ...], "publish": <the trainer can publish>}, newest first
+                                 (or ?project={id})
     GET  /models/{id}            model: {"id", "version", "created", "weights", "epochs", "images", "metrics",
                                   "per_class", "threshold", "labels", "function", "published", "publishing",
                                   "publish_error", "report": [image, ...], ...} (``ModelStore.describe``)
@@ -25,12 +29,13 @@ A job is the trainer's Job object (``serverless/trainer/jobs.py``); before it re
 the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway_preparations``).
 
 Every request except ``/health`` and the webhook is authorized by CVAT: the caller's credentials
-(its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``,
-and the gateway acts only if CVAT lets the caller see the task; the export runs as the caller.
+(its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``
+(``/api/projects/{id}``), and the gateway acts only if CVAT lets the caller see the task (project);
+the export runs as the caller.
 CVAT's 401/403/404 pass through. POSTs made with a session must carry ``X-CSRFToken``. The
 gateway stores no user credential and logs none. Configuration: ``cvat_plugin.gateway_settings``.
 
-Run it with ``detr-gateway [--host 0.0.0.0] [--port 8000]`` or ``python -m cvat_plugin.gateway``.
+Run it with ``detr-gateway [--host 127.0.0.1] [--port 8000]`` or ``python -m cvat_plugin.gateway``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from cvat_plugin.auth import Credentials
 from cvat_plugin.gateway_auth import caller_credentials, check_csrf
 from cvat_plugin.gateway_errors import GatewayError
 from cvat_plugin.gateway_jobs import TrainingService
+from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import GatewayConfigError, GatewaySettings, OptionError, check_options, settings_repr
 from cvat_plugin.gateway_webhooks import SIGNATURE_HEADER, handle_delivery, signature_ok
 
@@ -93,11 +99,20 @@ def _model_id(value: str) -> str:
     return value
 
 
-def _task_query(request: Request) -> int:
-    values = request.query_params.getlist("task")
-    if len(values) != 1:
-        raise GatewayError(400, "pass the task as ?task=<task id>, once")
-    return _task_id(values[0], "task query parameter")
+def _source_query(request: Request) -> Source:
+    tasks, projects = request.query_params.getlist("task"), request.query_params.getlist("project")
+    if len(tasks) + len(projects) != 1:
+        raise GatewayError(400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once")
+    if tasks:
+        return Source("task", _task_id(tasks[0], "task query parameter"))
+    return Source("project", _task_id(projects[0], "project query parameter"))
+
+
+def _source(request: Request) -> Source:
+    """The task or project of a ``/tasks/{task_id}/...`` or ``/projects/{project_id}/...`` path."""
+    if "project_id" in request.path_params:
+        return Source("project", _task_id(request.path_params["project_id"], "project id"))
+    return Source("task", _task_id(request.path_params["task_id"]))
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
@@ -141,11 +156,11 @@ class _Endpoints:
         return _json(await run_in_threadpool(self.service.health))
 
     async def summary(self, request: Request) -> JSONResponse:
-        task_id = _task_id(request.path_params["task_id"])
-        return _json(await run_in_threadpool(self.service.summary, self._caller(request), task_id))
+        source = _source(request)
+        return _json(await run_in_threadpool(self.service.summary, self._caller(request), source))
 
     async def train(self, request: Request) -> JSONResponse:
-        task_id = _task_id(request.path_params["task_id"])
+        source = _source(request)
         credentials = self._caller(request)
         options = _parse_json(await _read_body(request, MAX_OPTIONS_BODY))
         if options is None:
@@ -156,11 +171,11 @@ class _Endpoints:
             options = check_options(options)
         except OptionError as e:
             raise GatewayError(400, str(e)) from None
-        return _json(await run_in_threadpool(self.service.start, credentials, task_id, options), 202)
+        return _json(await run_in_threadpool(self.service.start, credentials, source, options), 202)
 
     async def jobs(self, request: Request) -> JSONResponse:
-        task_id = _task_query(request)
-        return _json({"jobs": await run_in_threadpool(self.service.jobs, self._caller(request), task_id)})
+        source = _source_query(request)
+        return _json({"jobs": await run_in_threadpool(self.service.jobs, self._caller(request), source)})
 
     async def job(self, request: Request) -> JSONResponse:
         job_id = _job_id(request.path_params["job_id"])
@@ -175,8 +190,8 @@ class _Endpoints:
         return _json({"epochs": await run_in_threadpool(self.service.job_metrics, self._caller(request), job_id)})
 
     async def models(self, request: Request) -> JSONResponse:
-        task_id = _task_query(request)
-        return _json(await run_in_threadpool(self.service.task_models, self._caller(request), task_id))
+        source = _source_query(request)
+        return _json(await run_in_threadpool(self.service.models_of, self._caller(request), source))
 
     async def model(self, request: Request) -> JSONResponse:
         model_id = _model_id(request.path_params["model_id"])
@@ -230,9 +245,9 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
         message = (f"no such path {request.url.path!r}; the DETR API serves {API_PREFIX}/tasks/<id>/summary, "
-                   f"/tasks/<id>/train, /jobs, /jobs/<id>, /jobs/<id>/metrics, /jobs/<id>/cancel, /models, "
-                   f"/models/<id>, /models/<id>/report/<image>, /models/<id>/publish, /models/<id>/unpublish "
-                   f"and /health")
+                   f"/tasks/<id>/train, /projects/<id>/summary, /projects/<id>/train, /jobs, /jobs/<id>, "
+                   f"/jobs/<id>/metrics, /jobs/<id>/cancel, /models, /models/<id>, /models/<id>/report/<image>, "
+                   f"/models/<id>/publish, /models/<id>/unpublish and /health")
     elif error.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
@@ -259,6 +274,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/tasks/{task_id}/summary", endpoints.summary, methods=["GET"]),
         Route("/tasks/{task_id}/train", endpoints.train, methods=["POST"]),
+        Route("/projects/{project_id}/summary", endpoints.summary, methods=["GET"]),
+        Route("/projects/{project_id}/train", endpoints.train, methods=["POST"]),
         Route("/jobs", endpoints.jobs, methods=["GET"]),
         Route("/jobs/{job_id}", endpoints.job, methods=["GET"]),
         Route("/jobs/{job_id}/metrics", endpoints.job_metrics, methods=["GET"]),
@@ -284,7 +301,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="detr-gateway", description="Serve the DETR gateway (the Train DETR plugin's API and CVAT's webhook) "
                                          "under /detr/api. Configuration comes from the environment: see "
                                          "cvat_plugin/gateway_settings.py or the README.")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 for every interface, as the gateway's container "
+                             "does (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="(default: %(default)s)")

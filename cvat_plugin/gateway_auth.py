@@ -64,9 +64,17 @@ def check_csrf(method: str, headers: Mapping[str, str], credentials: Optional[Cr
                                 "X-CSRFToken header; reload the CVAT page and try again")
 
 
+def authorize_project(client: CvatClient, project_id: int) -> dict:
+    """``GET /api/projects/{id}`` as the caller: the project if CVAT lets the caller see it, else CVAT's refusal."""
+    try:
+        return client.get_project(project_id)
+    except CvatError as e:
+        raise from_cvat(e, action=f"see project {project_id}", credentials=client.credentials) from e
+
+
 def authorize_task(client: CvatClient, task_id: int) -> dict:
     """``GET /api/tasks/{id}`` as the caller: the task if CVAT lets the caller see it, else CVAT's refusal."""
     try:
         return client.get_task(task_id)
     except CvatError as e:
-        raise from_cvat(e, action=f"see task {task_id}") from e
+        raise from_cvat(e, action=f"see task {task_id}", credentials=client.credentials) from e

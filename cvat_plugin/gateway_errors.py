@@ -10,8 +10,9 @@ unreachable is a 503, failing a 502. Messages name neither credentials nor cooki
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
+from cvat_plugin.auth import Credentials, ForwardedAuthorization
 from cvat_plugin.client import CvatConnectionError, CvatError, CvatHTTPError
 from cvat_plugin.dataset import DatasetError
 from cvat_plugin.trainer_client import TrainerError, TrainerRequestError, TrainerUnavailable
@@ -36,14 +37,18 @@ def _said(detail: str) -> str:
     return f" (CVAT said: {detail.rstrip('.')})" if detail else ""
 
 
-def from_cvat(error: CvatError, *, action: str) -> GatewayError:
-    """CVAT's answer to the caller, e.g. ``action="see task 5"``; 401/403/404 keep their status."""
+def from_cvat(error: CvatError, *, action: str, credentials: Optional[Credentials] = None) -> GatewayError:
+    """CVAT's answer to the caller, e.g. ``action="see task 5"``; 401/403/404 keep their status.
+    ``credentials``: what the caller sent, so that a refused ``Authorization`` header is not called a session."""
     if isinstance(error, CvatConnectionError):
         return GatewayError(503, "the DETR service cannot reach CVAT right now; try again in a minute, or ask a "
                                  "CVAT admin to check that CVAT is running and the gateway's CVAT_URL")
     if not isinstance(error, CvatHTTPError):
         return GatewayError(502, str(error))
     said = _said(error.detail)
+    if error.status == 401 and isinstance(credentials, ForwardedAuthorization):
+        return GatewayError(401, f"CVAT did not accept {credentials.describe()}{said}: check the token the "
+                                 f"request sends (an API key as 'Authorization: Token <key>')")
     if error.status == 401:
         return GatewayError(401, f"CVAT did not accept your session{said}: log in to CVAT again")
     if error.status == 403:
@@ -70,16 +75,17 @@ def from_trainer(error: TrainerError) -> GatewayError:
     return GatewayError(502, str(error))
 
 
-def failure_message(error: Exception, *, task_id: int) -> str:
-    """A failed preparation in words, for the job's ``error``; unexpected errors are logged with a traceback."""
+def failure_message(error: Exception, *, source: str) -> str:
+    """A failed preparation of ``source`` ("task 5", "project 2") in words, for the job's ``error``;
+    unexpected errors are logged with a traceback."""
     if isinstance(error, CvatHTTPError) and error.status in (401, 403, 404):
-        return from_cvat(error, action=f"export task {task_id}").message
+        return from_cvat(error, action=f"export {source}").message
     if isinstance(error, CvatConnectionError):
-        return from_cvat(error, action=f"export task {task_id}").message
+        return from_cvat(error, action=f"export {source}").message
     if isinstance(error, TrainerError):
         return from_trainer(error).message
     if isinstance(error, (CvatError, DatasetError, GatewayError)):
         return str(error)
-    logger.error("Preparing a training of task %d failed unexpectedly", task_id, exc_info=error)
+    logger.error("Preparing a training of %s failed unexpectedly", source, exc_info=error)
     return (f"unexpected error while preparing the training ({type(error).__name__}: {error}); ask a CVAT admin "
             f"to check the DETR gateway's log")

@@ -1,10 +1,12 @@
-"""What the gateway does for a task, once the caller is known: the summary, starting a training,
-its jobs and their curves, cancelling, the task's models with their reports, publishing and
-unpublishing a version. Every call first asks CVAT, as the caller, for the task.
+"""What the gateway does for a task or a project (a ``Source``), once the caller is known: the
+summary, starting a training, its jobs and their curves, cancelling, its models with their reports,
+publishing and unpublishing a version. Every call first asks CVAT, as the caller, for the task or
+project.
 
-Starting a training exports the task and builds its training set, which takes a while, so it
-runs in a background thread as a preparation (``cvat_plugin.gateway_preparations``) that
-submits the job to the trainer when the training set is ready.
+Starting a training exports the task (or every task of the project) and builds its training set,
+which takes a while, so it runs in a background thread as a preparation
+(``cvat_plugin.gateway_preparations``) that submits the job to the trainer when the training set is
+ready.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any, Mapping, Optional
 
 from cvat_plugin.auth import Credentials
 from cvat_plugin.client import CvatClient, CvatError
-from cvat_plugin.dataset import export_task
-from cvat_plugin.gateway_auth import authorize_task, require_credentials
+from cvat_plugin.dataset import DatasetError, export_task, require_images
+from cvat_plugin.gateway_auth import authorize_project, authorize_task, require_credentials
 from cvat_plugin.gateway_errors import GatewayError, failure_message, from_cvat, from_trainer
 from cvat_plugin.gateway_preparations import (
     PREPARATION_PREFIX,
@@ -29,12 +31,14 @@ from cvat_plugin.gateway_preparations import (
     Preparation,
     PreparationCancelled,
     PreparationStore,
+    Source,
     new_preparation_id,
 )
 from cvat_plugin.gateway_settings import WEIGHTS, GatewaySettings
 from cvat_plugin.model_store import REPORT_IMAGES, ModelEntry, ModelNotFound, ModelStore
+from cvat_plugin.project_export import export_project
 from cvat_plugin.storage import Storage, new_id
-from cvat_plugin.task_summary import summarize_task
+from cvat_plugin.task_summary import summarize_project, summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
 from serverless.trainer.jobs import utc_now
 
@@ -45,6 +49,9 @@ ACTIVE_STATES = ("queued", "running", "interrupted")
 #: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
 DEFAULT_MAX_SIZE = 1333
 MAX_SIZE_RATIO = 1333 / 800
+#: Why 'Publish when done' is off when the trainer has no Nuclio dashboard.
+CANNOT_PUBLISH = ("this trainer cannot publish models (it has no Nuclio dashboard): train without publishing, or "
+                  "ask a CVAT admin to set NUCLIO_DASHBOARD_URL in the trainer's function config")
 #: Calls made while a request waits: fewer retries and shorter timeouts than background work.
 REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_RETRIES = 1
@@ -82,44 +89,56 @@ class TrainingService:
         for it, so a trainer that is down is reported at once rather than after long retries."""
         return TrainerClient(self.settings.trainer_url, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
 
-    def authorize(self, credentials: Optional[Credentials], task_id: int) -> dict:
+    def authorize(self, credentials: Optional[Credentials], source: Source) -> dict:
+        """The task or project, if CVAT lets the caller see it."""
         with self.cvat(credentials) as client:
-            return authorize_task(client, task_id)
+            return (authorize_task if source.kind == "task" else authorize_project)(client, source.id)
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def summary(self, credentials: Optional[Credentials], task_id: int) -> dict[str, Any]:
-        """The task's counts and warnings, and the dialog's defaults and weight choices."""
+    def summary(self, credentials: Optional[Credentials], source: Source) -> dict[str, Any]:
+        """The task's (or project's) counts and warnings, and the dialog's defaults and weight choices."""
         with self.cvat(credentials) as client:
-            task = authorize_task(client, task_id)
+            if source.kind == "task":
+                task = authorize_task(client, source.id)
+                _require_images(task)
+            else:
+                project = authorize_project(client, source.id)
             try:
-                summary = summarize_task(task, client.get_labels(task_id), client.get_annotations(task_id),
-                                         client.get_data_meta(task_id))
+                if source.kind == "task":
+                    summary = summarize_task(task, client.get_labels(source.id), client.get_annotations(source.id),
+                                             client.get_data_meta(source.id))
+                else:
+                    tasks = [task for task in client.get_project_tasks(source.id) if task.get("size")]
+                    summary = summarize_project(project, client.get_project_labels(source.id), [
+                        (task, client.get_annotations(task["id"]), client.get_data_meta(task["id"]))
+                        for task in tasks])
             except CvatError as e:
-                raise from_cvat(e, action=f"read task {task_id}") from e
-        defaults, choices, problem = self.dialog_choices(task_id)
+                raise from_cvat(e, action=f"read {source}", credentials=credentials) from e
+        defaults, choices, problem, publish_unavailable = self.dialog_choices(source)
         if problem:
             summary["warnings"].append(problem)
-        return {**summary, "defaults": defaults, "weights_options": choices}
+        return {**summary, "defaults": defaults, "weights_options": choices,
+                "publish_unavailable": publish_unavailable}
 
-    def dialog_choices(self, task_id: int) -> tuple[dict[str, Any], list[str], Optional[str]]:
-        """The task's default options and weight choices, as far as the trainer can serve them, and a
-        warning when the trainer is unreachable."""
+    def dialog_choices(self, source: Source) -> tuple[dict[str, Any], list[str], Optional[str], Optional[str]]:
+        """The task's (or project's) default options and weight choices, as far as the trainer can serve them, a
+        warning when the trainer is unreachable, and why it cannot publish (None when it can)."""
         problem = None
         try:
             health = self.trainer().health()
         except TrainerError as e:
-            logger.warning("Trainer unreachable while preparing the options of task %d: %s", task_id, e)
+            logger.warning("Trainer unreachable while preparing the options of %s: %s", source, e)
             health = {}
             problem = ("the DETR trainer is not reachable right now: training can start once it is back; if this "
                        "persists, ask a CVAT admin to check the detr-trainer function")
-        return *self._choices(task_id, health), problem
+        return *self._choices(source, health), problem, CANNOT_PUBLISH if health.get("publish") is False else None
 
-    def _choices(self, task_id: int, health: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    def _choices(self, source: Source, health: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Defaults and weight choices given the trainer's health: only weights it has (``previous``
-        once the task has a model), and no publishing when it cannot publish."""
+        once the task or project has a model), and no publishing when it cannot publish."""
         defaults = self.settings.dialog_defaults
-        has_model = self.has_model(task_id)
+        has_model = self.has_model(source)
         choices = [w for w in health.get("weights", WEIGHTS) if w in WEIGHTS and (w != "previous" or has_model)]
         if defaults["weights"] not in choices and choices:
             defaults["weights"] = choices[0]
@@ -127,26 +146,27 @@ class TrainingService:
             defaults["publish"] = False
         return defaults, choices
 
-    def jobs(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
-        """The task's jobs, newest first: the trainer's, and preparations that never reached it."""
-        self.authorize(credentials, task_id)
+    def jobs(self, credentials: Optional[Credentials], source: Source) -> list[dict[str, Any]]:
+        """The task's (or project's) jobs, newest first: the trainer's, and preparations that never reached it."""
+        self.authorize(credentials, source)
         try:
-            jobs = self.trainer().list(task_id=task_id)
+            jobs = self.trainer().list(**{key: value for key, value in source.ids.items() if value is not None})
         except TrainerError as e:
             raise from_trainer(e) from e
         with self._lock:
-            jobs += [p.to_job() for p in self.preparations.of_task(task_id) if p.state != "submitted"]
+            jobs += [p.to_job() for p in self.preparations.of_source(source) if p.state != "submitted"]
         return sorted(jobs, key=lambda job: str(job.get("created") or ""), reverse=True)
 
     def job(self, credentials: Optional[Credentials], job_id: str) -> dict[str, Any]:
-        """One job, if the caller may see its task; a submitted preparation answers with the trainer's job."""
+        """One job, if the caller may see its task or project; a submitted preparation answers with the
+        trainer's job."""
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.task_id)
+            self.authorize(credentials, prep.source)
             return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
         job = self._trainer_job(job_id)
-        self.authorize(credentials, self._task_of(job))
+        self.authorize(credentials, self._source_of(job))
         return job
 
     def job_metrics(self, credentials: Optional[Credentials], job_id: str) -> list[dict[str, Any]]:
@@ -154,31 +174,31 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.task_id)
+            self.authorize(credentials, prep.source)
             if prep.job_id is None:
                 return []
             job_id = prep.job_id
         else:
-            self.authorize(credentials, self._task_of(self._trainer_job(job_id)))
+            self.authorize(credentials, self._source_of(self._trainer_job(job_id)))
         try:
             return self.trainer().metrics(job_id)
         except TrainerError as e:
             raise from_trainer(e) from e
 
-    def task_models(self, credentials: Optional[Credentials], task_id: int) -> dict[str, Any]:
-        """Models trained on the task, newest first, and whether the trainer can publish them."""
-        self.authorize(credentials, task_id)
+    def models_of(self, credentials: Optional[Credentials], source: Source) -> dict[str, Any]:
+        """Models trained on the task (or project), newest first, and whether the trainer can publish them."""
+        self.authorize(credentials, source)
         try:
             can_publish = self.trainer().health().get("publish") is True
         except TrainerError as e:
-            logger.warning("Trainer unreachable while listing the models of task %d: %s", task_id, e)
+            logger.warning("Trainer unreachable while listing the models of %s: %s", source, e)
             can_publish = False
         return {"models": [self.models.describe(entry) for entry in self.models.entries()
-                           if entry.task_id == task_id],
+                           if _source_of_model(entry) == source],
                 "publish": can_publish}
 
     def model(self, credentials: Optional[Credentials], model_id: str) -> dict[str, Any]:
-        """One model version, if the caller may see the task it was trained on."""
+        """One model version, if the caller may see the task (or project) it was trained on."""
         return self.models.describe(self._authorized_model(credentials, model_id))
 
     def model_report(self, credentials: Optional[Credentials], model_id: str, image: str) -> Path:
@@ -213,52 +233,66 @@ class TrainingService:
         try:
             entry = self.models.entry(model_id)
         except ModelNotFound:
-            raise GatewayError(404, f"no model {model_id!r}; the task's models are listed by GET "
-                                    f"/models?task=<task id>") from None
-        if entry.task_id is None:
-            raise GatewayError(403, f"model {model_id} was not trained on a CVAT task; the DETR service shows "
-                                    f"only models of tasks you can see in CVAT")
-        self.authorize(credentials, int(entry.task_id))
+            raise GatewayError(404, f"no model {model_id!r}; a task's models are listed by GET "
+                                    f"/models?task=<task id> (a project's by ?project=<project id>)") from None
+        source = _source_of_model(entry)
+        if source is None:
+            raise GatewayError(403, f"model {model_id} was not trained on a CVAT task or project; the DETR service "
+                                    f"shows only models of tasks and projects you can see in CVAT")
+        self.authorize(credentials, source)
         return entry
 
     def health(self) -> dict[str, Any]:
-        """For probes and admins; asks only the trainer, never CVAT, and names no addresses."""
+        """For probes and admins: the trainer's state and CVAT's (its public version endpoint, asked without
+        credentials); names no addresses."""
         try:
             trainer = self.trainer().health().get("status", "ok")
         except TrainerError as e:
             logger.warning("Health check: %s", e)
             trainer = "unavailable"
+        cvat_version = None
+        try:
+            with self.cvat(None) as client:
+                cvat_version = str(client.server_version)
+        except CvatError as e:
+            logger.warning("Health check: %s", e)
         with self._lock:
             preparing = len(self._cancel_events)
-        return {"status": "ok" if trainer == "ok" else "degraded", "version": _version(), "trainer": trainer,
+        healthy = trainer == "ok" and cvat_version is not None
+        return {"status": "ok" if healthy else "degraded", "version": _version(), "trainer": trainer,
+                "cvat": "ok" if cvat_version else "unavailable", "cvat_version": cvat_version,
                 "preparing": preparing, "webhooks": bool(self.settings.webhook_secret),
                 "auto_retrain": self.settings.auto_retrain.enabled}
 
     # --- actions --------------------------------------------------------------------------------
 
-    def start(self, credentials: Optional[Credentials], task_id: int, options: Mapping[str, Any], *,
+    def start(self, credentials: Optional[Credentials], source: Source, options: Mapping[str, Any], *,
               trigger: str = "user") -> dict[str, Any]:
-        """Start a training of the task as ``credentials`` (the caller, or the service account for a
-        webhook); returns the preparing job. 409 with the job when the task already has one running."""
-        self.authorize(credentials, task_id)
+        """Start a training of the task (or project) as ``credentials`` (the caller, or the service account
+        for a webhook); returns the preparing job. 409 with the job when it already has one running."""
+        found = self.authorize(credentials, source)
+        if source.kind == "task":
+            _require_images(found)
         trainer = self.trainer()
         try:
             health = trainer.health()
         except TrainerError as e:
             raise from_trainer(e) from e
-        options = {**self._choices(task_id, health)[0], **options}
-        self._check_capabilities(task_id, options, health)
+        options = {**self._choices(source, health)[0], **options}
+        self._check_capabilities(source, options, health)
         with self._lock:
-            active = self._active_job(task_id, trainer)
+            active = self._active_job(source, trainer)
             if active is not None:
-                raise GatewayError(409, f"task {task_id} is already training (job {active['id']}, "
+                raise GatewayError(409, f"{source} is already training (job {active['id']}, "
                                         f"{active['state']}); follow that job, or cancel it to start another",
                                    job=active)
-            prep = Preparation(new_preparation_id(), task_id, new_id(task_id), options, trigger=trigger)
+            dataset_id = new_id(source.id) if source.kind == "task" else f"project{source.id}-{new_id()}"
+            prep = Preparation(new_preparation_id(), source.ids["task_id"], dataset_id, options, trigger=trigger,
+                               project_id=source.ids["project_id"])
             self.preparations.save(prep)
             self._cancel_events[prep.id] = threading.Event()
         self._executor.submit(self._prepare, prep.id, credentials)
-        logger.info("Task %d: training %s requested (%s), preparing the training set %s", task_id, prep.id,
+        logger.info("%s: training %s requested (%s), preparing the training set %s", source, prep.id,
                     trigger, prep.dataset_id)
         return prep.to_job()
 
@@ -267,20 +301,20 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.task_id)
+            self.authorize(credentials, prep.source)
             with self._lock:
                 prep = self._preparation(job_id)
                 if prep.state == "preparing":
                     prep.state, prep.finished = "cancelled", utc_now()
                     self.preparations.save(prep)
                     self._cancel_events.get(prep.id, threading.Event()).set()
-                    logger.info("Task %d: training %s cancelled while preparing", prep.task_id, prep.id)
+                    logger.info("%s: training %s cancelled while preparing", prep.source, prep.id)
                     return prep.to_job()
             if prep.job_id is None:
                 raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
             job_id = prep.job_id
         else:
-            self.authorize(credentials, self._task_of(self._trainer_job(job_id)))
+            self.authorize(credentials, self._source_of(self._trainer_job(job_id)))
         try:
             return self.trainer().cancel(job_id)
         except TrainerError as e:
@@ -298,23 +332,24 @@ class TrainingService:
         dataset_dir = self.storage.dataset_dir(prep.dataset_id)
         try:
             with self.cvat(credentials, background=True) as client:
-                export_task(client, prep.task_id, dataset_dir, val_fraction=prep.options["val_fraction"],
-                            pbar=CancelCheck(cancelled))
+                export = export_task if prep.task_id is not None else export_project
+                export(client, prep.source.id, dataset_dir, val_fraction=prep.options["val_fraction"],
+                       pbar=CancelCheck(cancelled))
             with self._lock:
                 prep = self._preparation(prep_id)
                 if prep.state != "preparing":
                     raise PreparationCancelled()
-                job = self.trainer().submit(prep.dataset_id, task_id=prep.task_id,
+                job = self.trainer().submit(prep.dataset_id, **prep.source.ids,
                                             options=self.trainer_options(prep.options),
                                             publish=prep.options["publish"])
                 prep.state, prep.job_id = "submitted", job["id"]
                 self.preparations.save(prep)
-            logger.info("Task %d: training %s submitted to the trainer as job %s", prep.task_id, prep_id, job["id"])
+            logger.info("%s: training %s submitted to the trainer as job %s", prep.source, prep_id, job["id"])
         except PreparationCancelled:
             shutil.rmtree(dataset_dir, ignore_errors=True)
         except Exception as e:  # every failure becomes the job's error, in words
-            message = failure_message(e, task_id=prep.task_id)
-            logger.warning("Task %d: training %s failed while preparing: %s", prep.task_id, prep_id, message)
+            message = failure_message(e, source=str(prep.source))
+            logger.warning("%s: training %s failed while preparing: %s", prep.source, prep_id, message)
             shutil.rmtree(dataset_dir, ignore_errors=True)
             with self._lock:
                 prep = self._preparation(prep_id)
@@ -333,34 +368,32 @@ class TrainingService:
             trainer_options["max_size"] = math.ceil(trainer_options["image_size"] * MAX_SIZE_RATIO)
         return trainer_options
 
-    def _check_capabilities(self, task_id: int, options: Mapping[str, Any], health: Mapping[str, Any]) -> None:
+    def _check_capabilities(self, source: Source, options: Mapping[str, Any], health: Mapping[str, Any]) -> None:
         """Refuse before any export what the trainer would refuse after it."""
         if options["publish"] and health.get("publish") is False:
-            raise GatewayError(400, "this trainer cannot publish models (it has no Nuclio dashboard); turn "
-                                    "'Publish when done' off, or ask a CVAT admin to set NUCLIO_DASHBOARD_URL "
-                                    "in the trainer's function config")
+            raise GatewayError(400, f"{CANNOT_PUBLISH}; turn 'Publish when done' off")
         weights = options["weights"]
-        if weights == "previous" and not self.has_model(task_id):
-            raise GatewayError(400, f"task {task_id} has no trained model to continue from; choose other "
+        if weights == "previous" and not self.has_model(source):
+            raise GatewayError(400, f"{source} has no trained model to continue from; choose other "
                                     f"starting weights for its first training")
         available = health.get("weights")
         if isinstance(available, list) and weights not in available:
             raise GatewayError(400, f"the trainer has no {weights!r} weights; choose one of "
                                     f"{', '.join(map(repr, available))}")
 
-    def _active_job(self, task_id: int, trainer: TrainerClient) -> Optional[dict[str, Any]]:
-        for prep in self.preparations.of_task(task_id):
+    def _active_job(self, source: Source, trainer: TrainerClient) -> Optional[dict[str, Any]]:
+        for prep in self.preparations.of_source(source):
             if prep.state == "preparing":
                 return prep.to_job()
         try:
-            jobs = trainer.list(task_id=task_id)
+            jobs = trainer.list(**{key: value for key, value in source.ids.items() if value is not None})
         except TrainerError as e:
             raise from_trainer(e) from e
         return next((job for job in jobs if job.get("state") in ACTIVE_STATES), None)
 
-    def has_model(self, task_id: int) -> bool:
-        """Whether a model was trained on the task (what weights ``previous`` continues from)."""
-        return any(entry.task_id == task_id for entry in self.models.entries())
+    def has_model(self, source: Source) -> bool:
+        """Whether a model was trained on the task or project (what weights ``previous`` continues from)."""
+        return any(_source_of_model(entry) == source for entry in self.models.entries())
 
     def _preparation(self, prep_id: str) -> Preparation:
         with self._lock:
@@ -380,11 +413,26 @@ class TrainingService:
             raise from_trainer(e) from e
 
     @staticmethod
-    def _task_of(job: Mapping[str, Any]) -> int:
-        if job.get("task_id") is None:
-            raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task; the DETR service shows "
-                                    f"only jobs of tasks you can see in CVAT")
-        return int(job["task_id"])
+    def _source_of(job: Mapping[str, Any]) -> Source:
+        if job.get("task_id") is not None:
+            return Source("task", int(job["task_id"]))
+        if job.get("project_id") is not None:
+            return Source("project", int(job["project_id"]))
+        raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task or project; the DETR service "
+                                f"shows only jobs of tasks and projects you can see in CVAT")
+
+
+def _source_of_model(entry: ModelEntry) -> Optional[Source]:
+    if entry.task_id is not None:
+        return Source("task", entry.task_id)
+    return Source("project", entry.project_id) if entry.project_id is not None else None
+
+
+def _require_images(task: Mapping[str, Any]) -> None:
+    try:
+        require_images(task)
+    except DatasetError as e:
+        raise GatewayError(422, str(e)) from None
 
 
 def _version() -> str:

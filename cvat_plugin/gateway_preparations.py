@@ -15,7 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from cvat_plugin.progress import ProgressReporter
 from cvat_plugin.storage import write_json_atomic
@@ -28,6 +28,23 @@ logger = logging.getLogger(__name__)
 PREPARATION_PREFIX = "prep-"
 
 
+class Source(NamedTuple):
+    """What a training is of: a CVAT task, or a project (all its tasks)."""
+
+    kind: str
+    """``task`` or ``project``."""
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    @property
+    def ids(self) -> dict[str, Optional[int]]:
+        """``task_id`` and ``project_id`` as jobs and model cards carry them (one is None)."""
+        return {"task_id": self.id if self.kind == "task" else None,
+                "project_id": self.id if self.kind == "project" else None}
+
+
 def new_preparation_id() -> str:
     """A trainer-style job id with a prefix: sortable by time, never mistaken for the trainer's."""
     return PREPARATION_PREFIX + new_job_id()
@@ -38,7 +55,8 @@ class Preparation:
     """A training on its way to the trainer."""
 
     id: str
-    task_id: int
+    task_id: Optional[int]
+    """None for a project's training (``project_id`` is set)."""
     dataset_id: str
     options: dict[str, Any]
     """The dialog's options (``epochs``, ``image_size``, ``weights``, ``val_fraction``, ``publish``)."""
@@ -51,11 +69,17 @@ class Preparation:
     """``user`` (the dialog or the API) or ``webhook`` (auto-retrain)."""
     created: str = field(default_factory=utc_now)
     finished: Optional[str] = None
+    project_id: Optional[int] = None
+
+    @property
+    def source(self) -> Source:
+        return Source("task", self.task_id) if self.task_id is not None else Source("project", self.project_id)
 
     def to_job(self) -> dict[str, Any]:
         """The trainer's Job object for a job that has not reached the trainer."""
         return {
-            "id": self.id, "task_id": self.task_id, "dataset_id": self.dataset_id, "state": self.state,
+            "id": self.id, "task_id": self.task_id, "project_id": self.project_id, "dataset_id": self.dataset_id,
+            "state": self.state,
             "epoch": 0, "epochs": self.options.get("epochs", 0), "step": 0, "steps": 0, "progress": 0.0,
             "loss": None, "metrics": {}, "best_metrics": {}, "eta_s": None, "error": self.error, "model_id": None,
             "function": None, "options": dict(self.options), "resume_from": None,
@@ -96,7 +120,10 @@ class PreparationStore:
         return dataclasses.replace(prep) if prep else None
 
     def of_task(self, task_id: int) -> list[Preparation]:
-        return [dataclasses.replace(p) for p in self._items.values() if p.task_id == task_id]
+        return self.of_source(Source("task", task_id))
+
+    def of_source(self, source: Source) -> list[Preparation]:
+        return [dataclasses.replace(p) for p in self._items.values() if p.source == source]
 
 
 class PreparationCancelled(Exception):

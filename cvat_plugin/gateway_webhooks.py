@@ -22,6 +22,7 @@ from typing import Any, Optional
 from cvat_plugin.client import CvatError
 from cvat_plugin.gateway_errors import GatewayError, from_cvat
 from cvat_plugin.gateway_jobs import TrainingService
+from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import AutoRetrain
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,13 @@ def handle_delivery(service: TrainingService, payload: Any) -> tuple[int, dict[s
     if unfinished or not jobs:
         return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of its "
                                                     f"{len(jobs)} jobs are not completed yet"}
-    defaults, choices, problem = service.dialog_choices(task_id)
+    defaults, choices, problem, _ = service.dialog_choices(Source("task", task_id))
     if problem:
         raise GatewayError(503, problem)
     weights = "previous" if "previous" in choices else defaults["weights"]
     try:
-        job = service.start(credentials, task_id, {**defaults, "weights": weights}, trigger="webhook")
+        job = service.start(credentials, Source("task", task_id), {**defaults, "weights": weights},
+                            trigger="webhook")
     except GatewayError as e:
         if e.status == 409:
             return 200, {"status": "ignored", "reason": e.message, "job": e.extra.get("job")}

@@ -65,6 +65,11 @@ class ModelEntry:
         return self.card.get("task_id")
 
     @property
+    def project_id(self) -> Optional[int]:
+        """The CVAT project trained on (all its tasks), for a project's model."""
+        return self.card.get("project_id")
+
+    @property
     def version(self) -> Optional[int]:
         """The model's version among those of its task (trainer models), or None."""
         return self.card.get("version")
@@ -167,7 +172,9 @@ class ModelStore:
         return {
             "id": entry.id,
             "task_id": entry.task_id,
+            "project_id": entry.project_id,
             "task_name": self.task_name(entry),
+            "project_name": card.get("project_name"),
             "version": entry.version,
             "created": card.get("created"),
             "status": card.get("status"),

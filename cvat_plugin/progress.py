@@ -39,14 +39,16 @@ class TqdmProgressReporter(ProgressReporter):
     """Shows each task as a tqdm bar on stderr."""
 
     def __init__(self, **tqdm_kwargs) -> None:
-        self._kwargs = tqdm_kwargs
+        self.tqdm_kwargs = tqdm_kwargs
+        """Where and how bars are drawn (``file``, ``leave``...); the task's own total, unit and description
+        come with each ``start``, so these must not name them."""
         self._bar = None
 
     def start(self, total: Optional[int], *, desc: str, unit: str = "it") -> None:
         from tqdm import tqdm
 
         byte_units = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
-        self._bar = tqdm(total=total, desc=desc, unit=unit, **byte_units, **self._kwargs)
+        self._bar = tqdm(total=total, desc=desc, unit=unit, **byte_units, **self.tqdm_kwargs)
 
     def advance(self, delta: int) -> None:
         if self._bar is not None:

@@ -97,10 +97,13 @@ class Publication:
 
 
 def function_name(entry: ModelEntry) -> str:
-    """``detr-task-<task>-v<version>`` for a task's model version, else ``detr-<model id>``;
-    always a valid function name (a Kubernetes DNS-1123 label, at most 63 characters)."""
+    """``detr-task-<task>-v<version>`` for a task's model version (``detr-project-<project>-v<version>``
+    for a project's), else ``detr-<model id>``; always a valid function name (a Kubernetes DNS-1123 label,
+    at most 63 characters)."""
     if entry.task_id is not None and entry.version is not None:
         raw = f"detr-task-{entry.task_id}-v{entry.version}"
+    elif entry.project_id is not None and entry.version is not None:
+        raw = f"detr-project-{entry.project_id}-v{entry.version}"
     else:
         raw = f"detr-{entry.id}"
     name = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]+", "-", raw.lower())).strip("-")
@@ -111,7 +114,8 @@ def function_name(entry: ModelEntry) -> str:
 
 def display_name(entry: ModelEntry, task_name: Optional[str]) -> str:
     """What CVAT's Models page shows: ``DETR · cars v3 · mAP 0.412``."""
-    task = task_name or (f"task {entry.task_id}" if entry.task_id is not None else entry.id)
+    task = task_name or entry.card.get("project_name") or (
+        f"task {entry.task_id}" if entry.task_id is not None else entry.id)
     version = f" v{entry.version}" if entry.version is not None else ""
     ap = entry.metrics.get("AP")
     quality = f"mAP {ap:.3f}" if isinstance(ap, (int, float)) else "mAP n/a"
@@ -200,7 +204,8 @@ def _description(entry: ModelEntry, model: Mapping[str, Any], display: str) -> s
     metrics = model.get("metrics") or entry.metrics
     scores = ", ".join(f"{key} {metrics[key]:.3f}" for key in ("AP", "AP50")
                        if isinstance(metrics.get(key), (int, float)))
-    source = f"CVAT task {entry.task_id}" if entry.task_id is not None else "a COCO dataset"
+    source = (f"CVAT task {entry.task_id}" if entry.task_id is not None
+              else f"CVAT project {entry.project_id}" if entry.project_id is not None else "a COCO dataset")
     labels = sum(1 for name in model["labels"] if name)
     return (f"{display}: DETR ({config.get('backbone', 'resnet50')}) trained on {source}, {labels} labels"
             f"{'; validation ' + scores if scores else ''}. Model {entry.id} (cvat-detr)")

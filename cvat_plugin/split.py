@@ -1,8 +1,10 @@
 """How a training set is split into train and validation images.
 
-CVAT subsets decide when the task has a validation (or test) subset besides a training one;
-otherwise a seeded split stratified by each image's rarest label keeps every label represented
-in validation as far as the data allows.
+In CVAT a task has one subset, and subsets split a project's tasks: an image's subset is its
+task's. Subsets named Train / Validation (any case; also ``val``) decide where their images go,
+and a ``Test`` subset is held out of both. Images without such a subset follow a seeded split
+stratified by each image's rarest label, which keeps every label represented in validation as
+far as the data allows.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-#: CVAT subset names (any case) that mean "validation"; "test" is used when no validation subset exists.
+#: CVAT subset names (any case) and their role.
+TRAIN_SUBSETS = ("train", "training")
 VALIDATION_SUBSETS = ("validation", "val", "valid")
 TEST_SUBSETS = ("test", "testing")
+#: What ``split_by_subsets`` says decided the split.
+SPLIT_METHODS = ("subsets", "stratified", "subsets+stratified")
 
 
 def stratified_split(label_sets: Sequence[frozenset], val_fraction: float, seed: int) -> list[bool]:
@@ -48,11 +53,42 @@ def stratified_split(label_sets: Sequence[frozenset], val_fraction: float, seed:
     return is_val
 
 
-def subset_roles(subsets: Iterable[str]) -> Optional[dict[str, str]]:
-    """Map CVAT subset names to "train"/"val" when they name a validation (or test) subset
-    besides a training one; None when the subsets cannot give a split."""
-    subsets = sorted(set(subsets))
-    val = [s for s in subsets if s.lower() in VALIDATION_SUBSETS] or [s for s in subsets if s.lower() in TEST_SUBSETS]
-    if not val or len(val) == len(subsets):
-        return None
-    return {s: ("val" if s in val else "train") for s in subsets}
+def subset_role(subset: Optional[str]) -> Optional[str]:
+    """"train", "val" or "test" for a CVAT subset name (any case); None for no subset or any other name."""
+    name = (subset or "").strip().lower()
+    for role, names in (("train", TRAIN_SUBSETS), ("val", VALIDATION_SUBSETS), ("test", TEST_SUBSETS)):
+        if name in names:
+            return role
+    return None
+
+
+def split_by_subsets(roles: Sequence[Optional[str]], label_sets: Sequence[frozenset], val_fraction: float,
+                     seed: int) -> tuple[list[Optional[bool]], str]:
+    """Per image True (validation), False (training) or None (held out: a test subset), from each
+    image's ``subset_role``, and the method in ``SPLIT_METHODS``.
+
+    Train and Validation subsets place their images; the others are split by ``stratified_split``, as
+    are all images when they share one subset.
+    Without any validation image that way, every image not held out is split by ``stratified_split``
+    (never train = val). ``ValueError`` says what to change in CVAT when no split is possible."""
+    if len(set(roles)) == 1:  # one subset (a single task's, say) cannot split anything
+        roles = [None] * len(roles)
+    is_val: list[Optional[bool]] = [{"train": False, "val": True}.get(role) for role in roles]
+    free = [i for i, role in enumerate(roles) if role not in ("train", "val", "test")]
+    if not any(role == "train" for role in roles) and not free:
+        raise ValueError("every image is in a Validation or Test subset, none is left for training: put some "
+                         "tasks in the Train subset (or none) in CVAT")
+    has_val = any(role == "val" for role in roles)
+    if has_val and len(free) == 1:
+        is_val[free[0]] = False
+    elif (has_val and free) or len(free) >= 2:
+        for index, val in zip(free, stratified_split([label_sets[i] for i in free], val_fraction, seed)):
+            is_val[index] = val
+    elif not has_val:  # no validation images and too few others: the training subset gives some
+        free = [i for i, role in enumerate(roles) if role != "test"]
+        for index, val in zip(free, stratified_split([label_sets[i] for i in free], val_fraction, seed)):
+            is_val[index] = val
+        return is_val, "stratified"
+    decided = [role in ("train", "val") for role in roles if role != "test"]
+    method = "subsets" if all(decided) else "stratified" if not any(decided) else "subsets+stratified"
+    return is_val, method

@@ -1,4 +1,4 @@
-"""What a CVAT task holds for training, counted from its annotations without exporting it:
+"""What a CVAT task (or a project's tasks) holds for training, counted from its annotations without exporting it:
 frames, boxes per label, annotated frames, and the warnings the training set would carry.
 
 The counts follow what the export and ``cvat_plugin.dataset`` will make of the task: every
@@ -28,15 +28,9 @@ def _track_frames(track: Mapping[str, Any], end: int) -> Iterable[int]:
         yield from range(int(shape["frame"]), stop)
 
 
-def summarize_task(task: Mapping[str, Any], labels: Sequence[Mapping[str, Any]], annotations: Mapping[str, Any],
-                   data_meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary of a task from ``GET /api/tasks/{id}``, its labels (``CvatClient.get_labels``),
-    ``GET /api/tasks/{id}/annotations`` and ``GET /api/tasks/{id}/data/meta``::
-
-        {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}], "annotated_frames", "warnings"}
-
-    ``frames`` leaves deleted frames out; ``labels`` are in CVAT order.
-    """
+def _count(task: Mapping[str, Any], annotations: Mapping[str, Any], data_meta: Mapping[str, Any]
+           ) -> tuple[Counter, set[int], int, Counter]:
+    """Boxes per label id, annotated frames, frames kept and shapes without a box, of one task."""
     size = int(task.get("size") or 0)
     deleted = {int(frame) for frame in data_meta.get("deleted_frames") or []}
     boxes: Counter = Counter()
@@ -53,11 +47,56 @@ def summarize_task(task: Mapping[str, Any], labels: Sequence[Mapping[str, Any]],
     for track in annotations.get("tracks", []):
         for frame in _track_frames(track, size):
             count(track.get("label_id"), frame)
-
     frames = size - len({frame for frame in deleted if 0 <= frame < size})
+    return boxes, annotated, frames, count_unsupported(annotations, deleted)
+
+
+def summarize_project(project: Mapping[str, Any], labels: Sequence[Mapping[str, Any]],
+                      tasks: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]]
+                      ) -> dict[str, Any]:
+    """The summary of a project from ``GET /api/projects/{id}``, its labels (shared by its tasks) and
+    ``(task, annotations, data_meta)`` of each task with images, in ``summarize_task``'s shape with
+    ``project`` instead of ``task``: ``{"id", "name", "frames", "tasks": [{"id", "name", "subset", "frames"}]}``."""
+    boxes: Counter = Counter()
+    skipped: Counter = Counter()
+    annotated = frames = 0
+    rows = []
+    for task, labeled_data, data_meta in tasks:
+        task_boxes, task_annotated, task_frames, task_skipped = _count(task, labeled_data, data_meta)
+        boxes += task_boxes
+        skipped += task_skipped
+        annotated += len(task_annotated)
+        frames += task_frames
+        rows.append({"id": task["id"], "name": task.get("name"), "subset": task.get("subset") or "",
+                     "frames": task_frames})
     label_rows = [{"id": label["id"], "name": label["name"], "boxes": boxes[label["id"]]} for label in labels]
     warnings = training_warnings([(row["name"], row["boxes"], None) for row in label_rows], images=frames,
-                                 skipped=count_unsupported(annotations, deleted))
+                                 skipped=skipped)
+    if not rows:
+        warnings.insert(0, f"project {project['id']} has no task with images yet: create tasks in it and upload "
+                           f"images to them in CVAT")
+    return {
+        "project": {"id": project["id"], "name": project.get("name") or f"project {project['id']}",
+                    "frames": frames, "tasks": rows},
+        "labels": label_rows,
+        "annotated_frames": annotated,
+        "warnings": warnings,
+    }
+
+
+def summarize_task(task: Mapping[str, Any], labels: Sequence[Mapping[str, Any]], annotations: Mapping[str, Any],
+                   data_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary of a task from ``GET /api/tasks/{id}``, its labels (``CvatClient.get_labels``),
+    ``GET /api/tasks/{id}/annotations`` and ``GET /api/tasks/{id}/data/meta``::
+
+        {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}], "annotated_frames", "warnings"}
+
+    ``frames`` leaves deleted frames out; ``labels`` are in CVAT order.
+    """
+    boxes, annotated, frames, skipped = _count(task, annotations, data_meta)
+    label_rows = [{"id": label["id"], "name": label["name"], "boxes": boxes[label["id"]]} for label in labels]
+    warnings = training_warnings([(row["name"], row["boxes"], None) for row in label_rows], images=frames,
+                                 skipped=skipped)
     return {
         "task": {"id": task["id"], "name": task.get("name") or f"task {task['id']}", "frames": frames},
         "labels": label_rows,

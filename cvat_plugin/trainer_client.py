@@ -84,6 +84,7 @@ class TrainerClient:
         dataset_id: str,
         *,
         task_id: int | None = None,
+        project_id: int | None = None,
         options: dict[str, Any] | None = None,
         resume_from: str | None = None,
         publish: bool | None = None,
@@ -97,6 +98,8 @@ class TrainerClient:
             body["publish"] = publish
         if task_id is not None:
             body["task_id"] = task_id
+        if project_id is not None:
+            body["project_id"] = project_id
         if resume_from is not None:
             body["resume_from"] = resume_from
         return self._request("POST", "/jobs", json=body)
@@ -104,9 +107,12 @@ class TrainerClient:
     def get(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/jobs/{quote(job_id, safe='')}")
 
-    def list(self, *, task_id: int | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first; only those of one CVAT task when ``task_id`` is given."""
+    def list(self, *, task_id: int | None = None, project_id: int | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first; only those of one CVAT task (or project) when ``task_id`` (``project_id``)
+        is given."""
         params = {"task": str(task_id)} if task_id is not None else None
+        if project_id is not None:
+            params = {"project": str(project_id)}
         return self._request("GET", "/jobs", params=params)["jobs"]
 
     def cancel(self, job_id: str) -> dict[str, Any]:

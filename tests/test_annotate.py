@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 
 import pytest
 
@@ -70,9 +71,9 @@ def environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DETR_HOME", str(tmp_path / "home"))
 
 
-def annotate(fake_cvat, alice, *argv: str) -> tuple[int, str, str]:
+def annotate(fake_cvat, alice, *argv: str, quiet: bool = True) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = cli.main(["--quiet", "annotate", *argv, "--url", fake_cvat.url, "--token", alice.token,
+    code = cli.main([*(["--quiet"] if quiet else []), "annotate", *argv, "--url", fake_cvat.url, "--token", alice.token,
                      "--poll-interval", "0", "--retries", "0"], stdout=stdout, stderr=stderr)
     return code, stdout.getvalue(), stderr.getvalue()
 
@@ -125,7 +126,7 @@ def test_a_running_annotation_is_reported_clearly(fake_cvat, alice, task, server
 
 
 @pytest.mark.parametrize("case, code, message", [
-    ("unknown model", cli.EXIT_ANNOTATE, "offers no model 'nope': publish it with `cvat-detr publish`"),
+    ("unknown model", cli.EXIT_NOT_FOUND, "offers no model 'nope': publish it with `cvat-detr publish`"),
     ("function fails", cli.EXIT_ANNOTATE, "failed: requests.exceptions.HTTPError: 400 Client Error"),
     ("no common label", cli.EXIT_ANNOTATE, "none of the labels of 'detr-other' (cat, dog) is a label of task"),
     ("serverless off", cli.EXIT_UNREACHABLE, "HTTP 503"),
@@ -157,3 +158,31 @@ def test_annotate_locally_through_cvat_sdk(fake_cvat, alice, task, tmp_path):
     assert [(s.frame, s.label_id, s.source) for s in task.shapes] == [
         (frame, label_id(task, "person"), "auto") for frame in (0, 1, 3)]
     assert out == f"Task {task.id}: 3 shapes added by {folder / 'model.pt'} (3 in total)\n"
+
+
+def test_annotate_locally_shows_progress(fake_cvat, alice, task, tmp_path):
+    """Without --quiet cvat-sdk's progress bar is ours, on our stderr (it used to crash on a repeated 'unit')."""
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local",
+                              quiet=False)
+    assert code == cli.EXIT_OK, err
+    assert "3 shapes added" in out
+    assert "0/3 [" in err  # the bar over the 3 frames, drawn on our stderr
+
+
+def test_annotate_locally_without_cvat_sdk_says_what_to_install(fake_cvat, alice, task, tmp_path, monkeypatch):
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    monkeypatch.setitem(sys.modules, "cvat_sdk.auto_annotation", None)  # as if not installed
+    code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local")
+    assert code == cli.EXIT_ANNOTATE
+    assert "pip install 'cvat-detr[cvat]'" in err
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_task_without_data_says_it_has_no_images(fake_cvat, alice, serverless, tmp_path, local):
+    add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
+    empty = fake_cvat.add_task("no data", owner=alice, labels=["person"], frames=[])
+    code, _, err = annotate(fake_cvat, alice, "--task", str(empty.id),
+                            *(["--model", "task-7-v1", "--local"] if local else ["--model", "detr-fixed"]))
+    assert code == cli.EXIT_DATA
+    assert f"task {empty.id} ('no data') has no images: upload images or a video to it" in err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import re
 import socket
+import threading
 
 import pytest
 
@@ -65,10 +67,16 @@ def test_credentials_from_the_environment(fake_cvat, alice, tmp_path, monkeypatc
     ("server failing", cli.EXIT_UNREACHABLE, "HTTP 503 after 2 attempts"),
     ("export failed", cli.EXIT_EXPORT, "failed to export task .*: worker crashed"),
     ("truncated download", cli.EXIT_EXPORT, "arrived incomplete 2 times"),
-    ("empty task", cli.EXIT_DATA, "has no images; add data to it in CVAT"),
+    ("empty task", cli.EXIT_DATA, r"task \d+ \('empty'\) has no images: upload images or a video to it"),
     ("labels with no boxes", cli.EXIT_DATA, "has no boxes to train on"),
+    ("access token on 2.42", cli.EXIT_AUTH, "This server is CVAT 2.42.0, which has no personal access tokens: "
+                                            "use --token"),
+    ("not a CVAT server", cli.EXIT_NOT_FOUND, "does not answer as a CVAT server .*check --url / CVAT_URL"),
+    ("existing --out", cli.EXIT_USAGE, "already exists and is not empty: choose another folder, or pass "
+                                       "--overwrite"),
 ])
-def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, case, code, message):
+def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, other_server, case, code,
+                                                       message):
     task = add_shapes_task(fake_cvat, alice, num_frames=4)
     argv = ["export", "--task", str(task.id), "--out", str(tmp_path / "ds")]
     conn = connection(fake_cvat, alice.token)
@@ -94,6 +102,13 @@ def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_pat
         fake_cvat.truncate_downloads = 10
     elif case == "empty task":
         argv[2] = str(fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[]).id)
+    elif case == "access token on 2.42":
+        conn[2:4] = ["--access-token", alice.access_token]
+    elif case == "not a CVAT server":
+        conn[1] = other_server
+    elif case == "existing --out":
+        (tmp_path / "ds").mkdir()
+        (tmp_path / "ds" / "notes.txt").write_text("mine")
     elif case == "labels with no boxes":
         frames, _ = make_frames(3, 1)
         argv[2] = str(fake_cvat.add_task("points only", owner=alice, labels=["car"], frames=frames,
@@ -104,7 +119,36 @@ def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_pat
     assert last.startswith("cvat-detr export: ") and all(line.startswith("WARNING: ") for line in logged)
     assert re.search(message, last), err
     assert alice.token not in err and alice.password not in err
-    assert not (tmp_path / "ds").exists()
+    if case == "existing --out":
+        assert (tmp_path / "ds" / "notes.txt").read_text() == "mine" and exports(fake_cvat) == 0
+    else:
+        assert not (tmp_path / "ds").exists()
+
+
+def exports(fake: FakeCvat) -> int:
+    return fake.count("POST", r"/api/tasks/\d+/dataset/export")
+
+
+@pytest.fixture
+def other_server():
+    """A web server that is not CVAT: every path is an HTML 404."""
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><h1>Not Found</h1>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
@@ -159,3 +203,57 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     assert f"Model: {model_dir / 'model.pt'}" in out
     assert "small dataset: " in out and "using the small-data recipe" in out
     assert card["config"]["train"]["schedule"] == "cosine" and card["config"]["model"]["backbone_norm"] == "batch"
+
+
+@pytest.mark.slow
+def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cvat, alice, tmp_path, fake_nuclio):
+    """``train --project N --local``: the Validation task is the val split, and the model, its card and the
+    published detector's spec carry the project's labels."""
+    import torch
+
+    from cvat_plugin.nuclio import NuclioClient
+    from tests.fakes.trained_models import base_config
+
+    project = fake_cvat.add_project("shapes", owner=alice, labels=[{"name": "circle", "id": 40}, "square"])
+    add_synthetic_task(fake_cvat, alice, tmp_path, name="a", num_images=8, seed=1, image_size=(48, 64),
+                       project=project, subset="Train")
+    val = add_synthetic_task(fake_cvat, alice, tmp_path, name="b", num_images=3, seed=2, image_size=(48, 64),
+                             project=project, subset="Validation")
+    code, out, err = run(
+        "train", "--project", str(project.id), "--local", *connection(fake_cvat, alice.token),
+        "--model-preset", "tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
+        "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--precision", "fp32",
+    )
+    assert code == cli.EXIT_OK, err
+    (model_dir,) = (tmp_path / "home" / "models").iterdir()
+    assert model_dir.name.startswith(f"project{project.id}-")
+    card = json.loads((model_dir / "model.json").read_text())
+    assert card["labels"] == [{"id": 40, "name": "circle"}, {"id": project.labels[1].id, "name": "square"}]
+    assert (card["project_id"], card["project_name"], card["task_id"]) == (project.id, "shapes", None)
+    assert torch.load(model_dir / "model.pt", weights_only=True)["labels"] == ["circle", "square"]
+    dataset = tmp_path / "home" / "datasets" / card["dataset_id"]
+    val_images = json.loads((dataset / "annotations" / "val.json").read_text())["images"]
+    assert sorted(image["file_name"] for image in val_images) == sorted(
+        f"task_{val.id}/Validation/{frame.name}" for frame in val.frames)
+
+    NuclioClient(fake_nuclio.url, poll_interval=0.0).deploy(base_config())
+    code, out, err = run("publish", model_dir.name, "--nuclio-url", fake_nuclio.url, "--poll-interval", "0")
+    assert code == cli.EXIT_OK, err
+    (function,) = [f.config for f in fake_nuclio.functions.values() if f.name.startswith("detr-project")]
+    annotations = function["metadata"]["annotations"]
+    assert [label["name"] for label in json.loads(annotations["spec"])] == ["circle", "square"]
+    assert "DETR · shapes ·" in annotations["name"] and f"CVAT project {project.id}" in function["spec"]["description"]
+
+
+def test_export_a_project(fake_cvat, alice, tmp_path, capsys):
+    project = fake_cvat.add_project("streets", owner=alice, labels=["car", "person"])
+    add_shapes_task(fake_cvat, alice, num_frames=4, project=project, subset="Train")
+    add_shapes_task(fake_cvat, alice, num_frames=2, project=project, subset="Validation", seed=1)
+    add_shapes_task(fake_cvat, alice, num_frames=2, project=project, subset="Test", seed=2)
+    code, out, err = run("export", "--project", str(project.id), "--out", str(tmp_path / "ds"),
+                         *connection(fake_cvat, alice.token))
+    assert code == cli.EXIT_OK, err
+    assert f"project {project.id}: 3 task(s); split by subsets, 2 test images held out" in out
+    assert "images: 4 train, 2 val" in out
+    code, _, _ = run("export", "--task", "1", "--project", str(project.id), "--out", str(tmp_path / "x"))
+    assert code == cli.EXIT_USAGE and "not allowed with argument" in capsys.readouterr().err

@@ -12,8 +12,16 @@ import pytest
 
 from cvat_plugin.auth import LegacyToken
 from cvat_plugin.client import CvatClient
-from cvat_plugin.dataset import DatasetError, build_training_set, clip_box, count_unsupported, rotated_extent
-from cvat_plugin.split import stratified_split, subset_roles
+from cvat_plugin.dataset import (
+    DatasetError,
+    build_training_set,
+    clip_box,
+    count_unsupported,
+    export_task,
+    rotated_extent,
+)
+from cvat_plugin.project_export import export_project
+from cvat_plugin.split import split_by_subsets, stratified_split, subset_role
 from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
 
@@ -87,10 +95,23 @@ def test_stratified_split_keeps_one_image_each_side():
 
 
 def test_subset_roles():
-    assert subset_roles(["Train", "Validation"]) == {"Train": "train", "Validation": "val"}
-    assert subset_roles(["Train", "Test"]) == {"Test": "val", "Train": "train"}
-    assert subset_roles(["default"]) is None
-    assert subset_roles(["Validation"]) is None
+    assert [subset_role(name) for name in ("Train", "training", "Validation", "VAL", "valid", "Test", "default",
+                                           "", None)] == ["train", "train", "val", "val", "val", "test", None,
+                                                          None, None]
+
+
+def test_subsets_place_their_images_and_the_others_are_stratified():
+    sets = [frozenset({0})] * 4 + [frozenset({1})] * 4
+    is_val, method = split_by_subsets(["train", "train", "val", "test", None, None, None, None], sets, 0.25, 0)
+    assert is_val[:4] == [False, False, True, None] and is_val[4:].count(True) == 1
+    assert method == "subsets+stratified"
+    assert split_by_subsets(["train", "val"], sets[:2], 0.5, 0) == ([False, True], "subsets")
+    assert split_by_subsets(["train", "val", None], sets[:3], 0.5, 0) == ([False, True, False], "subsets+stratified")
+    # Without a validation subset, the training subset gives validation images: never train = val.
+    is_val, method = split_by_subsets(["train"] * 4 + ["test"], sets[:5], 0.25, 0)
+    assert is_val[:4].count(True) == 1 and is_val[4] is None and method == "stratified"
+    with pytest.raises(ValueError, match="none is left for training: put some tasks in the Train subset"):
+        split_by_subsets(["val", "test"], sets[:2], 0.25, 0)
 
 
 def test_count_unsupported_skips_deleted_frames():
@@ -155,20 +176,16 @@ def test_deleted_frames_are_dropped(tmp_path, export_includes_deleted):
     names = set(boxes_by_file(tmp_path / "dataset"))
     assert {"default/frame_0001.jpg", "default/frame_0004.jpg"}.isdisjoint(names)
     assert len(names) == 6 and manifest["images"]["train"] + manifest["images"]["val"] == 6
-    assert manifest["images"]["deleted_dropped"] == (2 if export_includes_deleted else 0)
+    assert manifest["images"]["deleted_dropped"] == 2  # counted from the task, whether the export has them or not
     assert not (tmp_path / "dataset" / "images" / "default" / "frame_0001.jpg").exists()
 
 
-def test_cvat_subsets_give_the_split(fake_cvat, alice, tmp_path):
-    frames, shapes = make_frames(10, 2, seed=2)
-    for index, frame in enumerate(frames):
-        frame.subset = "Validation" if index in (2, 7) else "Train"
-    task = fake_cvat.add_task("subsets", owner=alice, labels=["car", "person"], frames=frames, shapes=shapes)
+def test_a_single_tasks_subset_cannot_split_it(fake_cvat, alice, tmp_path):
+    """In CVAT a task has one subset: its export holds only that one, so the seeded split decides."""
+    task = add_shapes_task(fake_cvat, alice, num_frames=10, subset="Validation")
     manifest = build(fake_cvat, alice, task, tmp_path / "dataset")
-    assert manifest["split"] == {"method": "subsets", "train_subsets": ["Train"], "val_subsets": ["Validation"]}
-    val = read_split(tmp_path / "dataset", "val")
-    assert sorted(image["file_name"] for image in val["images"]) == [
-        "Validation/frame_0002.jpg", "Validation/frame_0007.jpg"]
+    assert manifest["split"]["method"] == "stratified"
+    assert (manifest["images"]["train"], manifest["images"]["val"]) == (8, 2)
 
 
 def test_stratified_split_in_a_build_is_disjoint_and_complete(fake_cvat, alice, tmp_path):
@@ -244,10 +261,20 @@ def test_manifest_records_source_and_counts(fake_cvat, alice, tmp_path):
 # --- bad input ------------------------------------------------------------------------------------------
 
 
-def test_empty_task(fake_cvat, alice, tmp_path):
+def test_a_task_without_data_is_refused_before_the_export(fake_cvat, alice, tmp_path):
+    """CVAT answers error pages for such a task's annotations and frames: ask for neither."""
     task = fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[])
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
+            pytest.raises(DatasetError, match=f"task {task.id} \\('empty'\\) has no images: upload images"):
+        export_task(client, task.id, tmp_path / "dataset")
+    assert fake_cvat.count("GET", rf"/api/tasks/{task.id}/(annotations|data/meta)") == 0
+    assert not (tmp_path / "dataset").exists()
+
+
+def test_an_empty_export(tmp_path):
+    zipfile.ZipFile(tmp_path / "empty.zip", "w").close()
     with pytest.raises(DatasetError, match="is empty: the task has no frames to export"):
-        build(fake_cvat, alice, task, tmp_path / "dataset")
+        build_training_set(tmp_path / "empty.zip", tmp_path / "dataset")
     assert not (tmp_path / "dataset").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -315,3 +342,40 @@ def test_existing_output_is_kept_unless_overwrite(fake_cvat, alice, tmp_path):
 def test_bad_val_fraction(tmp_path):
     with pytest.raises(DatasetError, match="val_fraction=1.5 is invalid"):
         build_training_set(tmp_path / "x.zip", tmp_path / "dataset", val_fraction=1.5)
+
+
+def test_a_projects_train_and_validation_tasks_give_the_split(fake_cvat, alice, tmp_path):
+    """The val split is exactly the Validation task's frames; a Test task is held out; the label contract
+    is the project's labels, shared by its tasks; a task without images is left out."""
+    project = fake_cvat.add_project("streets", owner=alice, labels=[{"name": "car", "id": 70}, "person", "bike"])
+    train = add_shapes_task(fake_cvat, alice, name="day", num_frames=8, project=project, subset="Train",
+                            deleted_frames=(3,))
+    val = add_shapes_task(fake_cvat, alice, name="night", num_frames=3, project=project, subset="validation",
+                          seed=1)
+    test = add_shapes_task(fake_cvat, alice, name="fog", num_frames=2, project=project, subset="Test", seed=2)
+    fake_cvat.add_task("not uploaded yet", owner=alice, frames=[], project=project)
+    fake_cvat.add_task("elsewhere", owner=alice, labels=["car"], frames=make_frames(2, 1)[0])
+
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token), poll_interval=0.001) as client:
+        manifest = export_project(client, project.id, tmp_path / "dataset")
+
+    assert manifest["split"] == {"method": "subsets", "train_subsets": ["Train"], "val_subsets": ["validation"],
+                                 "held_out_subsets": ["Test"], "held_out": 2}
+    val_names = sorted(image["file_name"] for image in read_split(tmp_path / "dataset", "val")["images"])
+    assert val_names == [f"task_{val.id}/validation/{frame.name}" for frame in val.frames]
+    train_names = sorted(image["file_name"] for image in read_split(tmp_path / "dataset", "train")["images"])
+    assert train_names == [f"task_{train.id}/Train/{frame.name}" for i, frame in enumerate(train.frames) if i != 3]
+    labels = json.loads((tmp_path / "dataset" / "labels.json").read_text())
+    assert labels == [{"id": label.id, "name": label.name} for label in project.labels] and labels[0]["id"] == 70
+    assert manifest["images"]["deleted_dropped"] == 1
+    assert manifest["source"]["project_id"] == project.id and manifest["source"]["task_id"] is None
+    assert [task["id"] for task in manifest["source"]["tasks"]] == [train.id, val.id, test.id]
+    assert (tmp_path / "dataset" / "images" / f"task_{val.id}" / "validation").is_dir()
+
+
+def test_a_project_without_images_says_so(fake_cvat, alice, tmp_path):
+    project = fake_cvat.add_project("empty", owner=alice, labels=["car"])
+    fake_cvat.add_task("no data", owner=alice, frames=[], project=project)
+    with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
+            pytest.raises(DatasetError, match=f"project {project.id} \\('empty'\\) has no task with images"):
+        export_project(client, project.id, tmp_path / "dataset")

@@ -167,3 +167,17 @@ def test_the_gateway_image_runs_the_console_script():
     for source in copied:
         assert (REPO / source).exists(), source
         assert f"!{source}/" in ignored or f"!{source}" in ignored, source
+
+
+@pytest.mark.parametrize("extra, modules", [("cvat", {"datumaro": "datumaro", "cvat_sdk": "cvat-sdk"}),
+                                            ("gateway", {"datumaro": "datumaro", "starlette": "starlette"})])
+def test_each_extra_installs_what_its_commands_import(extra, modules):
+    """`pip install -e ".[cvat]"` as the README says is enough for export, train and annotate --local."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {re.split(r"[<>=~! \[]", requirement, maxsplit=1)[0] for requirement in extras[extra]}
+    sources = "\n".join(path.read_text() for path in (REPO / "cvat_plugin").glob("*.py"))
+    for module, distribution in modules.items():
+        assert re.search(rf"^\s*(from|import) {module}\b", sources, re.MULTILINE), module
+        assert distribution in declared, f"{distribution} is missing from the {extra!r} extra"

@@ -114,6 +114,13 @@ def test_summary_counts_the_tasks_boxes_and_offers_what_the_trainer_can_do(box):
     assert summary["weights_options"] == ["scratch"]
     assert summary["defaults"] == {"epochs": 1, "image_size": 128, "weights": "scratch", "val_fraction": 0.15,
                                    "publish": False}
+    assert summary["publish_unavailable"].startswith("this trainer cannot publish models (it has no Nuclio dashboard)")
+
+    frames = box.cvat.tasks[box.task.id].frames
+    bare = box.cvat.add_task("bare", owner=box.alice, labels=["car", "person", "bike"], frames=frames)
+    summary = Browser(box, box.alice).get(f"/tasks/{bare.id}/summary").json()
+    assert [w for w in summary["warnings"] if "box" in w] == [
+        "no label has boxes yet: draw boxes (or polygons, masks) around the objects in CVAT"]
 
 
 def test_summary_follows_the_export_rules():
@@ -187,6 +194,25 @@ def test_an_api_token_works_like_a_session(box):
     assert answer.status_code == 200, answer.text
 
 
+def test_a_refused_authorization_header_is_not_called_a_session(box):
+    answer = requests.get(f"{box.api}/tasks/{box.task.id}/summary", headers={"Authorization": "Token " + "0" * 40},
+                          timeout=30)
+    assert answer.status_code == 401
+    assert error_of(answer) == ("CVAT did not accept the Token credentials of the Authorization header (CVAT said: "
+                                "Invalid token): check the token the request sends (an API key as "
+                                "'Authorization: Token <key>')")
+
+
+def test_a_task_without_data_says_it_has_no_images(box):
+    empty = box.cvat.add_task("no data yet", owner=box.alice, labels=["car"], frames=[])
+    browser = Browser(box, box.alice)
+    for answer in (browser.get(f"/tasks/{empty.id}/summary"), browser.post(f"/tasks/{empty.id}/train", {})):
+        assert answer.status_code == 422, answer.text
+        assert error_of(answer) == (f"task {empty.id} ('no data yet') has no images: upload images or a video to "
+                                    f"it in CVAT (on the task's page), then try again")
+    assert exports(box) == 0
+
+
 def test_a_task_that_does_not_exist_is_a_404(box):
     answer = Browser(box, box.alice).get("/tasks/999/summary")
     assert answer.status_code == 404
@@ -239,8 +265,8 @@ def test_the_csrf_check_accepts_django_masked_tokens_and_ignores_api_tokens():
     ("/jobs/x%00y", 400, "is not valid"),
     ("/jobs?task=abc", 400, "the task query parameter must be a positive whole number"),
     ("/jobs?task=..%2F1", 400, "the task query parameter must be a positive whole number"),
-    ("/jobs?task=1&task=2", 400, "pass the task as ?task=<task id>, once"),
-    ("/models", 400, "pass the task as ?task=<task id>, once"),
+    ("/jobs?task=1&task=2", 400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once"),
+    ("/models", 400, "pass the task as ?task=<task id> or the project as ?project=<project id>, once"),
     ("/datasets/1", 404, "no such path"),
 ])
 def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status, message):
@@ -322,6 +348,43 @@ def test_a_training_goes_from_the_dialog_to_a_model(box):
     assert alice.get(f"/tasks/{box.task.id}/summary").json()["weights_options"] == ["scratch", "previous"]
 
 
+def test_a_project_is_summarized_and_trained_from_the_dialog(box, tmp_path):
+    """A project's tasks (one per subset) are summarized together and trained into the project's model line,
+    with the Validation task as the val split; CVAT decides who may see the project."""
+    project = box.cvat.add_project("shapes", owner=box.alice, labels=["circle", "square"])
+    add_synthetic_task(box.cvat, box.alice, tmp_path / "a", name="day", num_images=6, project=project,
+                       subset="Train")
+    val = add_synthetic_task(box.cvat, box.alice, tmp_path / "b", name="night", num_images=2, seed=1,
+                             project=project, subset="Validation")
+    alice = Browser(box, box.alice)
+
+    summary = alice.get(f"/projects/{project.id}/summary").json()
+    assert summary["project"]["name"] == "shapes" and summary["project"]["frames"] == 8
+    assert [(t["name"], t["subset"], t["frames"]) for t in summary["project"]["tasks"]] == [
+        ("day", "Train", 6), ("night", "Validation", 2)]
+    assert [label["id"] for label in summary["labels"]] == [label.id for label in project.labels]
+    assert sum(label["boxes"] for label in summary["labels"]) == sum(
+        len(task.shapes) for task in box.cvat.tasks.values() if task.project_id == project.id)
+
+    answer = alice.post(f"/projects/{project.id}/train", {"epochs": 1})
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["project_id"], answer.json()["task_id"]) == (project.id, None)
+    job = alice.wait(answer.json()["id"], lambda job: job["state"] not in ACTIVE)
+    assert job["state"] == "succeeded", job["error"]
+    assert (job["project_id"], job["model_id"]) == (project.id, f"project-{project.id}-v1")
+    val_json = json.loads((box.settings.home / "datasets" / job["dataset_id"] / "annotations" / "val.json").read_text())
+    assert sorted(image["file_name"] for image in val_json["images"]) == sorted(
+        f"task_{val.id}/Validation/{frame.name}" for frame in val.frames)
+    assert [j["id"] for j in alice.get("/jobs", project=project.id).json()["jobs"]] == [job["id"]]
+    assert [m["id"] for m in alice.get("/models", project=project.id).json()["models"]] == [job["model_id"]]
+    assert alice.get("/models", task=box.task.id).json()["models"] == []
+    assert alice.get(f"/projects/{project.id}/summary").json()["weights_options"] == ["scratch", "previous"]
+
+    bob = Browser(box, box.cvat.add_user("bob", "bob-password"))
+    answer = bob.get(f"/projects/{project.id}/summary")
+    assert answer.status_code == 403 and f"CVAT does not let you see project {project.id}" in error_of(answer)
+
+
 def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
     alice, bob = Browser(box, box.alice), Browser(box, box.cvat.add_user("bob", "bob-password"))
     first = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 50}).json()
@@ -400,11 +463,15 @@ def test_a_preparation_cut_short_by_a_restart_is_reported_failed(tmp_path):
     assert submitted.state == "submitted" and submitted.error is None
 
 
-def test_health_reports_the_trainer(box):
+def test_health_reports_the_trainer_and_cvat(box):
     answer = requests.get(f"{box.api}/health", timeout=30)
     assert answer.status_code == 200
-    assert answer.json() | {"version": "-"} == {"status": "ok", "version": "-", "trainer": "ok", "preparing": 0,
-                                                "webhooks": False, "auto_retrain": False}
+    assert answer.json() | {"version": "-"} == {"status": "ok", "version": "-", "trainer": "ok", "cvat": "ok",
+                                                "cvat_version": "2.42.0", "preparing": 0, "webhooks": False,
+                                                "auto_retrain": False}
+    box.cvat.fail("GET", "/api/server/about", 503, times=5)
+    health = requests.get(f"{box.api}/health", timeout=30).json()
+    assert (health["status"], health["cvat"], health["cvat_version"]) == ("degraded", "unavailable", None)
     box.trainer.__exit__(None, None, None)
     assert requests.get(f"{box.api}/health", timeout=30).json()["trainer"] == "unavailable"
     summary = Browser(box, box.alice).get(f"/tasks/{box.task.id}/summary").json()
@@ -600,6 +667,16 @@ def test_the_command_refuses_to_start_without_its_settings(monkeypatch, capsys):
     monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
     assert gateway_main([]) == 2
     assert "detr-gateway: CVAT_URL must be set" in capsys.readouterr().err
+
+
+def test_the_command_listens_on_localhost_unless_told(monkeypatch):
+    """A bare `detr-gateway` is not open to the network; the container passes --host 0.0.0.0 itself."""
+    monkeypatch.setenv("CVAT_URL", "http://cvat:8080")
+    monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
+    served = {}
+    monkeypatch.setattr("cvat_plugin.gateway.uvicorn.run", lambda app, **kwargs: served.update(kwargs))
+    assert gateway_main([]) == 0
+    assert served["host"] == "127.0.0.1"
 
 
 def test_signatures_follow_cvats_recipe():

@@ -96,3 +96,12 @@ def test_without_a_trainer_url_the_commands_say_how_to_give_one(trainer):
 def test_an_unreachable_trainer_has_its_own_exit_code():
     code, _, err = run("status", "--trainer", "http://127.0.0.1:9")
     assert code == cli.EXIT_UNREACHABLE and "cannot reach the trainer" in err
+
+
+def test_status_lists_the_jobs_of_a_project(trainer):
+    project_job = {**DONE, "task_id": None, "project_id": 5}
+    trainer.on("GET", "/jobs", (200, {"jobs": [project_job], "problems": []}))
+    code, out, _ = run("status", "--project", "5", "--trainer", trainer.url)
+    assert code == cli.EXIT_OK
+    assert trainer.bodies[-1][3] == {"project": "5"}
+    assert out.splitlines()[1].split()[:3] == [DONE["id"], "project", "5"]

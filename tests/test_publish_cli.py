@@ -159,3 +159,17 @@ def test_models_show_gives_one_models_training_metrics_per_class_ap_and_report(h
     code, _, err = run("models", "task-7-v2")
     assert code == cli.EXIT_USAGE and "cvat-detr models show task-7-v2" in err
     assert run("models", "show", "task-7-v9")[0] == cli.EXIT_NOT_FOUND
+
+
+def test_models_of_a_project(home):
+    add_model(home, "task-7-v1", LABELS)
+    folder = add_model(home, "project-5-v1", LABELS, task_id=None, task_name=None)
+    card = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**card, "project_id": 5, "project_name": "streets"}))
+
+    code, out, err = run("models", "--project", "5")
+    assert code == cli.EXIT_OK, err
+    (header, row) = out.splitlines()
+    assert row.split()[:4] == ["project-5-v1", "project", "5", "streets"]
+    code, out, _ = run("models", "--task", "7", "--json")
+    assert [model["id"] for model in json.loads(out)] == ["task-7-v1"]

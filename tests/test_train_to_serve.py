@@ -135,3 +135,42 @@ def test_a_job_the_trainer_refuses_is_reported(fake_cvat, tmp_path, monkeypatch)
             trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
     assert code == cli.EXIT_TRAINING
     assert "training failed: the trainer refused POST" in err and "weights 'coco' need" in err
+
+
+@pytest.mark.slow
+def test_a_project_is_trained_on_the_trainer_and_published_with_its_labels(fake_cvat, fake_nuclio, tmp_path,
+                                                                           monkeypatch):
+    """`train --project N --trainer`: the Validation task is the val split, the job starts the project's
+    model line, and the published detector's spec names the project's labels."""
+    home = tmp_path / "home"
+    for name in ("CVAT_URL", "CVAT_ACCESS_TOKEN", "CVAT_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DETR_HOME", str(home))
+    monkeypatch.setenv("NUCLIO_DASHBOARD_URL", fake_nuclio.url)
+    alice = fake_cvat.add_user("alice", "alice-password")
+    project = fake_cvat.add_project("shapes", owner=alice, labels=LABELS)
+    add_synthetic_task(fake_cvat, alice, tmp_path / "a", name="a", num_images=6, image_size=(64, 96),
+                       project=project, subset="Train")
+    val = add_synthetic_task(fake_cvat, alice, tmp_path / "b", name="b", num_images=2, seed=1, image_size=(64, 96),
+                             project=project, subset="Validation")
+    stand_in = add_model(home, "coco-stand-in", ["", "person", "car"], task_id=None) / "model.pt"
+    deploy_yaml(fake_nuclio, ROOT / "function.yaml", env={"DETR_HOME": str(home), "DETR_MODEL": str(stand_in)},
+                volume_path=home)
+
+    with NuclioHttpServer(trainer_main.handler) as trainer:
+        try:
+            code, out, err = cvat_detr("train", "--project", str(project.id), "--trainer", trainer.url,
+                                       *TINY_TRAINING, "--url", fake_cvat.url, "--token", alice.token,
+                                       "--poll-interval", "0.01")
+        finally:
+            trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
+    assert code == cli.EXIT_OK, err
+    assert f"Published as detr-project-{project.id}-v1" in out
+    [job] = [json.loads(path.read_text()) for path in (home / "runs").glob("*/job.json")]
+    assert (job["project_id"], job["model_id"]) == (project.id, f"project-{project.id}-v1")
+    val_images = json.loads((home / "datasets" / job["dataset_id"] / "annotations" / "val.json").read_text())
+    assert sorted(image["file_name"] for image in val_images["images"]) == sorted(
+        f"task_{val.id}/Validation/{frame.name}" for frame in val.frames)
+    function = NuclioClient(fake_nuclio.url).get_function(job["function"])
+    assert [label["name"] for label in json.loads(function["metadata"]["annotations"]["spec"])] == [
+        label["name"] for label in LABELS]

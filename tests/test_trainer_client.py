@@ -40,6 +40,15 @@ def test_submit_sends_the_job_request_and_returns_the_job(trainer):
     assert body == {"dataset_id": "task-7", "task_id": 7, "options": {"epochs": 2}, "publish": True}
 
 
+def test_a_project_job_names_the_project(trainer):
+    trainer.on("POST", "/jobs", (202, JOB))
+    trainer.on("GET", "/jobs", (200, {"jobs": [JOB], "problems": []}))
+    client(trainer.url).submit("project5-x", project_id=5)
+    assert trainer.bodies[-1][2] == {"dataset_id": "project5-x", "project_id": 5, "options": {}}
+    assert client(trainer.url).list(project_id=5) == [JOB]
+    assert trainer.bodies[-1][3] == {"project": "5"}
+
+
 def test_get_list_cancel_and_health_use_the_documented_paths(trainer):
     trainer.on("GET", f"/jobs/{JOB['id']}", (200, JOB))
     trainer.on("GET", "/jobs", (200, {"jobs": [JOB], "problems": []}))

@@ -349,3 +349,46 @@ def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weig
     model, train, reason = setup.plan(num_train_images=120, base_model=None)
     assert model.architecture == architecture and model.backbone == backbone
     assert f"model preset {preset}" in reason and "small-data recipe" in reason
+
+
+def test_the_best_metrics_follow_the_run_epoch_by_epoch(tmp_path):
+    """A running job shows its best mAP so far (the dialog's "Best mAP"), not only once it ends."""
+    from detr import TrainEvent
+    from serverless.trainer.jobs import Job, JobStore
+    from serverless.trainer.progress import JobProgress
+
+    store = JobStore(tmp_path)
+    store.add(Job(id="j1", dataset_id="d1"))
+    progress = JobProgress(store, "j1")
+    best = []
+    for epoch, ap in enumerate((0.2, 0.5, 0.4)):
+        progress(TrainEvent("epoch_end", epoch, 3, 4, 4, 4 * (epoch + 1), 12, losses={"loss": 1.0},
+                            metrics={"AP": ap, "AP50": ap + 0.1}))
+        best.append((store.get("j1").best_metrics["AP"], store.get("j1").best_metrics["epoch"]))
+    assert best == [(0.2, 1), (0.5, 2), (0.5, 2)]
+    assert store.get("j1").metrics["AP"] == 0.4
+
+
+def test_a_project_job_starts_the_projects_model_line_and_previous_continues_it(trainer, home):
+    """Jobs of a CVAT project register ``project-<id>-v<n>``; weights 'previous' starts from its newest model."""
+    make_dataset(home, "project5")
+    status, answer = trainer.call("POST", "/jobs", {"dataset_id": "project5", "project_id": 5,
+                                                    "options": {**TINY_OPTIONS, "weights": "previous"}})
+    assert status == 400 and "project 5 has no trained model yet" in answer["error"]
+    first = trainer.wait_final(trainer.submit(task_id=None, project_id=5, dataset_id="project5",
+                                              options=TINY_OPTIONS)["id"])
+    assert first["state"] == "succeeded", first["error"]
+    assert (first["model_id"], first["project_id"], first["task_id"]) == ("project-5-v1", 5, None)
+    card = json.loads((home / "models" / "project-5-v1" / "model.json").read_text())
+    assert card["project_id"] == 5 and card["task_id"] is None
+
+    second = trainer.wait_final(trainer.submit(task_id=None, project_id=5, dataset_id="project5",
+                                               options={**TINY_OPTIONS, "weights": "previous"})["id"])
+    assert second["state"] == "succeeded", second["error"]
+    assert second["model_id"] == "project-5-v2"
+    run_config = json.loads((home / "runs" / second["id"] / "config.json").read_text())
+    assert run_config["pretrained"].endswith("project-5-v1/model.pt")
+    status, listing = trainer.call("GET", "/jobs", fields={"project": "5"})
+    assert [job["id"] for job in listing["jobs"]] == [second["id"], first["id"]]
+    status, answer = trainer.call("POST", "/jobs", {"dataset_id": "project5", "project_id": 5, "task_id": 7})
+    assert status == 400 and "send either 'task_id' or 'project_id'" in answer["error"]

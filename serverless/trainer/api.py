@@ -106,6 +106,9 @@ class TrainerApi:
         if query.get("task") not in (None, ""):
             task_id = _int_query(query, "task")
             jobs = [job for job in jobs if job.task_id == task_id]
+        if query.get("project") not in (None, ""):
+            project_id = _int_query(query, "project")
+            jobs = [job for job in jobs if job.project_id == project_id]
         if query.get("state") not in (None, ""):
             state = query["state"]
             if state not in STATES:
@@ -169,9 +172,11 @@ class TrainerApi:
             self._check_resumable(request.resume_from, request.options, labels)
         else:
             setup = training_setup(request.options)
-            starting_point(setup.weights, setup.backbone, task_id=request.task_id, registry=self.runner.registry)
+            starting_point(setup.weights, setup.backbone, task_id=request.task_id, project_id=request.project_id,
+                           registry=self.runner.registry)
         job = Job(
-            id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, options=request.options,
+            id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, project_id=request.project_id,
+            options=request.options,
             resume_from=request.resume_from, publish=publish,
         )
         self.store.add(job)

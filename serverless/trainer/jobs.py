@@ -47,6 +47,8 @@ class Job:
     id: str
     dataset_id: str
     task_id: int | None = None
+    project_id: int | None = None
+    """Set instead of ``task_id`` for a job that trains on a whole CVAT project."""
     state: str = "queued"
     epoch: int = 0
     epochs: int = 0

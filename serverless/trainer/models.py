@@ -2,8 +2,9 @@
 
 ``model.json`` is the model card: labels (with their CVAT ids), metrics, threshold, the
 job, task and dataset that produced the model and the full configuration, so any model
-can be traced back and reproduced. Model ids are ``task-<task id>-v<version>`` (``job-<job id>`` for jobs
-without a task); versions count up per task.
+can be traced back and reproduced. Model ids are ``task-<task id>-v<version>``, ``project-<project
+id>-v<version>`` for a project's models (``job-<job id>`` for jobs without either); versions count up
+per task or project: each is one model line, which weights ``previous`` continues.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class ModelRegistry:
                 logger.warning("Skipping model card %s: %s", path, e)
         return cards
 
-    def latest(self, task_id: int) -> Path | None:
-        """``model.pt`` of the newest model trained on a task, if any."""
-        versions = [card for card in self.cards() if card.get("task_id") == task_id]
+    def latest(self, task_id: int | None, *, project_id: int | None = None) -> Path | None:
+        """``model.pt`` of the newest model trained on a task (or on a project), if any."""
+        key, value = ("task_id", task_id) if task_id is not None else ("project_id", project_id)
+        versions = [card for card in self.cards() if value is not None and card.get(key) == value]
         if not versions:
             return None
         newest = max(versions, key=lambda card: card.get("version", 0))
@@ -54,9 +56,11 @@ class ModelRegistry:
         ``options`` and ``function``.
         """
         model = load_model_file(result.model_path)
-        if job.task_id is not None:
-            version = self._next_version(job.task_id)
-            model_id = f"task-{job.task_id}-v{version}"
+        line = (f"task-{job.task_id}" if job.task_id is not None
+                else f"project-{job.project_id}" if job.project_id is not None else None)
+        if line is not None:
+            version = self._next_version(line)
+            model_id = f"{line}-v{version}"
         else:
             version, model_id = 1, f"job-{job.id}"
         folder = self.models_dir / model_id
@@ -72,6 +76,8 @@ class ModelRegistry:
             "created": utc_now(),
             "task_id": job.task_id,
             "task_name": source.get("task_name"),
+            **({"project_id": job.project_id, "project_name": source.get("project_name"),
+                "tasks": source.get("tasks", [])} if job.project_id is not None else {}),
             "source_url": source.get("url"),
             "server_version": source.get("server_version"),
             "labels": [{"id": ids.get(name), "name": name} for name in model["labels"]],
@@ -90,10 +96,11 @@ class ModelRegistry:
         logger.info("Job %s: model saved as %s", job.id, model_id)
         return model_id, folder
 
-    def _next_version(self, task_id: int) -> int:
+    def _next_version(self, line: str) -> int:
+        """The next version of a model line such as ``task-7``."""
         used = [0]
-        for folder in self.models_dir.glob(f"task-{task_id}-v*"):
-            match = re.fullmatch(rf"task-{task_id}-v(\d+)", folder.name)
+        for folder in self.models_dir.glob(f"{line}-v*"):
+            match = re.fullmatch(rf"{re.escape(line)}-v(\d+)", folder.name)
             if match:
                 used.append(int(match.group(1)))
         return max(used) + 1

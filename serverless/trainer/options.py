@@ -24,7 +24,7 @@ WEIGHTS = ("coco", "imagenet", "scratch", "previous")
 DEFAULT_WEIGHTS = "coco"
 
 JOB_OPTIONS = ("weights", "recipe", "model_preset", "model")
-REQUEST_KEYS = ("dataset_id", "task_id", "options", "resume_from", "publish")
+REQUEST_KEYS = ("dataset_id", "task_id", "project_id", "options", "resume_from", "publish")
 REQUEST_EXAMPLE = '{"dataset_id": "task-7", "task_id": 7, "options": {"epochs": 50}, "publish": true}'
 
 
@@ -36,6 +36,8 @@ class JobRequest:
     resume_from: str | None
     publish: bool | None
     """None: the trainer's default (publish when it has a Nuclio dashboard)."""
+    project_id: int | None = None
+    """The CVAT project trained on (all its tasks), instead of ``task_id``."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,12 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
         raise RequestError(f"unknown field {unknown[0]!r}; a job request has {', '.join(REQUEST_KEYS)}")
     if "dataset_id" not in body:
         raise RequestError(f"missing field 'dataset_id'; send {REQUEST_EXAMPLE}")
-    task_id = body.get("task_id")
-    if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, int)):
-        raise RequestError(f"field 'task_id' must be an integer CVAT task id, got a JSON {json_type(task_id)}")
+    task_id, project_id = body.get("task_id"), body.get("project_id")
+    for name, value in (("task_id", task_id), ("project_id", project_id)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise RequestError(f"field {name!r} must be an integer CVAT {name[:-3]} id, got a JSON {json_type(value)}")
+    if task_id is not None and project_id is not None:
+        raise RequestError("send either 'task_id' or 'project_id': a job trains on one task or one project")
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise RequestError(f"field 'options' must be a JSON object, got a JSON {json_type(options)}")
@@ -91,7 +96,7 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
     training_setup(options)
     return JobRequest(
         dataset_id=body["dataset_id"], task_id=task_id, options=dict(options),
-        resume_from=resume_from, publish=publish,
+        resume_from=resume_from, publish=publish, project_id=project_id,
     )
 
 

@@ -44,6 +44,10 @@ class JobProgress:
             changes["loss"] = loss
         if event.kind == "epoch_end" and event.metrics:
             changes["metrics"] = _plain(event.metrics)
+            # The best so far during the run, not only once it ends (the dialog's "Best mAP").
+            ap, best = changes["metrics"].get("AP"), self.store.get(self.job_id).best_metrics.get("AP")
+            if ap is not None and (best is None or ap > best):
+                changes["best_metrics"] = {**changes["metrics"], "epoch": event.epoch + 1}
             logger.info(
                 "Job %s: epoch %d/%d, loss %s, AP %s", self.job_id, event.epoch + 1, event.epochs,
                 _fmt(loss), _fmt(event.metrics.get("AP")),

@@ -174,7 +174,8 @@ class JobRunner:
             train_config = saved.replace(**setup.train_options)
             return fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
                        should_stop=self._should_stop)
-        start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, registry=self.registry)
+        start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, project_id=job.project_id,
+                               registry=self.registry)
         _, base_model = starting_point_kind(start.pretrained, start.backbone_weights)
         model_config, train_config, reason = setup.plan(
             num_train_images=count_training_images(dataset), base_model=base_model

@@ -48,18 +48,21 @@ def weights_dir() -> Path:
 
 
 def starting_point(
-    weights: str, backbone: str, *, task_id: int | None, registry: ModelRegistry
+    weights: str, backbone: str, *, task_id: int | None, registry: ModelRegistry, project_id: int | None = None
 ) -> StartingPoint:
-    """Resolve ``weights`` to files; raises :class:`RequestError` (400) when they are not there."""
+    """Resolve ``weights`` to files; raises :class:`RequestError` (400) when they are not there.
+    ``previous`` continues the newest model of the job's task, or of its project."""
     if weights == "scratch":
         return StartingPoint()
     if weights == "previous":
-        if task_id is None:
-            raise RequestError("weights 'previous' needs the job's task_id; send task_id or choose weights 'coco'")
-        previous = registry.latest(task_id)
+        if task_id is None and project_id is None:
+            raise RequestError("weights 'previous' needs the job's task_id or project_id; send one or choose "
+                               "weights 'coco'")
+        previous = registry.latest(task_id, project_id=project_id)
         if previous is None:
+            source = f"task {task_id}" if task_id is not None else f"project {project_id}"
             raise RequestError(
-                f"weights 'previous': task {task_id} has no trained model yet; choose weights 'coco' for its first run"
+                f"weights 'previous': {source} has no trained model yet; choose weights 'coco' for its first run"
             )
         return StartingPoint(pretrained=str(previous))
     if weights == "coco":

@@ -117,7 +117,7 @@ def _items(task: "Task", frames: Iterable[int], save_images: bool):
             media = Image.from_bytes(data=frame.data, ext=ext, size=(frame.height, frame.width))
         else:
             media = Image.from_file(path=frame.name, size=(frame.height, frame.width))
-        yield DatasetItem(id=stem, subset=frame.subset or task.subset or None, media=media,
+        yield DatasetItem(id=stem, subset=task.subset or None, media=media,
                           annotations=annotations, attributes={"frame": number})
 
 

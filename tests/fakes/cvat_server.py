@@ -30,6 +30,7 @@ import itertools
 import json
 import re
 import secrets
+import string
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -50,9 +51,20 @@ SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid"
 #: Export formats the fake knows (a subset of ``GET /api/server/annotation/formats`` on 2.42).
 EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "Datumaro 1.0", "YOLO 1.1")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: Django's CSRF token alphabet and secret length (``django/middleware/csrf.py``).
+CSRF_CHARS = string.ascii_letters + string.digits
+CSRF_SECRET_LENGTH = 32
 #: Frames per data chunk (``data_chunk_size``): an image chunk is a zip of this many frames.
 CHUNK_SIZE = 72
 JSON_TYPE = "application/vnd.cvat+json"
+#: The export request ids 2.42 makes (``action=export&target=task&target_id=1&...``); others are malformed.
+RQ_ID = re.compile(r"action=[a-z]+&target=[a-z]+&target_id=\d+(&[a-z_]+=[^&]*)*")
+#: Django's own error pages, which CVAT sends where a view fails outside DRF's error handling.
+_DJANGO_PAGE = ('<!doctype html>\n<html lang="en">\n<head>\n  <title>{0}</title>\n</head>\n<body>\n'
+                '  <h1>{0}</h1><p></p>\n</body>\n</html>\n')
+SERVER_ERROR_PAGE = _DJANGO_PAGE.format("Server Error (500)")
+NOT_FOUND_PAGE = _DJANGO_PAGE.format("Not Found")
+BAD_REQUEST_PAGE = _DJANGO_PAGE.format("Bad Request (400)")
 
 
 # --- state ----------------------------------------------------------------------------------------
@@ -92,8 +104,6 @@ class Frame:
     height: int
     data: bytes
     """The encoded image file."""
-    subset: Optional[str] = None
-    """Overrides the task's subset for this frame, as a project export carries one subset per task."""
 
 
 @dataclass
@@ -105,7 +115,8 @@ class Shape:
     rotation: float = 0.0
     occluded: bool = False
     z_order: int = 0
-    group: int = 0
+    group: Optional[int] = 0
+    """None on shapes that automatic annotation saved, as 2.42 stores them."""
     source: str = "manual"
     attributes: list = field(default_factory=list)
     elements: list = field(default_factory=list)
@@ -122,7 +133,7 @@ class Shape:
 class Tag:
     frame: int
     label_id: int
-    group: int = 0
+    group: Optional[int] = 0
     source: str = "manual"
     attributes: list = field(default_factory=list)
     id: int = 0
@@ -171,6 +182,17 @@ class Task:
 
 
 @dataclass
+class Project:
+    """Tasks that share the project's labels (same ids); each task has its own one subset."""
+
+    id: int
+    name: str
+    owner: User
+    labels: list[Label]
+    created: str = field(default_factory=utc_now)
+
+
+@dataclass
 class ExportRequest:
     """A background export, as RQ holds it: advances one state per poll."""
 
@@ -204,6 +226,18 @@ class HttpError(Exception):
         self.status, self.body, self.content_type, self.headers = status, body, content_type, headers or {}
 
 
+def _csrf_secret(token: str) -> Optional[str]:
+    """Django's ``_check_token_format`` + ``_unmask_cipher_token``: a 32-character secret as is, a
+    64-character token unmasked (its first half is the mask); None when malformed."""
+    if any(char not in CSRF_CHARS for char in token):
+        return None
+    if len(token) == 2 * CSRF_SECRET_LENGTH:
+        mask, cipher = token[:CSRF_SECRET_LENGTH], token[CSRF_SECRET_LENGTH:]
+        return "".join(CSRF_CHARS[(CSRF_CHARS.index(c) - CSRF_CHARS.index(m)) % len(CSRF_CHARS)]
+                       for c, m in zip(cipher, mask))
+    return token if len(token) == CSRF_SECRET_LENGTH else None
+
+
 def _version_tuple(text: str) -> tuple[int, int, int]:
     major, minor, patch = (int(p) for p in re.findall(r"\d+", text)[:3])
     return major, minor, patch
@@ -235,6 +269,7 @@ class FakeCvat(ServedFake):
                                         else export_includes_deleted)
         self.users: dict[int, User] = {}
         self.tasks: dict[int, Task] = {}
+        self.projects: dict[int, Project] = {}
         self.requests: dict[str, ExportRequest] = {}
         self.sessions: dict[str, tuple[User, str]] = {}
         """sessionid -> (user, csrftoken)"""
@@ -269,12 +304,26 @@ class FakeCvat(ServedFake):
         self.users[user.id] = user
         return user
 
+    def _labels(self, labels: list[Union[str, dict]]) -> list[Label]:
+        made = []
+        for spec in labels:
+            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+            spec.setdefault("id", next(self._label_ids))
+            made.append(Label(**spec))
+        return made
+
+    def add_project(self, name: str, *, owner: User, labels: list[Union[str, dict]]) -> Project:
+        """Labels as for ``add_task``; the project's tasks (``add_task(project=...)``) share them."""
+        project = Project(self.next_id(), name, owner, self._labels(labels))
+        self.projects[project.id] = project
+        return project
+
     def add_task(
         self,
         name: str,
         *,
         owner: User,
-        labels: list[Union[str, dict]],
+        labels: list[Union[str, dict]] = (),
         frames: list[Frame],
         shapes: list[Shape] = (),
         tags: list[Tag] = (),
@@ -282,16 +331,17 @@ class FakeCvat(ServedFake):
         deleted_frames: tuple[int, ...] = (),
         members: tuple[str, ...] = (),
         segment_size: int = 0,
+        project: Optional[Project] = None,
     ) -> Task:
-        """Labels are names or dicts of ``Label`` fields (``id`` picks a sparse CVAT id).
-        Shapes and tags refer to labels by ``label_id``; a negative ``label_id`` ``-k`` means the k-th label."""
-        task_labels = []
-        for spec in labels:
-            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-            spec.setdefault("id", next(self._label_ids))
-            task_labels.append(Label(**spec))
+        """Labels are names or dicts of ``Label`` fields (``id`` picks a sparse CVAT id); a project's
+        task has the project's labels instead. Shapes and tags refer to labels by ``label_id``; a
+        negative ``label_id`` ``-k`` means the k-th label."""
+        if project is not None and labels:
+            raise ValueError("a project's task has the project's labels; pass no labels")
+        task_labels = project.labels if project is not None else self._labels(labels)
         task = Task(self.next_id(), name, owner, task_labels, list(frames), subset=subset,
-                    deleted_frames=set(deleted_frames), members=set(members))
+                    deleted_frames=set(deleted_frames), members=set(members),
+                    project_id=project.id if project is not None else None)
         for item in [*shapes, *tags]:
             if item.label_id < 0:
                 item.label_id = task_labels[-item.label_id - 1].id
@@ -336,7 +386,8 @@ class FakeCvat(ServedFake):
         if session is not None:
             user, csrftoken = session
             if handler.command in UNSAFE_METHODS and not (
-                cookies.get("csrftoken") == csrftoken and handler.headers.get("X-CSRFToken") == csrftoken
+                _csrf_secret(cookies.get("csrftoken", "")) == csrftoken
+                and _csrf_secret(handler.headers.get("X-CSRFToken", "")) == csrftoken
             ):
                 raise HttpError(403, {"detail": "CSRF Failed: CSRF token missing or incorrect."})
             return user
@@ -355,9 +406,19 @@ class FakeCvat(ServedFake):
         task = self.tasks.get(task_id)
         if task is None:
             raise HttpError(404, {"detail": "No Task matches the given query."})
-        if not (user.is_superuser or task.owner.id == user.id or user.username in task.members):
+        project = self.projects.get(task.project_id) if task.project_id else None
+        if not (user.is_superuser or task.owner.id == user.id or user.username in task.members
+                or (project is not None and project.owner.id == user.id)):
             raise HttpError(403, {"detail": "You do not have permission to perform this action."})
         return task
+
+    def project_for(self, user: User, project_id: int) -> Project:
+        project = self.projects.get(project_id)
+        if project is None:
+            raise HttpError(404, {"detail": "No Project matches the given query."})
+        if not (user.is_superuser or project.owner.id == user.id):
+            raise HttpError(403, {"detail": "You do not have permission to perform this action."})
+        return project
 
     # -- auto-annotation --
 
@@ -375,11 +436,12 @@ class FakeCvat(ServedFake):
             label_ids = {label.name: label.id for label in task.top_labels()}
             for item in request.results:
                 if item["type"] == "tag":
-                    task.tags.append(Tag(item["frame"], label_ids[item["label"]], source="auto", id=self.next_id()))
+                    task.tags.append(Tag(item["frame"], label_ids[item["label"]], group=None, source="auto",
+                                         id=self.next_id()))
                 else:
                     task.shapes.append(Shape(item["type"], item["frame"], label_ids[item["label"]],
                                              list(item["points"]), rotation=float(item.get("rotation", 0)),
-                                             source="auto", id=self.next_id()))
+                                             group=None, source="auto", id=self.next_id()))
             request.results = []
 
     # -- exports --
@@ -389,11 +451,16 @@ class FakeCvat(ServedFake):
         return export_task_zip(task, path, save_images=save_images, include_deleted=self.export_includes_deleted)
 
     def advance(self, request: ExportRequest) -> None:
-        """One poll's worth of background work: queued -> started -> finished | failed."""
+        """One poll's worth of background work: queued -> started -> finished | failed. With
+        ``polls_per_state=0`` a request goes through every state at once, finished on its first poll
+        as a small export is on a real server."""
         request.polls += 1
         if request.status == "queued" and request.polls > self.polls_per_state:
             request.status, request.started, request.polls = "started", utc_now(), 0
-        elif request.status == "started" and request.polls > self.polls_per_state:
+            if self.polls_per_state:
+                return
+            request.polls = 1
+        if request.status == "started" and request.polls > self.polls_per_state:
             task = self.tasks[request.task_id]
             if task.export_error:
                 request.status, request.message = "failed", task.export_error
@@ -417,6 +484,8 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", r"/api/auth/logout", "logout", None, None),
         ("GET", r"/api/users/self", "users_self", None, None),
         ("GET", r"/api/tasks/(\d+)", "task", None, None),
+        ("GET", r"/api/tasks", "tasks", None, None),
+        ("GET", r"/api/projects/(\d+)", "project", None, None),
         ("GET", r"/api/labels", "labels", None, None),
         ("GET", r"/api/jobs", "jobs", None, None),
         ("GET", r"/api/tasks/(\d+)/data/meta", "data_meta", None, None),
@@ -510,7 +579,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with fake.lock:
                     getattr(self, f"handle_{name}")(user, *[unquote(g) for g in match.groups()])
                 return
-            raise HttpError(404, "<!doctype html><h1>Not Found</h1>", content_type="text/html")
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
         except HttpError as e:
             self._send(e.status, e.body, content_type=e.content_type, headers=e.headers)
         except (BrokenPipeError, ConnectionResetError):
@@ -530,12 +599,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.body() or {}
         for candidate in self.fake.users.values():
             if candidate.username == body.get("username") and candidate.password == body.get("password"):
-                sessionid, csrftoken = secrets.token_hex(16), secrets.token_hex(16)
+                sessionid = secrets.token_hex(16)
+                csrftoken = "".join(secrets.choice(CSRF_CHARS) for _ in range(CSRF_SECRET_LENGTH))
                 self.fake.sessions[sessionid] = (candidate, csrftoken)
                 # Django's order and attributes; clients that join the headers with ", " must still parse them.
                 self._send(200, {"key": candidate.token}, headers=[
                     ("Set-Cookie", f"csrftoken={csrftoken}; Max-Age=31449600; Path=/; SameSite=Lax"),
                     ("Set-Cookie", f"sessionid={sessionid}; HttpOnly; Max-Age=1209600; Path=/; SameSite=Lax"),
+                    ("Set-Cookie", "sessionfresh=1; Max-Age=1209600; Path=/; SameSite=Lax"),
                 ])
                 return
         raise HttpError(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
@@ -551,11 +622,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _task_json(self, task: Task) -> dict:
         return {
             "url": f"{self.base}/api/tasks/{task.id}", "id": task.id, "name": task.name,
-            "project_id": task.project_id, "mode": "annotation", "owner": task.owner.brief(self.base),
+            "project_id": task.project_id, "owner": task.owner.brief(self.base),
             "assignee": None, "bug_tracker": "", "created_date": task.created, "updated_date": task.created,
             "overlap": 0, "segment_size": len(task.frames), "status": "annotation", "data_chunk_size": CHUNK_SIZE,
             "data_compressed_chunk_type": "imageset", "guide_id": None, "data_original_chunk_type": "imageset",
-            "size": len(task.frames), "image_quality": 70, "data": task.id, "dimension": "2d",
+            "image_quality": 70, "dimension": "2d",
+            # a task created without data (the UI's "Submit & Continue" before uploading) has none of these
+            "size": len(task.frames) or None, "mode": "annotation" if task.frames else None,
+            "data": task.id if task.frames else None,
             "subset": task.subset, "organization": None, "target_storage": None, "source_storage": None,
             "jobs": {"count": len(task.jobs), "completed": 0, "validation": 0,
                      "url": f"{self.base}/api/jobs?task_id={task.id}"},
@@ -586,18 +660,47 @@ class _Handler(BaseHTTPRequestHandler):
                          "results": results[(page - 1) * size:page * size]})
 
     def handle_labels(self, user: User) -> None:
-        if "task_id" not in self.query:
+        """``?task_id=`` or ``?project_id=``; a project task's labels are the project's (``project_id``
+        set, no ``task_id``)."""
+        if "project_id" in self.query:
+            project = self.fake.project_for(user, int(self.query["project_id"]))
+            labels, project_id, task_id = project.labels, project.id, None
+        elif "task_id" in self.query:
+            task = self.fake.tasks.get(int(self.query["task_id"]))
+            if task is None:  # observed on 2.42: a Django 500 page, not a 404
+                raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
+            self.fake.task_for(user, task.id)
+            labels, project_id = task.labels, task.project_id
+            task_id = None if project_id else task.id
+        else:
             raise HttpError(400, ["task_id, job_id or project_id is required"])
-        task = self.fake.tasks.get(int(self.query["task_id"]))
-        if task is None:  # observed on 2.42: a Django 500 page, not a 404
-            raise HttpError(500, "<!doctype html><title>Server Error (500)</title>", content_type="text/html")
-        self.fake.task_for(user, task.id)
         self._paginated("/api/labels", [
             {"id": label.id, "name": label.name, "color": label.color, "attributes": label.attributes,
-             "type": label.type, "svg": "", "sublabels": [], "project_id": None, "task_id": task.id,
+             "type": label.type, "svg": "", "sublabels": [], "project_id": project_id, "task_id": task_id,
              "parent_id": label.parent_id, "has_parent": label.parent_id is not None}
-            for label in task.labels
+            for label in labels
         ])
+
+    def handle_tasks(self, user: User) -> None:
+        """``GET /api/tasks?project_id=N``: the project's tasks the user can see, oldest first."""
+        project_id = self.query.get("project_id")
+        visible = [task for task in self.fake.tasks.values()
+                   if (project_id is None or str(task.project_id) == project_id) and self._can_see(user, task.id)]
+        self._paginated("/api/tasks", [self._task_json(task) for task in visible])
+
+    def handle_project(self, user: User, project_id: str) -> None:
+        project = self.fake.project_for(user, int(project_id))
+        tasks = [task for task in self.fake.tasks.values() if task.project_id == project.id]
+        self._send(200, {
+            "url": f"{self.base}/api/projects/{project.id}", "id": project.id, "name": project.name,
+            "owner": project.owner.brief(self.base), "assignee": None, "guide_id": None, "bug_tracker": "",
+            "task_subsets": sorted({task.subset for task in tasks if task.subset}),
+            "created_date": project.created, "updated_date": project.created, "status": "annotation",
+            "dimension": "2d" if tasks else None, "organization": None, "target_storage": None,
+            "source_storage": None, "assignee_updated_date": None,
+            "tasks": {"count": len(tasks), "url": f"{self.base}/api/tasks?project_id={project.id}"},
+            "labels": {"url": f"{self.base}/api/labels?project_id={project.id}"},
+        })
 
     def handle_jobs(self, user: User) -> None:
         task = self.fake.task_for(user, int(self.query.get("task_id", 0)))
@@ -618,6 +721,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_data_meta(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
+        if not task.frames:  # observed on 2.42: the view reads the missing data and fails
+            raise HttpError(500, SERVER_ERROR_PAGE, content_type="text/html")
         self._send(200, {
             "chunks_updated_date": task.created, "chunk_size": CHUNK_SIZE, "size": len(task.frames),
             "image_quality": 70, "start_frame": 0, "stop_frame": max(len(task.frames) - 1, 0),
@@ -644,6 +749,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_annotations(self, user: User, task_id: str) -> None:
         task = self.fake.task_for(user, int(task_id))
+        if not task.frames:  # observed on 2.42: a Django 400 page
+            raise HttpError(400, BAD_REQUEST_PAGE, content_type="text/html")
         if self.command == "GET" and "format" in self.query:
             self._legacy_flow(user, task, self.query["format"], subresource="annotations")
             return
@@ -655,9 +762,12 @@ class _Handler(BaseHTTPRequestHandler):
             if action not in ("create", "update", "delete"):
                 raise HttpError(400, ["Please specify a correct 'action' for the request"])
             shapes, tags = self._parse_labeled_data(task, self.body(), keep_ids=action != "create")
-            if action == "create":
+            if action == "create":  # 2.42 echoes only the objects it created
                 task.shapes += shapes
                 task.tags += tags
+                self._send(200, {"version": 0, "tags": [t.to_json() for t in tags],
+                                 "shapes": [s.to_json() for s in shapes], "tracks": []})
+                return
             else:
                 changed = {item.id for item in [*shapes, *tags]}
                 task.shapes = [s for s in task.shapes if s.id not in changed]
@@ -795,12 +905,14 @@ class _Handler(BaseHTTPRequestHandler):
             result_url = (f"{self.base}/api/tasks/{request.task_id}/dataset/download?"
                           f"{urlencode({'rq_id': request.id}, quote_via=quote)}")
         expiry = None
-        if request.finished:
-            expiry = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+        if request.finished:  # RQ keeps a finished job's result for a day
+            finished = datetime.fromisoformat(request.finished.replace("Z", "+00:00"))
+            expiry = (finished + timedelta(days=1)).isoformat().replace("+00:00", "Z")
         return {
             "status": request.status, "message": request.message, "id": request.id,
             "operation": {"type": f"export:{'dataset' if request.save_images else 'annotations'}",
-                          "target": "task", "project_id": None, "task_id": request.task_id, "job_id": None,
+                          "target": "task", "project_id": self.fake.tasks[request.task_id].project_id,
+                          "task_id": request.task_id, "job_id": None,
                           "format": request.format},
             "progress": 0.0, "created_date": request.created, "started_date": request.started,
             "finished_date": request.finished, "expiry_date": expiry,
@@ -810,18 +922,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_request_status(self, user: User, rq_id: str) -> None:
         request = self.fake.requests.get(rq_id)
-        if request is None or request.owner.id != user.id:
-            raise HttpError(404, {"detail": "Not found."})
+        if request is None or request.owner.id != user.id:  # observed on 2.42: Django's page, not DRF's JSON
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
         self.fake.advance(request)
         self._send(200, self._request_json(request))
 
     def handle_export_download(self, user: User, task_id: str) -> None:
         self.fake.task_for(user, int(task_id))
-        request = self.fake.requests.get(self.query.get("rq_id", ""))
+        rq_id = self.query.get("rq_id", "")
+        if not RQ_ID.fullmatch(rq_id):
+            raise HttpError(400, ["Unexpected request id format"])
+        request = self.fake.requests.get(rq_id)
         if request is None or request.task_id != int(task_id) or request.owner.id != user.id:
-            raise HttpError(404, {"detail": "Not found."})
-        if request.status != "finished" or request.file is None:
-            raise HttpError(400, ["The export process is not finished"])
+            raise HttpError(404, NOT_FOUND_PAGE, content_type="text/html")
+        if request.status != "finished" or request.file is None:  # observed on 2.42: an HTML page
+            raise HttpError(400, BAD_REQUEST_PAGE, content_type="text/html")
         self._send_file(request.file, request.task_id, request.format)
 
     def _send_file(self, path: Path, task_id: int, fmt: str) -> None:
@@ -853,7 +968,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.version_tuple >= (2, 32):
             raise HttpError(410, f"This endpoint is no longer supported. To initiate the export process, use "
                                  f"POST /api/tasks/id/{subresource}/export?save_images=True",
-                            content_type="text/plain")
+                            content_type="text/html")
         fmt = self._check_format(fmt)
         key = f"legacy&task={task.id}&user={user.id}&format={fmt}&subresource={subresource}"
         request = self.fake.requests.get(key)

@@ -98,9 +98,13 @@ def add_shapes_task(
     negatives_every: int = 0,
     **task_options,
 ) -> "Task":
-    """A task of generated frames (see ``make_frames``) with one label per entry of ``labels``."""
-    frames, shapes = make_frames(num_frames, len(labels), seed=seed, size=size, kinds=kinds,
-                                 negatives_every=negatives_every)
+    """A task of generated frames (see ``make_frames``) with one label per entry of ``labels``, or
+    with the labels of ``project=`` when given."""
+    project = task_options.get("project")
+    if project is not None:
+        labels = ()
+    frames, shapes = make_frames(num_frames, len(project.labels if project else labels), seed=seed, size=size,
+                                 kinds=kinds, negatives_every=negatives_every)
     return fake.add_task(name, owner=owner, labels=list(labels), frames=frames, shapes=shapes, **task_options)
 
 
@@ -121,6 +125,9 @@ def add_synthetic_task(
     ``labels`` are label names (each a ``detr.synthetic`` shape) or dicts with ``name``/``id``."""
     from detr.synthetic import make_shapes_dataset
 
+    project = task_options.get("project")
+    if project is not None:  # a project's task has the project's labels
+        labels = [label.name for label in project.labels]
     specs = [{"name": label} if isinstance(label, str) else dict(label) for label in labels]
     root = make_shapes_dataset(workdir / f"{name}-{seed}", num_images=num_images, seed=seed,
                                classes=tuple(spec["name"] for spec in specs), image_size=image_size,
@@ -132,4 +139,5 @@ def add_synthetic_task(
     shapes = [Shape("rectangle", frame_of[ann["image_id"]], -ann["category_id"],
                     [ann["bbox"][0], ann["bbox"][1], ann["bbox"][0] + ann["bbox"][2], ann["bbox"][1] + ann["bbox"][3]])
               for ann in coco["annotations"]]
-    return fake.add_task(name, owner=owner, labels=specs, frames=frames, shapes=shapes, **task_options)
+    return fake.add_task(name, owner=owner, labels=[] if project else specs, frames=frames, shapes=shapes,
+                         **task_options)

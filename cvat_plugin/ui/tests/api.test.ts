@@ -2,14 +2,17 @@ import { createGatewayClient } from '../src/ts/api';
 import { GatewayError } from '../src/ts/errors';
 import { fakeFetch, html, json } from './fake-fetch';
 import { makeJob, makeSummary } from './fixtures';
+import { Source } from '../src/ts/gateway-types';
+
+const TASK: Source = { kind: 'task', id: 42 };
 
 describe('gateway client', () => {
     it('sends GETs same-origin under /detr/api without a CSRF header', async () => {
         document.cookie = 'csrftoken=tok123';
         const fetchImpl = fakeFetch({ 'GET /tasks/42/summary': json(200, makeSummary()) });
-        const summary = await createGatewayClient({ fetchImpl }).getSummary(42);
+        const summary = await createGatewayClient({ fetchImpl }).getSummary(TASK);
 
-        expect(summary.task.name).toBe('street scenes');
+        expect(summary.task?.name).toBe('street scenes');
         expect(fetchImpl).toHaveBeenCalledWith('/detr/api/tasks/42/summary', expect.objectContaining({
             method: 'GET', credentials: 'same-origin',
         }));
@@ -20,7 +23,7 @@ describe('gateway client', () => {
         document.cookie = 'csrftoken=tok%3D123';
         const fetchImpl = fakeFetch({ 'POST /tasks/42/train': json(202, makeJob({ state: 'queued' })) });
         const options = { epochs: 3, image_size: 640, weights: 'coco' as const, val_fraction: 0.2, publish: false };
-        const job = await createGatewayClient({ fetchImpl }).startTraining(42, options);
+        const job = await createGatewayClient({ fetchImpl }).startTraining(TASK, options);
 
         expect(job.state).toBe('queued');
         const [call] = fetchImpl.calls;
@@ -38,7 +41,7 @@ describe('gateway client', () => {
         });
         const client = createGatewayClient({ fetchImpl });
 
-        expect((await client.listJobs(42)).map((job) => job.id)).toEqual(['job-1']);
+        expect((await client.listJobs(TASK)).map((job) => job.id)).toEqual(['job-1']);
         expect((await client.getJob('a/../b')).id).toBe('a/../b');
         expect((await client.cancelJob('a/../b')).state).toBe('cancelled');
     });
@@ -55,7 +58,7 @@ describe('gateway client', () => {
         [html(502), 'unavailable', /HTTP 502/],
     ])('turns %# into a %s error with a message saying what to do', async (response, kind, message) => {
         const fetchImpl = fakeFetch({ 'GET /tasks/42/summary': response });
-        const error = await createGatewayClient({ fetchImpl }).getSummary(42).catch((caught) => caught);
+        const error = await createGatewayClient({ fetchImpl }).getSummary(TASK).catch((caught) => caught);
 
         expect(error).toBeInstanceOf(GatewayError);
         expect(error.kind).toBe(kind);
@@ -68,7 +71,7 @@ describe('gateway client', () => {
             'POST /tasks/42/train': json(409, { error: 'Task 42 is already training (job job-7).', job: running }),
         });
         const options = { epochs: 3, image_size: 640, weights: 'coco' as const, val_fraction: 0.2, publish: false };
-        const error = await createGatewayClient({ fetchImpl }).startTraining(42, options).catch((caught) => caught);
+        const error = await createGatewayClient({ fetchImpl }).startTraining(TASK, options).catch((caught) => caught);
 
         expect(error.kind).toBe('conflict');
         expect(error.job).toEqual(running);
@@ -82,5 +85,21 @@ describe('gateway client', () => {
         expect(error.kind).toBe('network');
         expect(error.transient).toBe(true);
         expect(error.message).toMatch(/Could not reach the DETR service/);
+    });
+
+    it('addresses a project under /projects and ?project=', async () => {
+        const fetchImpl = fakeFetch({
+            'GET /projects/7/summary': json(200, makeSummary({ task: undefined, project: { id: 7, name: 'streets', frames: 5, tasks: [] } })),
+            'GET /jobs?project=7': json(200, { jobs: [] }),
+            'POST /projects/7/train': json(202, makeJob({ task_id: null })),
+        });
+        const client = createGatewayClient({ fetchImpl });
+        const project: Source = { kind: 'project', id: 7 };
+
+        expect((await client.getSummary(project)).project?.name).toBe('streets');
+        expect(await client.listJobs(project)).toEqual([]);
+        await client.startTraining(project, makeSummary().defaults);
+        expect(fetchImpl.calls.map((call) => call.route)).toEqual(
+            ['GET /projects/7/summary', 'GET /jobs?project=7', 'POST /projects/7/train']);
     });
 });

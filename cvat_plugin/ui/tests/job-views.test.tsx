@@ -62,6 +62,12 @@ describe('training progress', () => {
         expect(queryButton('Cancel training')).not.toBeInTheDocument();
     });
 
+    it('counts a one-epoch run in the singular', () => {
+        renderJob(makeJob({ state: 'succeeded', epoch: 1, epochs: 1, progress: 1, best_metrics: { AP: 0.5, AP50: 0.75 } }));
+
+        expect(screen.getByText('Best validation mAP 0.500 (AP50 0.750) after 1 epoch.')).toBeInTheDocument();
+    });
+
     it('says so when the model was not published', () => {
         renderJob(makeJob({ state: 'succeeded', function: null, model_id: 'm-9' }));
 

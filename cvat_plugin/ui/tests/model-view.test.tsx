@@ -61,7 +61,7 @@ describe('training curves', () => {
 
 function renderModels(routes: Parameters<typeof fakeFetch>[0]): ReturnType<typeof fakeFetch> {
     const fetchImpl = fakeFetch(routes);
-    render(<ModelsView client={createGatewayClient({ fetchImpl })} taskId={42} />);
+    render(<ModelsView client={createGatewayClient({ fetchImpl })} source={{ kind: 'task', id: 42 }} />);
     return fetchImpl;
 }
 

@@ -4,7 +4,9 @@ import userEvent from '@testing-library/user-event';
 import { Menu } from 'antd';
 
 import { unmountTrainDialog } from '../src/ts/dialog-root';
-import { MenuItemObject, shouldRenderTrainDetr, TrainDetrItem } from '../src/ts/menu-item';
+import {
+    MenuItemObject, shouldRenderTrainDetr, shouldRenderTrainDetrOnProject, TrainDetrItem, TrainDetrProjectItem,
+} from '../src/ts/menu-item';
 import { fakeFetch, json } from './fake-fetch';
 import { makeSummary } from './fixtures';
 
@@ -60,9 +62,21 @@ describe('registration with CVAT', () => {
                 data: { weight: 35, shouldBeRendered: shouldRenderTrainDetr },
             },
         });
+        const { shouldRenderTrainDetrOnProject, TrainDetrProjectItem } = await import('../src/ts/menu-item');
+        expect(args.dispatch).toHaveBeenCalledWith({
+            type: 'ADD_UI_COMPONENT',
+            payload: {
+                path: 'projectActions.items',
+                component: TrainDetrProjectItem,
+                data: { weight: 35, shouldBeRendered: shouldRenderTrainDetrOnProject },
+            },
+        });
         plugin.destructor();
-        expect(args.dispatch).toHaveBeenLastCalledWith({
+        expect(args.dispatch).toHaveBeenCalledWith({
             type: 'REMOVE_UI_COMPONENT', payload: { path: 'taskActions.items', component: TrainDetrItem },
+        });
+        expect(args.dispatch).toHaveBeenLastCalledWith({
+            type: 'REMOVE_UI_COMPONENT', payload: { path: 'projectActions.items', component: TrainDetrProjectItem },
         });
     });
 
@@ -74,7 +88,7 @@ describe('registration with CVAT', () => {
         });
 
         expect(() => entry.trainDetrBuilder(builderArgs(dispatch)).destructor()).not.toThrow();
-        expect(dispatch).toHaveBeenCalledTimes(1); // nothing to remove
+        expect(dispatch).toHaveBeenCalledTimes(2); // one try per plugin point, nothing to remove
         expect(warn).toHaveBeenCalledWith(expect.stringContaining("no 'taskActions.items' plugin point"), expect.any(Error));
     });
 });
@@ -108,6 +122,25 @@ describe('the Train DETR menu item', () => {
         render(<Menu>{element as JSX.Element}</Menu>);
         await user.click(screen.getByRole('menuitem', { name: 'Train DETR' }));
         expect(await screen.findByText('Train DETR: street scenes')).toBeInTheDocument();
+    });
+
+    it('opens the dialog for a project from the project Actions menu', async () => {
+        vi.stubGlobal('fetch', fakeFetch({
+            'GET /projects/7/summary': json(200, makeSummary({
+                task: undefined,
+                project: { id: 7, name: 'streets', frames: 12, tasks: [{ id: 3, name: 'day', subset: 'Train', frames: 12 }] },
+            })),
+            'GET /jobs?project=7': json(200, { jobs: [] }),
+        }));
+        const item = TrainDetrProjectItem({ key: 1, targetProps: { projectInstance: { id: 7 }, triggerElement: null } }) as MenuItemObject;
+
+        expect(item).toEqual({ key: 'train_detr', label: 'Train DETR', onClick: expect.any(Function) });
+        act(() => item.onClick());
+        expect(await screen.findByText('Train DETR: streets')).toBeInTheDocument();
+        expect(screen.getByText(/day: Train\. Tasks in the Train and Validation subsets are used as such/)).toBeInTheDocument();
+        expect(screen.getByText('96 of 12 frames annotated, 309 boxes:')).toBeInTheDocument();
+        expect(shouldRenderTrainDetrOnProject({ projectInstance: { id: 7, dimension: '3d' } })).toBe(false);
+        expect(React.isValidElement(TrainDetrProjectItem({ targetProps: { projectInstance: { id: 7 } } }))).toBe(true);
     });
 
     it('is hidden for 3D tasks and without a task id', () => {

@@ -1,5 +1,5 @@
 import React from 'react';
-import { render, screen } from '@testing-library/react';
+import { act, render, screen, waitFor } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 
 import { createGatewayClient } from '../src/ts/api';
@@ -8,9 +8,9 @@ import { fakeFetch, html, json } from './fake-fetch';
 import { findButton, getButton, queryButton } from './buttons';
 import { makeJob, makeModel, makeSummary } from './fixtures';
 
-function renderDialog(routes: Parameters<typeof fakeFetch>[0]): ReturnType<typeof fakeFetch> {
+function renderDialog(routes: Parameters<typeof fakeFetch>[0], onClose = () => undefined): ReturnType<typeof fakeFetch> {
     const fetchImpl = fakeFetch(routes);
-    render(<TrainDialog taskId={42} client={createGatewayClient({ fetchImpl })} onClose={() => undefined} />);
+    render(<TrainDialog source={{ kind: 'task', id: 42 }} client={createGatewayClient({ fetchImpl })} onClose={onClose} />);
     return fetchImpl;
 }
 
@@ -107,6 +107,45 @@ describe('Train DETR dialog', () => {
         expect(await screen.findByText(/CVAT refused this action \(HTTP 403\): CSRF check failed; reload the page/))
             .toBeInTheDocument();
         expect(getButton('Start training')).toBeEnabled();
+    });
+
+    it('disables publishing with the reason when the trainer cannot publish', async () => {
+        const reason = 'This trainer cannot publish models: it has no Nuclio dashboard.';
+        renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary({
+                defaults: { epochs: 50, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: false },
+                publish_unavailable: reason,
+            })),
+            ...noJobs,
+        });
+
+        const publish = await screen.findByLabelText('Publish when done');
+        expect(publish).toBeDisabled();
+        expect(publish).not.toBeChecked();
+        expect(screen.getByText(reason)).toBeInTheDocument();
+    });
+
+    it('drops the error of a failed start once a field changes', async () => {
+        const user = userEvent.setup();
+        renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            ...noJobs,
+            'POST /tasks/42/train': json(400, { error: "the trainer has no 'coco' weights" }),
+        });
+        await user.click(await findButton('Start training'));
+        expect(await screen.findByText(/the trainer has no 'coco' weights/)).toBeInTheDocument();
+
+        await user.type(screen.getByLabelText('Epochs'), '0');
+        expect(screen.queryByText(/the trainer has no 'coco' weights/)).not.toBeInTheDocument();
+    });
+
+    it('closes when the browser goes back to the previous page', async () => {
+        const onClose = vi.fn();
+        renderDialog({ 'GET /tasks/42/summary': json(200, makeSummary()), ...noJobs }, onClose);
+        await screen.findByLabelText('Epochs');
+
+        act(() => window.dispatchEvent(new PopStateEvent('popstate')));
+        await waitFor(() => expect(onClose).toHaveBeenCalledTimes(1));
     });
 
     it('resumes showing a running job when reopened', async () => {

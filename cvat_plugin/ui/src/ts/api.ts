@@ -5,7 +5,7 @@
  */
 import { errorFromResponse, networkError } from './errors';
 import {
-    EpochPoint, Job, ModelList, ModelVersion, ReportImage, TaskSummary, TrainOptions,
+    EpochPoint, Job, ModelList, ModelVersion, ReportImage, Source, TaskSummary, TrainOptions,
 } from './gateway-types';
 
 /** Fixed, same-origin: CVAT's UI build passes no custom settings to plugins. */
@@ -14,16 +14,16 @@ export const API_BASE = '/detr/api';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export interface GatewayClient {
-    getSummary(taskId: number): Promise<TaskSummary>;
-    startTraining(taskId: number, options: TrainOptions): Promise<Job>;
-    /** The task's jobs, newest first. */
-    listJobs(taskId: number): Promise<Job[]>;
+    getSummary(source: Source): Promise<TaskSummary>;
+    startTraining(source: Source, options: TrainOptions): Promise<Job>;
+    /** The task's (or project's) jobs, newest first. */
+    listJobs(source: Source): Promise<Job[]>;
     getJob(jobId: string): Promise<Job>;
     cancelJob(jobId: string): Promise<Job>;
     /** The job's loss and validation metrics per epoch, oldest first. */
     getJobMetrics(jobId: string): Promise<EpochPoint[]>;
-    /** The task's model versions, newest first. */
-    listModels(taskId: number): Promise<ModelList>;
+    /** The task's (or project's) model versions, newest first. */
+    listModels(source: Source): Promise<ModelList>;
     getModel(modelId: string): Promise<ModelVersion>;
     /** Starts publishing a version; `replace` unpublishes the task's other published versions once it is ready. */
     publishModel(modelId: string, replace: boolean): Promise<ModelVersion>;
@@ -81,21 +81,22 @@ export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOpt
         return payload as T;
     }
 
-    const task = (taskId: number): string => `/tasks/${encodeURIComponent(String(taskId))}`;
+    const path = (source: Source): string => `/${source.kind}s/${encodeURIComponent(String(source.id))}`;
+    const query = (source: Source): string => `${source.kind}=${encodeURIComponent(String(source.id))}`;
     const job = (jobId: string): string => `/jobs/${encodeURIComponent(jobId)}`;
     const model = (modelId: string): string => `/models/${encodeURIComponent(modelId)}`;
 
     return {
-        getSummary: (taskId) => request<TaskSummary>('GET', `${task(taskId)}/summary`),
-        startTraining: (taskId, options) => request<Job>('POST', `${task(taskId)}/train`, options),
-        listJobs: async (taskId) => {
-            const answer = await request<{ jobs: Job[] }>('GET', `/jobs?task=${encodeURIComponent(String(taskId))}`);
+        getSummary: (source) => request<TaskSummary>('GET', `${path(source)}/summary`),
+        startTraining: (source, options) => request<Job>('POST', `${path(source)}/train`, options),
+        listJobs: async (source) => {
+            const answer = await request<{ jobs: Job[] }>('GET', `/jobs?${query(source)}`);
             return answer.jobs;
         },
         getJob: (jobId) => request<Job>('GET', job(jobId)),
         cancelJob: (jobId) => request<Job>('POST', `${job(jobId)}/cancel`),
         getJobMetrics: async (jobId) => (await request<{ epochs: EpochPoint[] }>('GET', `${job(jobId)}/metrics`)).epochs,
-        listModels: (taskId) => request<ModelList>('GET', `/models?task=${encodeURIComponent(String(taskId))}`),
+        listModels: (source) => request<ModelList>('GET', `/models?${query(source)}`),
         getModel: (modelId) => request<ModelVersion>('GET', model(modelId)),
         publishModel: (modelId, replace) => request<ModelVersion>('POST', `${model(modelId)}/publish`, { replace }),
         unpublishModel: (modelId) => request<ModelVersion>('POST', `${model(modelId)}/unpublish`),

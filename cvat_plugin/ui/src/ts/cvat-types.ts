@@ -10,7 +10,8 @@ export interface ComponentRegistration {
     component: unknown;
     data?: {
         weight?: number;
-        shouldBeRendered?: (props: TaskActionsTargetProps, state?: unknown) => boolean;
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any
+        shouldBeRendered?: (props: any, state?: unknown) => boolean;
     };
 }
 
@@ -50,4 +51,13 @@ export interface TaskActionsTargetProps {
     taskInstance?: { id: number; dimension?: string };
     taskID?: number;
     taskDimension?: string;
+}
+
+/**
+ * Props a project Actions item is called with: the project as `projectInstance`; CVAT >= 2.32 also
+ * passes the dropdown's `triggerElement` (and wants an antd items object back).
+ */
+export interface ProjectActionsTargetProps {
+    projectInstance?: { id: number; dimension?: string | null };
+    triggerElement?: unknown;
 }

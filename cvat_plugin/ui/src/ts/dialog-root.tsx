@@ -6,6 +6,7 @@ import React from 'react';
 import { createRoot, Root } from 'react-dom/client';
 
 import { createGatewayClient, GatewayClient } from './api';
+import { Source } from './gateway-types';
 import { TrainDialog } from './train-dialog';
 
 export const ROOT_ID = 'detr-plugin-root';
@@ -30,10 +31,10 @@ export function closeTrainDialog(): void {
     root?.render(null);
 }
 
-/** Opens a fresh dialog for the task (replacing an open one), which picks up a running job itself. */
-export function openTrainDialog(taskId: number, client: GatewayClient = createGatewayClient()): void {
+/** Opens a fresh dialog for the task or project (replacing an open one), which picks up a running job itself. */
+export function openTrainDialog(source: Source, client: GatewayClient = createGatewayClient()): void {
     opened += 1;
-    ensureRoot().render(<TrainDialog key={opened} taskId={taskId} client={client} onClose={closeTrainDialog} />);
+    ensureRoot().render(<TrainDialog key={opened} source={source} client={client} onClose={closeTrainDialog} />);
 }
 
 /** Removes the root entirely (plugin destructor). */

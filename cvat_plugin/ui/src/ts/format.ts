@@ -11,7 +11,8 @@ export const STATE_LABELS: Record<JobState, string> = {
     interrupted: 'Interrupted',
 };
 
-function plural(count: number, unit: string): string {
+/** "1 epoch", "2 epochs". */
+export function plural(count: number, unit: string): string {
     return `${count} ${unit}${count === 1 ? '' : 's'}`;
 }
 

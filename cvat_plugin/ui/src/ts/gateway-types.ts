@@ -15,6 +15,8 @@ export type Metrics = Record<string, unknown>;
 export interface Job {
     id: string;
     task_id: number | null;
+    /** Set instead of `task_id` for a training of a whole project. */
+    project_id?: number | null;
     dataset_id: string;
     state: JobState;
     /** Epoch in progress, 1-based (0 before the first step). */
@@ -55,13 +57,30 @@ export interface LabelSummary {
     boxes: number;
 }
 
+/** What a training is of: a CVAT task, or a project (all its tasks; their subsets split them). */
+export interface Source {
+    kind: 'task' | 'project';
+    id: number;
+}
+
+export interface ProjectTaskSummary {
+    id: number;
+    name: string;
+    subset: string;
+    frames: number;
+}
+
+/** A task's summary has `task`; a project's has `project` instead. */
 export interface TaskSummary {
-    task: { id: number; name: string; frames: number };
+    task?: { id: number; name: string; frames: number };
+    project?: { id: number; name: string; frames: number; tasks: ProjectTaskSummary[] };
     labels: LabelSummary[];
     annotated_frames: number;
     warnings: string[];
     defaults: TrainOptions;
     weights_options: Weights[];
+    /** Why the trainer cannot publish (the switch is disabled), or null when it can. */
+    publish_unavailable?: string | null;
 }
 
 /** One epoch of a job's curves (`GET /jobs/{id}/metrics`); validation values only on evaluated epochs. */
@@ -143,4 +162,10 @@ export function isFinished(job: Job): boolean {
 export function metricValue(metrics: Metrics | null | undefined, name: string): number | null {
     const value = metrics?.[name];
     return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** The name and frame count of what the summary describes, a task or a project. */
+export function summarySubject(summary: TaskSummary): { name: string; frames: number } {
+    const subject = summary.task ?? summary.project;
+    return { name: subject?.name ?? '', frames: subject?.frames ?? 0 };
 }

@@ -1,34 +1,45 @@
 /**
  * CVAT UI plugin entry (built into CVAT's UI through CLIENT_PLUGINS): adds "Train DETR" to the task
- * Actions menu when CVAT fires `plugins.ready`.
+ * and project Actions menus when CVAT fires `plugins.ready`.
  */
-import { ComponentBuilder, CvatUI } from './cvat-types';
+import { ComponentBuilder, ComponentRegistration, CvatUI } from './cvat-types';
 import { unmountTrainDialog } from './dialog-root';
-import { shouldRenderTrainDetr, TrainDetrItem } from './menu-item';
+import {
+    shouldRenderTrainDetr, shouldRenderTrainDetrOnProject, TrainDetrItem, TrainDetrProjectItem,
+} from './menu-item';
 
 export const PLUGIN_NAME = 'Train DETR';
 export const TASK_ACTIONS_PATH = 'taskActions.items';
-/** Right after "Automatic annotation" (weight 30) in every CVAT layout. */
+export const PROJECT_ACTIONS_PATH = 'projectActions.items';
+/** Right after "Automatic annotation" (weight 30) in every CVAT task layout. */
 export const MENU_WEIGHT = 35;
 
+export const REGISTRATIONS: ComponentRegistration[] = [
+    { path: TASK_ACTIONS_PATH, component: TrainDetrItem, data: { weight: MENU_WEIGHT, shouldBeRendered: shouldRenderTrainDetr } },
+    {
+        path: PROJECT_ACTIONS_PATH,
+        component: TrainDetrProjectItem,
+        data: { weight: MENU_WEIGHT, shouldBeRendered: shouldRenderTrainDetrOnProject },
+    },
+];
+
 export const trainDetrBuilder: ComponentBuilder = ({ dispatch, REGISTER_ACTION, REMOVE_ACTION }) => {
-    const payload = {
-        path: TASK_ACTIONS_PATH,
-        component: TrainDetrItem,
-        data: { weight: MENU_WEIGHT, shouldBeRendered: shouldRenderTrainDetr },
-    };
-    let registered = false;
-    try {
-        dispatch({ type: REGISTER_ACTION, payload });
-        registered = true;
-    } catch (error) {
-        // CVAT's reducer throws for a path this version lacks; the rest of the UI must keep working.
-        console.warn(`${PLUGIN_NAME}: this CVAT version has no '${TASK_ACTIONS_PATH}' plugin point`, error);
+    const registered: ComponentRegistration[] = [];
+    for (const payload of REGISTRATIONS) {
+        try {
+            dispatch({ type: REGISTER_ACTION, payload });
+            registered.push(payload);
+        } catch (error) {
+            // CVAT's reducer throws for a path this version lacks; the rest of the UI must keep working.
+            console.warn(`${PLUGIN_NAME}: this CVAT version has no '${payload.path}' plugin point`, error);
+        }
     }
     return {
         name: PLUGIN_NAME,
         destructor: () => {
-            if (registered) dispatch({ type: REMOVE_ACTION, payload: { path: TASK_ACTIONS_PATH, component: TrainDetrItem } });
+            for (const { path, component } of registered) {
+                dispatch({ type: REMOVE_ACTION, payload: { path, component } });
+            }
             unmountTrainDialog();
         },
     };

@@ -2,7 +2,7 @@
 import React from 'react';
 import { Button, Result, Space, Typography } from 'antd';
 
-import { formatMetric } from './format';
+import { formatMetric, plural } from './format';
 import { EpochPoint, Job, metricValue } from './gateway-types';
 import { MetricsChart } from './metrics-chart';
 
@@ -38,7 +38,7 @@ function Succeeded({ job }: { job: Job }): JSX.Element {
 function summaryLine(job: Job): string {
     const best = metricValue(job.best_metrics, 'AP') ?? metricValue(job.metrics, 'AP');
     const ap50 = metricValue(job.best_metrics, 'AP50') ?? metricValue(job.metrics, 'AP50');
-    return `Best validation mAP ${formatMetric(best)} (AP50 ${formatMetric(ap50)}) after ${job.epochs} epochs.`;
+    return `Best validation mAP ${formatMetric(best)} (AP50 ${formatMetric(ap50)}) after ${plural(job.epochs, 'epoch')}.`;
 }
 
 function describe(job: Job): { status: 'success' | 'error' | 'warning'; title: string; detail: string } {

@@ -1,12 +1,13 @@
 /**
- * The "Train DETR" task Actions item. CVAT calls it as a plain function, Component({key, targetProps}),
- * not as a React component, so it must not use hooks. CVAT >= 2.32 wants an antd items object and
- * passes the task as `taskInstance`; 2.14.1 - 2.31 want a <Menu.Item> and pass `taskID`.
+ * The "Train DETR" task and project Actions items. CVAT calls them as plain functions,
+ * Component({key, targetProps}), not as React components, so they must not use hooks. CVAT >= 2.32
+ * wants an antd items object and passes the task as `taskInstance`; 2.14.1 - 2.31 want a <Menu.Item>
+ * and pass `taskID`. Project menus pass the project as `projectInstance`.
  */
 import React from 'react';
 import { Menu } from 'antd';
 
-import { TaskActionsTargetProps } from './cvat-types';
+import { ProjectActionsTargetProps, TaskActionsTargetProps } from './cvat-types';
 import { openTrainDialog } from './dialog-root';
 
 export const MENU_KEY = 'train_detr';
@@ -36,8 +37,29 @@ interface ItemProps {
 export function TrainDetrItem({ targetProps }: ItemProps): MenuItemObject | JSX.Element | null {
     const taskId = taskIdOf(targetProps);
     if (taskId === undefined) return null;
-    const onClick = (): void => openTrainDialog(taskId);
+    const onClick = (): void => openTrainDialog({ kind: 'task', id: taskId });
     if (targetProps && 'taskInstance' in targetProps) {
+        return { key: MENU_KEY, label: MENU_LABEL, onClick };
+    }
+    return <Menu.Item key={MENU_KEY} onClick={onClick}>{MENU_LABEL}</Menu.Item>;
+}
+
+/** Projects of images get the item; 3D projects (point clouds) do not. */
+export function shouldRenderTrainDetrOnProject(props: ProjectActionsTargetProps | undefined): boolean {
+    return typeof props?.projectInstance?.id === 'number' && props.projectInstance.dimension !== '3d';
+}
+
+interface ProjectItemProps {
+    key?: number | string;
+    targetProps?: ProjectActionsTargetProps;
+}
+
+/** Trains on all the project's tasks; their Train / Validation subsets split them. */
+export function TrainDetrProjectItem({ targetProps }: ProjectItemProps): MenuItemObject | JSX.Element | null {
+    const projectId = targetProps?.projectInstance?.id;
+    if (typeof projectId !== 'number') return null;
+    const onClick = (): void => openTrainDialog({ kind: 'project', id: projectId });
+    if (targetProps && 'triggerElement' in targetProps) {
         return { key: MENU_KEY, label: MENU_LABEL, onClick };
     }
     return <Menu.Item key={MENU_KEY} onClick={onClick}>{MENU_LABEL}</Menu.Item>;

@@ -1,5 +1,5 @@
 /**
- * The task's model versions: a table of every version (date, start, epochs, images, AP, AP50, AP75,
+ * The model versions of a task or project: a table of every version (date, start, epochs, images, AP, AP50, AP75,
  * where it is published), one version's details (per-class AP, threshold, report images served by
  * the gateway), publish / replace / unpublish, and a side-by-side of two versions.
  */
@@ -12,7 +12,7 @@ import type { TableColumnsType } from 'antd';
 import { GatewayClient } from './api';
 import { asGatewayError, GatewayError } from './errors';
 import { formatMetric } from './format';
-import { metricValue, ModelList, ModelVersion, ReportImage } from './gateway-types';
+import { metricValue, ModelList, ModelVersion, ReportImage, Source } from './gateway-types';
 
 /** How often the list is read again while a version is being published. */
 export const PUBLISH_POLL_MS = 2000;
@@ -186,10 +186,10 @@ export function ModelComparison({ older, newer }: { older: ModelVersion; newer: 
 
 interface Props {
     client: GatewayClient;
-    taskId: number;
+    source: Source;
 }
 
-export function ModelsView({ client, taskId }: Props): JSX.Element {
+export function ModelsView({ client, source }: Props): JSX.Element {
     const [list, setList] = useState<ModelList | null>(null);
     const [loadError, setLoadError] = useState<GatewayError | null>(null);
     const [actionError, setActionError] = useState<GatewayError | null>(null);
@@ -200,7 +200,7 @@ export function ModelsView({ client, taskId }: Props): JSX.Element {
 
     useEffect(() => {
         let live = true;
-        client.listModels(taskId).then((next) => {
+        client.listModels(source).then((next) => {
             if (!live) return;
             setList(next);
             setLoadError(null);
@@ -211,7 +211,7 @@ export function ModelsView({ client, taskId }: Props): JSX.Element {
         return () => {
             live = false;
         };
-    }, [client, taskId, loads]);
+    }, [client, source.kind, source.id, loads]);
 
     const publishing = list?.models.some((model) => model.publishing) ?? false;
     useEffect(() => {
@@ -247,8 +247,8 @@ export function ModelsView({ client, taskId }: Props): JSX.Element {
     if (list.models.length === 0) {
         return (
             <Typography.Paragraph type='secondary'>
-                No model has been trained on this task yet. Train one: its metrics, curves and sample predictions
-                appear here.
+                {`No model has been trained on this ${source.kind} yet. Train one: its metrics, curves and sample `
+                    + 'predictions appear here.'}
             </Typography.Paragraph>
         );
     }

@@ -1,14 +1,14 @@
 /**
- * The Train DETR modal. On open it loads the task summary and the task's jobs: a queued or running
- * job is shown at once (so closing and reopening loses nothing), otherwise the parameters form.
- * Its Models tab, one click away, shows the task's trained versions.
+ * The Train DETR modal, for a task or a project. On open it loads the summary and the jobs: a queued
+ * or running job is shown at once (so closing and reopening loses nothing), otherwise the parameters form.
+ * Its Models tab, one click away, shows the trained versions.
  */
 import React, { useCallback, useEffect, useState } from 'react';
 import { Alert, Button, Modal, Spin, Tabs } from 'antd';
 
 import { GatewayClient } from './api';
 import { asGatewayError, GatewayError } from './errors';
-import { isActive, Job, TaskSummary, TrainOptions } from './gateway-types';
+import { isActive, Job, Source, summarySubject, TaskSummary, TrainOptions } from './gateway-types';
 import { ModelsView } from './models-view';
 import { TrainForm } from './train-form';
 import { TrainingJob } from './training-job';
@@ -20,13 +20,13 @@ type View =
     { kind: 'job'; job: Job; notice: string | null };
 
 interface Props {
-    taskId: number;
+    source: Source;
     client: GatewayClient;
     /** Called once the modal has closed. */
     onClose: () => void;
 }
 
-export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
+export function TrainDialog({ source, client, onClose }: Props): JSX.Element {
     const [open, setOpen] = useState(true);
     const [view, setView] = useState<View>({ kind: 'loading' });
     const [taskName, setTaskName] = useState<string | null>(null);
@@ -38,9 +38,9 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
     useEffect(() => {
         let live = true;
         setView({ kind: 'loading' });
-        Promise.all([client.getSummary(taskId), client.listJobs(taskId)]).then(([summary, jobs]) => {
+        Promise.all([client.getSummary(source), client.listJobs(source)]).then(([summary, jobs]) => {
             if (!live) return;
-            setTaskName(summary.task.name);
+            setTaskName(summarySubject(summary).name);
             const active = jobs.find(isActive);
             setView(active ?
                 { kind: 'job', job: active, notice: null } :
@@ -51,19 +51,26 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
         return () => {
             live = false;
         };
-    }, [client, taskId, loads]);
+    }, [client, source, loads]);
 
     const reload = useCallback(() => {
         setStartError(null);
         setLoads((value) => value + 1);
     }, []);
     const close = useCallback(() => setOpen(false), []);
+    const clearStartError = useCallback(() => setStartError(null), []);
+
+    // The browser's Back (or Forward) leaves the task's page: the dialog belongs to that page.
+    useEffect(() => {
+        window.addEventListener('popstate', close);
+        return () => window.removeEventListener('popstate', close);
+    }, [close]);
 
     const start = async (options: TrainOptions): Promise<void> => {
         setSubmitting(true);
         setStartError(null);
         try {
-            setView({ kind: 'job', job: await client.startTraining(taskId, options), notice: null });
+            setView({ kind: 'job', job: await client.startTraining(source, options), notice: null });
         } catch (caught) {
             const error = asGatewayError(caught);
             if (error.kind === 'conflict' && error.job) {
@@ -96,6 +103,7 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
                 submitting={submitting}
                 error={startError}
                 onSubmit={start}
+                onEdit={clearStartError}
                 onClose={close}
             />
         );
@@ -115,7 +123,7 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
     return (
         <Modal
             open={open}
-            title={taskName ? `Train DETR: ${taskName}` : `Train DETR: task #${taskId}`}
+            title={taskName ? `Train DETR: ${taskName}` : `Train DETR: ${source.kind} #${source.id}`}
             footer={null}
             width={tab === 'models' ? 820 : 640}
             maskClosable={false}
@@ -129,7 +137,7 @@ export function TrainDialog({ taskId, client, onClose }: Props): JSX.Element {
                 destroyInactiveTabPane
                 items={[
                     { key: 'train', label: 'Train', children: body },
-                    { key: 'models', label: 'Models', children: <ModelsView client={client} taskId={taskId} /> },
+                    { key: 'models', label: 'Models', children: <ModelsView client={client} source={source} /> },
                 ]}
             />
         </Modal>

@@ -5,7 +5,7 @@ import type { FormRule } from 'antd';
 
 import { GatewayError } from './errors';
 import { STATE_LABELS } from './format';
-import { Job, TaskSummary, TrainOptions, Weights } from './gateway-types';
+import { Job, summarySubject, TaskSummary, TrainOptions, Weights } from './gateway-types';
 import {
     checkEpochs, checkImageSize, checkValPercent, checkWeights, FormValues, LIMITS, toFormValues, toTrainOptions,
     WEIGHTS_DESCRIPTIONS,
@@ -20,6 +20,8 @@ interface Props {
     submitting: boolean;
     error: GatewayError | null;
     onSubmit: (options: TrainOptions) => void;
+    /** Any field changed: an error about the last attempt no longer applies. */
+    onEdit: () => void;
     onClose: () => void;
 }
 
@@ -44,14 +46,14 @@ function describeLastJob(job: Job): string {
     return `Last run: ${STATE_LABELS[job.state].toLowerCase()}${when}.`;
 }
 
-export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClose }: Props): JSX.Element {
+export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onEdit, onClose }: Props): JSX.Element {
     const totalBoxes = summary.labels.reduce((sum, label) => sum + label.boxes, 0);
     const nothingToTrainOn = totalBoxes === 0;
 
     return (
         <div className='detr-train-form'>
             <Typography.Paragraph type='secondary'>
-                {`${summary.annotated_frames} of ${summary.task.frames} frames annotated, ${totalBoxes} boxes:`}
+                {`${summary.annotated_frames} of ${summarySubject(summary).frames} frames annotated, ${totalBoxes} boxes:`}
             </Typography.Paragraph>
             <div className='detr-label-counts' style={{ marginBottom: 12 }}>
                 {summary.labels.map((label) => (
@@ -66,8 +68,14 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                     showIcon
                     style={{ marginBottom: 12 }}
                     message='Nothing to train on yet'
-                    description='This task has no boxes. Draw boxes (polygons and masks count too) in CVAT, save, and open Train DETR again.'
+                    description={`This ${summary.project ? 'project' : 'task'} has no boxes. Draw boxes (polygons and masks count too) in CVAT, save, and open Train DETR again.`}
                 />
+            )}
+            {summary.project && (
+                <Typography.Paragraph type='secondary'>
+                    {summary.project.tasks.map((task) => `${task.name}: ${task.subset || 'no subset'}`).join(' · ')}
+                    {'. Tasks in the Train and Validation subsets are used as such, Test is held out, the others are split by the validation share.'}
+                </Typography.Paragraph>
             )}
             {summary.warnings.length > 0 && (
                 <Alert
@@ -90,6 +98,7 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                 layout='vertical'
                 initialValues={toFormValues(summary.defaults)}
                 onFinish={(values) => onSubmit(toTrainOptions(values))}
+                onValuesChange={onEdit}
                 disabled={submitting}
             >
                 <Space size='large' align='start' wrap>
@@ -119,9 +128,10 @@ export function TrainForm({ summary, lastJob, submitting, error, onSubmit, onClo
                     label='Publish when done'
                     name='publish'
                     valuePropName='checked'
-                    extra='Deploys the best model as a CVAT auto-annotation model with this task’s labels.'
+                    extra={summary.publish_unavailable ??
+                        'Deploys the best model as a CVAT auto-annotation model with these labels.'}
                 >
-                    <Switch />
+                    <Switch disabled={Boolean(summary.publish_unavailable)} />
                 </Form.Item>
                 {error && <Alert type='error' showIcon style={{ marginBottom: 12 }} message={error.message} />}
                 <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
