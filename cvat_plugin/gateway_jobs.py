@@ -78,7 +78,8 @@ class TrainingService:
     def trainer(self) -> TrainerClient:
         """One per call (requests sessions are not meant to be shared between threads); a request waits
         for it, so a trainer that is down is reported at once rather than after long retries."""
-        return TrainerClient(self.settings.trainer_url, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
+        return TrainerClient(self.settings.trainer_url, token=self.settings.trainer_token, timeout=REQUEST_TIMEOUT,
+                             retries=REQUEST_RETRIES)
 
     def authorize(self, credentials: Optional[Credentials], task_id: int) -> dict:
         with self.cvat(credentials) as client:

@@ -4,6 +4,8 @@
     CVAT as the gateway reaches it, e.g. ``http://cvat_server:8080`` on CVAT's compose network.
 ``DETR_TRAINER_URL`` (required)
     The trainer function's HTTP trigger, e.g. ``http://nuclio-nuclio-detr-trainer:8080``.
+``DETR_TRAINER_TOKEN`` (required)
+    The trainer's shared token (``cvat_plugin.trainer_auth``); sent to the trainer only, never to a browser.
 ``DETR_HOME``
     The volume shared with the trainer and the detector (datasets in, models out).
 ``DETR_WEBHOOK_SECRET``
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 from cvat_plugin.auth import Credentials, credentials_from, redact_url
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION
 from cvat_plugin.storage import detr_home
+from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
 
 #: The dialog's options and their defaults; ``epochs`` and ``image_size`` are ``detr.TrainConfig``'s.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -112,6 +115,7 @@ class GatewaySettings:
     cvat_url: str
     trainer_url: str
     home: Path
+    trainer_token: str = field(repr=False)
     webhook_secret: Optional[str] = field(default=None, repr=False)
     service_credentials: Optional[Credentials] = None
     auto_retrain: AutoRetrain = AutoRetrain()
@@ -162,10 +166,15 @@ class GatewaySettings:
             credentials = credentials_from(env=env)
         except ValueError as e:
             raise GatewayConfigError(f"CVAT service account: {e}") from e
+        try:
+            token = token_from_env(env, who="the DETR gateway")
+        except TrainerTokenError as e:
+            raise GatewayConfigError(str(e)) from None
         return cls(
             cvat_url=env["CVAT_URL"],
             trainer_url=env["DETR_TRAINER_URL"],
             home=detr_home(env),
+            trainer_token=token,
             webhook_secret=env.get("DETR_WEBHOOK_SECRET") or None,
             service_credentials=credentials,
             auto_retrain=AutoRetrain.parse(env.get("DETR_AUTO_RETRAIN_PROJECTS", "")),

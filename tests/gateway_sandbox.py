@@ -31,7 +31,7 @@ from detr.config import TINY_MODEL
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_server import FakeCvat, Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
-from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer
 
 #: DETR_TRAIN_DEFAULTS for jobs of a few seconds per epoch on a CPU (the dialog accepts 128 px and up).
 TINY_TRAINING: dict[str, Any] = {
@@ -96,9 +96,10 @@ class Sandbox:
 
 @contextmanager
 def trainer_environment(home: Path) -> Iterator[None]:
-    """What the trainer function reads from the environment at its first request: DETR_HOME, no
+    """What the trainer function reads from the environment at its first request: DETR_HOME, its token, no
     baked weights (weights ``scratch`` and ``previous`` only), no Nuclio dashboard (no publishing)."""
-    with mock.patch.dict(os.environ, {"DETR_HOME": str(home), "DETR_WEIGHTS": str(home / "no-baked-weights")}):
+    with mock.patch.dict(os.environ, {"DETR_HOME": str(home), "DETR_WEIGHTS": str(home / "no-baked-weights"),
+                                      "DETR_TRAINER_TOKEN": TRAINER_TOKEN}):
         os.environ.pop("NUCLIO_DASHBOARD_URL", None)
         yield
 
@@ -122,6 +123,7 @@ def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, 
         stack.callback(lambda: trainer.platform.terminate())  # stops the training thread
         gateway_settings = GatewaySettings(
             cvat_url=cvat.url, trainer_url=trainer.url, home=home,
+            trainer_token=settings.pop("trainer_token", TRAINER_TOKEN),
             train_defaults=TINY_TRAINING if train_defaults is None else train_defaults,
             export_poll_interval=0.01, **settings)
         gateway = stack.enter_context(UvicornThread(create_app(gateway_settings), port))

@@ -32,6 +32,7 @@ from cvat_plugin.storage import write_json_atomic
 from cvat_plugin.task_summary import summarize_task
 from tests.fakes.cvat_server import Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
+from tests.fakes.nuclio import TRAINER_TOKEN
 from tests.gateway_sandbox import Sandbox, sandbox
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -556,7 +557,7 @@ def test_auto_retrain_of_a_task_without_a_model_starts_from_the_default_weights(
 
 
 BASE_ENV = {"CVAT_URL": "http://cvat_server:8080", "DETR_TRAINER_URL": "http://nuclio-nuclio-detr-trainer:8080",
-            "DETR_HOME": "/var/lib/detr"}
+            "DETR_HOME": "/var/lib/detr", "DETR_TRAINER_TOKEN": TRAINER_TOKEN}
 
 
 def test_settings_from_the_environment():
@@ -571,7 +572,7 @@ def test_settings_from_the_environment():
     assert settings.trainer_defaults == {"epochs": 30, "batch_size": 4}
     assert settings.workers == 3 and str(settings.home) == "/var/lib/detr"
     for text in (repr(settings), settings_repr(settings)):
-        assert "t0ken-of-the-bot" not in text and "hush-hush-secret" not in text
+        assert "t0ken-of-the-bot" not in text and "hush-hush-secret" not in text and TRAINER_TOKEN not in text
     assert GatewaySettings.from_env({**BASE_ENV, "DETR_AUTO_RETRAIN_PROJECTS": ""}).auto_retrain.enabled is False
 
 
@@ -588,6 +589,8 @@ def test_settings_from_the_environment():
     ({"DETR_TRAIN_DEFAULTS": '{"epochs": 0}'}, "DETR_TRAIN_DEFAULTS option 'epochs' must be a whole number"),
     ({"DETR_GATEWAY_WORKERS": "two"}, "DETR_GATEWAY_WORKERS must be a whole number, got 'two'"),
     ({"CVAT_USERNAME": "bot"}, "CVAT service account: a password is needed for user 'bot'"),
+    ({"DETR_TRAINER_TOKEN": ""}, "DETR_TRAINER_TOKEN is not set, and the DETR gateway needs it"),
+    ({"DETR_TRAINER_TOKEN": "0123456789"}, "DETR_TRAINER_TOKEN is 10 characters long; use at least 16"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(GatewayConfigError) as caught:
@@ -600,6 +603,23 @@ def test_the_command_refuses_to_start_without_its_settings(monkeypatch, capsys):
     monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
     assert gateway_main([]) == 2
     assert "detr-gateway: CVAT_URL must be set" in capsys.readouterr().err
+
+
+def test_a_gateway_with_the_wrong_trainer_token_says_so_to_the_admin_not_to_log_in(tmp_path):
+    with sandbox(tmp_path, trainer_token="not-the-trainers-token-0123") as box:
+        cookies = box.login(box.alice)
+        answer = requests.get(f"{box.api}/jobs", params={"task": box.task.id}, cookies=cookies, timeout=30)
+        assert answer.status_code == 502, "a 401 would tell the user to log in to CVAT again"
+        assert "the DETR trainer does not accept the gateway's token; ask a CVAT admin" in error_of(answer)
+
+
+def test_the_trainer_token_never_reaches_the_browser(box):
+    cookies = box.login(box.alice)
+    for path, params in (("/health", None), (f"/tasks/{box.task.id}/summary", None), ("/jobs", {"task": box.task.id}),
+                         ("/models", {"task": box.task.id})):
+        answer = requests.get(f"{box.api}{path}", params=params, cookies=cookies, timeout=30)
+        assert answer.status_code == 200 and TRAINER_TOKEN not in answer.text
+        assert TRAINER_TOKEN not in str(answer.headers)
 
 
 def test_signatures_follow_cvats_recipe():

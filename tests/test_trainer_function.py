@@ -14,7 +14,7 @@ from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
 from serverless.trainer.options import training_setup
 from serverless.trainer.weights import COCO_FILE, IMAGENET_FILES, available_weights
-from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer, Platform, make_event, to_wire
 
 LABELS = ["circle", "square"]
 #: A job that trains the tiny model on 8 small images in a few seconds per epoch.
@@ -45,8 +45,10 @@ class Trainer:
         self.home = home
         self.platform = Platform()
 
-    def call(self, method: str, path: str, body=None, **kwargs) -> tuple[int, object]:
-        output = self.platform.call_handler(main.handler, make_event(method, path, body, **kwargs))
+    def call(self, method: str, path: str, body=None, *, token: str | None = TRAINER_TOKEN,
+             **kwargs) -> tuple[int, object]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        output = self.platform.call_handler(main.handler, make_event(method, path, body, headers=headers, **kwargs))
         wire = to_wire(output)
         assert wire["content_type"] == "application/json"
         return wire["status_code"], json.loads(wire["body"])
@@ -311,7 +313,7 @@ def test_the_trainer_client_drives_the_real_function_over_http(home):
     from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
 
     with NuclioHttpServer(main.handler) as server:
-        client = TrainerClient(server.url)
+        client = TrainerClient(server.url, token=TRAINER_TOKEN)
         try:
             assert client.health()["status"] == "ok"
             with pytest.raises(TrainerRequestError, match="dataset 'task-8' not found") as caught:
@@ -349,3 +351,55 @@ def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weig
     model, train, reason = setup.plan(num_train_images=120, base_model=None)
     assert model.architecture == architecture and model.backbone == backbone
     assert f"model preset {preset}" in reason and "small-data recipe" in reason
+
+
+UNAUTHENTICATED = [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/20240101-000000-aaaaaa"),
+                   ("POST", "/jobs/20240101-000000-aaaaaa/cancel"), ("GET", "/models"), ("DELETE", "/health/x")]
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token-0123456789abcdef", TRAINER_TOKEN[:-1], TRAINER_TOKEN + "x"])
+@pytest.mark.parametrize(("method", "path"), UNAUTHENTICATED)
+def test_every_route_but_health_refuses_a_caller_without_the_token(trainer, home, token, method, path):
+    body = {"dataset_id": "task-7", "task_id": 7, "options": TINY_OPTIONS} if method == "POST" else None
+    status, error = trainer.call(method, path, body, token=token)
+    assert status == 401 and "missing or wrong trainer token" in error["error"]
+    assert "DETR_TRAINER_TOKEN" in error["error"] and TRAINER_TOKEN not in error["error"]
+    assert not any((home / "runs").iterdir()), "no job may be created"
+    status, health = trainer.call("GET", "/health", token=None)
+    assert status == 200 and health["status"] == "ok"
+
+
+def test_the_token_is_checked_in_constant_time(monkeypatch, trainer):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    assert trainer.call("GET", "/jobs", token="guess-0123456789abcdef")[0] == 401
+    assert compared and compared[-1][0] == f"Bearer {TRAINER_TOKEN}".encode()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "DETR_TRAINER_TOKEN is not set, and the trainer needs it"),
+    ("short", "DETR_TRAINER_TOKEN is 5 characters long; use at least 16"),
+])
+def test_the_trainer_does_not_start_without_a_strong_token(home, monkeypatch, value, message):
+    if value is None:
+        monkeypatch.delenv("DETR_TRAINER_TOKEN")
+    else:
+        monkeypatch.setenv("DETR_TRAINER_TOKEN", value)
+    with pytest.raises(RuntimeError, match=message):
+        Trainer(home).call("GET", "/health")
+
+
+def test_a_client_with_the_wrong_token_is_told_how_to_set_it(home):
+    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+
+    with NuclioHttpServer(main.handler) as server:
+        try:
+            assert TrainerClient(server.url, token="wrong-token-0123456789").health()["status"] == "ok"
+            with pytest.raises(TrainerRequestError, match="does not accept our token .* set DETR_TRAINER_TOKEN") as e:
+                TrainerClient(server.url, token="wrong-token-0123456789").list()
+            assert e.value.status == 401
+        finally:
+            server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)

@@ -8,6 +8,8 @@ POST /jobs/{id}/cancel     job
 GET  /health               {"status", "version", "device", "precision", "running", "queued", "publish", "weights",
                              "problems"}
 ```
+Every route but ``/health`` needs the trainer's shared token (``Authorization: Bearer <token>``,
+``cvat_plugin.trainer_auth``); without it the answer is a 401, whatever the path.
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
 state the trainer itself cannot read).
 """
@@ -21,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from cvat_plugin.trainer_auth import HOW_TO_SET, token_matches
 from detr.precision import resolve_precision
 from serverless.responses import RequestError
 from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
@@ -33,17 +36,25 @@ Reply = tuple[int, Any]
 
 
 class TrainerApi:
-    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *, can_publish: bool = False):
-        """``can_publish``: a Nuclio dashboard is configured; jobs then publish their model unless they
-        say ``"publish": false``."""
+    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *, token: str,
+                 can_publish: bool = False):
+        """``token``: the shared secret every route but ``/health`` requires; ``can_publish``: a Nuclio
+        dashboard is configured; jobs then publish their model unless they say ``"publish": false``."""
+        self.token = token
         self.store = store
         self.runner = runner
         self.home = home
         self.can_publish = can_publish
 
-    def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
-        """Answer one request; ``body()`` parses the JSON body when a route needs it."""
+    def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any], *,
+               authorization: str | None) -> Reply:
+        """Answer one request; ``body()`` parses the JSON body when a route needs it, ``authorization``
+        is the request's ``Authorization`` header."""
         path = "/" + path.strip("/")
+        # Checked before routing, so that without the token not even the routes can be probed.
+        if path != "/health" and not token_matches(self.token, authorization):
+            raise RequestError(f"missing or wrong trainer token: send 'Authorization: Bearer <token>'; "
+                               f"{HOW_TO_SET}", status=401)
         for pattern, routes in self._routes():
             match = re.fullmatch(pattern, path)
             if match is None:
