@@ -34,6 +34,7 @@ from cvat_plugin.model_store import ModelStore
 from cvat_plugin.storage import Storage, new_id
 from cvat_plugin.task_summary import summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
+from detr.config import TrainConfig
 from serverless.trainer.jobs import utc_now
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ logger = logging.getLogger(__name__)
 #: Trainer job states that hold the task: a second training gets 409 (``interrupted`` resumes by itself).
 ACTIVE_STATES = ("queued", "running", "interrupted")
 #: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
-DEFAULT_MAX_SIZE = 1333
-MAX_SIZE_RATIO = 1333 / 800
+DEFAULT_MAX_SIZE = TrainConfig.max_size
+MAX_SIZE_RATIO = TrainConfig.max_size / TrainConfig.image_size
 #: Calls made while a request waits: fewer retries and shorter timeouts than background work.
 REQUEST_TIMEOUT = (5.0, 30.0)
 REQUEST_RETRIES = 1

@@ -36,15 +36,17 @@ from cvat_plugin.auth import Credentials, credentials_from, redact_url
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION
 from cvat_plugin.storage import detr_home
 from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
+from detr.config import ConfigError, TrainConfig, parse_option
 
 #: The dialog's options and their defaults; ``epochs`` and ``image_size`` are ``detr.TrainConfig``'s.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "epochs": 50, "image_size": 800, "weights": "coco", "val_fraction": DEFAULT_VAL_FRACTION, "publish": True,
+    "epochs": TrainConfig.epochs, "image_size": TrainConfig.image_size, "weights": "coco",
+    "val_fraction": DEFAULT_VAL_FRACTION, "publish": True,
 }
 #: Starting points the trainer knows (``serverless/trainer/options.py``), best first.
 WEIGHTS = ("coco", "imagenet", "scratch", "previous")
-#: Bounds of the options, as ``detr.TrainConfig`` checks them (the dialog's own are narrower).
-LIMITS = {"epochs": (1, 10000), "image_size": (32, 4096)}
+#: The dialog's options that are ``detr.TrainConfig`` fields: checked against its bounds.
+TRAIN_OPTIONS = ("epochs", "image_size")
 #: Options the gateway uses itself rather than passing to the trainer.
 GATEWAY_OPTIONS = ("val_fraction", "publish")
 DEFAULT_WORKERS = 2
@@ -63,11 +65,12 @@ def check_options(options: Mapping[str, Any], *, where: str = "option") -> dict[
     unknown = [key for key in options if key not in DEFAULT_OPTIONS]
     if unknown:
         raise OptionError(f"unknown {where} {unknown[0]!r}; known options: {', '.join(DEFAULT_OPTIONS)}")
-    for name, (low, high) in LIMITS.items():
+    for name in TRAIN_OPTIONS:
         if name in options:
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise OptionError(f"{where} {name!r} must be a whole number from {low} to {high}, got {value!r}")
+            try:
+                parse_option(TrainConfig, name, options[name])
+            except ConfigError as e:
+                raise OptionError(f"{where} {e}") from None
     if "weights" in options and options["weights"] not in WEIGHTS:
         raise OptionError(f"{where} 'weights' must be one of {', '.join(WEIGHTS)}, got {options['weights']!r}")
     if "val_fraction" in options:

@@ -35,7 +35,7 @@ from .checkpoint import (
     safe_load,
     save_model_file,
 )
-from .config import ConfigError, ModelConfig, TrainConfig
+from .config import ConfigError, ModelConfig, TrainConfig, cpu_count
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
 from .distributed import Distributed, setup_distributed
 from .engine import predict, predict_heads, train_step
@@ -277,6 +277,9 @@ class _Loop:
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None
             )
         pin = device.type == "cuda"
+        workers = min(cfg.num_workers, cpu_count())  # more processes than CPUs only thrash
+        if workers < cfg.num_workers:
+            logger.warning("num_workers=%d is more than the %d CPUs here: using %d", cfg.num_workers, workers, workers)
         # Loaders draw worker seeds from their own generator, never from the global RNG that
         # dropout uses: a resumed run then replays exactly.
         self.loader_rng = torch.Generator()
@@ -284,7 +287,7 @@ class _Loop:
             self.train_set,
             batch_sampler=self.batches,
             collate_fn=collate,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             pin_memory=pin,
             generator=self.loader_rng,
         )
@@ -293,7 +296,7 @@ class _Loop:
             DetectionDataset(by_shape, eval_transforms(cfg.image_size, cfg.max_size)),
             batch_size=cfg.batch_size,
             collate_fn=collate,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             pin_memory=pin,
             generator=torch.Generator(),
         )

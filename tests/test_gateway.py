@@ -266,6 +266,9 @@ def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status,
     ({"epochs": 2.5}, "option 'epochs' must be a whole number"),
     ({"epochs": True}, "option 'epochs' must be a whole number"),
     ({"image_size": 16}, "option 'image_size' must be a whole number from 32 to 4096, got 16"),
+    ({"epochs": 100000}, "option 'epochs' must be a whole number from 1 to 10000, got 100000"),
+    ({"epochs": 10**400}, "option 'epochs' must be a whole number from 1 to 10000, got 1000"),
+    ({"image_size": 1e9}, "option 'image_size' must be a whole number from 32 to 4096, got 1000000000.0"),
     ({"epoch": 3}, "unknown option 'epoch'; known options: epochs, image_size, weights, val_fraction, publish"),
     ({"val_fraction": 1.5}, "option 'val_fraction' must be a fraction between 0 and 1"),
     ({"weights": "imagenet21k"}, "option 'weights' must be one of coco, imagenet, scratch, previous"),
@@ -279,6 +282,19 @@ def test_bad_options_are_refused_before_the_export(box, body, message):
     answer = Browser(box, box.alice).post(f"/tasks/{box.task.id}/train", body)
     assert answer.status_code == 400
     assert message.format(task=box.task.id) in error_of(answer)
+    assert exports(box) == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    (b'{"epochs": Infinity}', "option 'epochs' must be a whole number from 1 to 10000, got inf"),
+    (b'{"image_size": NaN}', "option 'image_size' must be a whole number from 32 to 4096, got nan"),
+    (b'{"val_fraction": NaN}', "option 'val_fraction' must be a fraction between 0 and 1"),
+])
+def test_non_finite_numbers_are_refused(box, text, message):
+    browser = Browser(box, box.alice)
+    answer = requests.post(f"{box.api}/tasks/{box.task.id}/train", data=text, cookies=browser.cookies,
+                           headers={"X-CSRFToken": browser.cookies["csrftoken"]}, timeout=30)
+    assert answer.status_code == 400 and message in error_of(answer)
     assert exports(box) == 0
 
 

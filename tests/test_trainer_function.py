@@ -248,8 +248,30 @@ BAD_REQUESTS = [
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model_preset": "r50"}}, 400,
      "option 'model_preset' must be one of auto, detr-r50, tiny"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": "ten"}}, 400,
-     "option 'epochs' must be an integer, got 'ten'"),
-    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400, "epochs=0 is invalid; must be >= 1"),
+     "option 'epochs' must be a whole number from 1 to 10000, got 'ten'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400,
+     "option 'epochs' must be a whole number from 1 to 10000, got 0"),
+    # Bounds: each an attack on the machine (a fork bomb, a huge allocation, a loss that never stops being NaN).
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"num_workers": 100000}}, 400,
+     "option 'num_workers' must be a whole number from 0 to 64, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"num_queries": 1e9}}}, 400,
+     "model option 'num_queries' must be a whole number from 1 to 3000, got 1000000000.0"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"lr": float("inf")}}, 400,
+     "option 'lr' must be a finite number from 1e-07 to 1, got inf"),
+    ("POST", "/jobs", b'{"dataset_id": "task-7", "options": {"lr": Infinity}}', 400,
+     "option 'lr' must be a finite number from 1e-07 to 1, got inf"),
+    ("POST", "/jobs", b'{"dataset_id": "task-7", "options": {"weight_decay": NaN}}', 400,
+     "option 'weight_decay' must be a finite number from 0 to 1, got nan"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 10**400}}, 400,
+     "option 'epochs' must be a whole number from 1 to 10000, got 1000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"batch_size": 100000}}, 400,
+     "option 'batch_size' must be a whole number from 1 to 256, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"image_size": 100000}}, 400,
+     "option 'image_size' must be a whole number from 32 to 4096, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"hidden_dim": 10**6}}}, 400,
+     "model option 'hidden_dim' must be a whole number from 8 to 2048, got 1000000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"dropout": -0.1}}}, 400,
+     "model option 'dropout' must be a finite number from 0 to 0.9, got -0.1"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"hflip": 1}}, 400, "option 'hflip' must be true or false"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "imagenet21k"}}, 400,
      "option 'weights' must be one of coco, imagenet, scratch, previous"),
@@ -294,6 +316,15 @@ def test_bad_requests_get_a_clear_4xx(trainer, home, method, path, body, status,
     assert (got_status, set(got)) == (status, {"error"})
     assert message in got["error"]
     assert not any(p.name.startswith("2") for p in (home / "runs").iterdir()), "no job may be created"
+
+
+def test_num_workers_is_capped_by_the_trainers_cpus(trainer, home, monkeypatch):
+    monkeypatch.setattr("serverless.trainer.options.cpu_count", lambda: 2)
+    status, error = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "options": {**TINY_OPTIONS,
+                                                                                      "num_workers": 3}})
+    assert status == 400
+    assert error["error"] == "option 'num_workers' must be a whole number from 0 to 2 (this trainer's CPUs), got 3"
+    assert not any((home / "runs").iterdir())
 
 
 def test_bad_queries_are_named(trainer):
