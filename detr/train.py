@@ -369,6 +369,10 @@ class _Loop:
                 logger.info("No better mAP in %d evaluations: stopping early", self.evals_since_best)
                 status = "early_stopped"
                 break
+        # A stop asked during the last step or the final evaluation still holds: no report, and the
+        # caller keeps no model of a cancelled run.
+        if status != "cancelled" and self.dist.any(self.should_stop(), self.device):
+            status = "cancelled"
         self._finish(cancelled=status == "cancelled")
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
         return FitResult(

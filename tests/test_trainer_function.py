@@ -434,3 +434,108 @@ def test_a_client_with_the_wrong_token_is_told_how_to_set_it(home):
             assert e.value.status == 401
         finally:
             server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)
+
+
+# --- cancels that hold ----------------------------------------------------------------------------
+
+
+def _cancel_inside(trainer: Trainer, monkeypatch, target: str, answers: list, *, call: int = 1) -> None:
+    """Patch ``target`` (a dotted name the worker calls) to cancel the running job through the API
+    when it is called for the ``call``-th time, before it runs."""
+    import importlib
+
+    module_name, attribute = target.rsplit(".", 1)
+    parts = module_name.split(".")
+    for split in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+            break
+        except ModuleNotFoundError:
+            continue
+    for name in parts[split:]:
+        owner = getattr(owner, name)
+    original, calls = getattr(owner, attribute), []
+
+    def cancelling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            answers.append(trainer.call("POST", f"/jobs/{trainer.runner.current}/cancel"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, attribute, cancelling)
+
+
+@pytest.mark.parametrize("moment", [
+    "detr.train.train_step",  # during the last step,
+    "detr.train._Loop.evaluate",  # the final evaluation,
+    "detr.train.save_model_file",  # saving the best model,
+    "detr.train._Loop._save_checkpoint",  # the last checkpoint,
+    "detr.train.write_report",  # or the report
+])
+def test_a_cancel_up_to_the_models_registration_ends_cancelled_without_a_model(trainer, home, monkeypatch, moment):
+    answers: list = []
+    # TINY_OPTIONS: 8 images, 2 of them for validation, batch 2 -> 3 steps; the third is the last.
+    _cancel_inside(trainer, monkeypatch, moment, answers, call=3 if moment.endswith("train_step") else 1)
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert answers and answers[0][0] == 200 and answers[0][1]["cancel_requested"]
+    assert done["state"] == "cancelled" and done["model_id"] is None and done["function"] is None
+    assert not (home / "models").exists() or not any((home / "models").iterdir()), "no model may be registered"
+
+
+def test_a_cancel_once_registration_began_is_refused_and_the_job_succeeds(trainer, home, monkeypatch):
+    answers: list = []
+    _cancel_inside(trainer, monkeypatch, "serverless.trainer.models.ModelRegistry.register", answers)
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    status, error = answers[0]
+    assert status == 409 and "its model is being registered; it can no longer be cancelled" in error["error"]
+    assert done["state"] == "succeeded" and done["model_id"] == "task-7-v1" and done["cancel_requested"] is None
+
+
+#: A trainer in its own process whose worker never reaches its next cancel check, as when the
+#: container is killed right after answering a cancel.
+KILLABLE_TRAINER = """
+import threading
+from serverless.trainer import main, runner
+from tests.fakes.nuclio import NuclioHttpServer
+runner.JobRunner._should_stop = lambda self: False
+with NuclioHttpServer(main.handler) as server:
+    print(server.url, flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_a_sigkill_right_after_a_cancel_does_not_resume_the_job(home):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cvat_plugin.trainer_client import TrainerClient
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_TRAINER], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        client = TrainerClient(process.stdout.readline().strip(), token=TRAINER_TOKEN)
+        job = client.submit("task-7", task_id=7, options={**TINY_OPTIONS, "epochs": 50})
+        deadline = time.monotonic() + 120
+        while client.get(job["id"])["step"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.cancel(job["id"])["cancel_requested"]
+        on_disk = json.loads((home / "runs" / job["id"] / "job.json").read_text())
+        assert on_disk["state"] == "running" and on_disk["cancel_requested"], "the cancel is written at once"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+
+    restarted = Trainer(home)
+    try:
+        after = restarted.job(job["id"])
+        assert after["state"] == "cancelled" and after["finished"] and after["model_id"] is None
+        assert restarted.runner.current is None and restarted.runner.queued == []
+        time.sleep(0.5)
+        assert restarted.job(job["id"]) == after, "the job never runs again"
+    finally:
+        restarted.runner.terminate(30)

@@ -70,6 +70,9 @@ class Job:
     resume_from: str | None = None
     """Job whose last checkpoint this job continues from."""
     publish: bool = False
+    cancel_requested: str | None = None
+    """When a cancel of the running job was asked: written at once, so that it holds up to the model's
+    registration and across a restart (the job then ends cancelled instead of resuming)."""
     created: str = field(default_factory=utc_now)
     started: str | None = None
     finished: str | None = None

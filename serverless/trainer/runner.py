@@ -3,8 +3,11 @@
 The trainer function owns one GPU, so jobs never run side by side. The HTTP handler
 only enqueues and returns; this thread trains. It stops cleanly in two ways:
 
-- ``cancel(job)``: the job's ``should_stop`` turns true, fit saves a checkpoint and
-  returns, the job ends ``cancelled``;
+- ``cancel(job)``: the request is written to the job at once and its ``should_stop`` turns
+  true; fit saves a checkpoint and returns, the job ends ``cancelled``. A cancel that arrives
+  during the last step, the final evaluation or saving still holds: the job ends ``cancelled``
+  and its model is neither registered nor published. Only once registration has begun is it
+  too late (409). A restart never resumes a job whose cancel was recorded;
 - ``terminate()`` (Nuclio's termination signal): the same, but the job becomes
   ``interrupted`` and is resumed from that checkpoint when the function starts again.
 """
@@ -53,6 +56,8 @@ class JobRunner:
         self._current: str | None = None
         self._cancel = threading.Event()
         self._terminating = threading.Event()
+        self._registering = False
+        """The current job finished training and its model is being registered: too late to cancel."""
         self._thread: threading.Thread | None = None
 
     # --- control, called from the handler ---------------------------------------------------
@@ -61,9 +66,14 @@ class JobRunner:
         self._thread.start()
 
     def recover(self) -> None:
-        """After a (re)start: jobs that were running are marked interrupted; every waiting job is queued."""
+        """After a (re)start: jobs whose cancel was recorded end cancelled, jobs that were running are
+        marked interrupted; every waiting job is queued."""
         for job in self.store.jobs():
-            if job.state == "running":
+            if job.state not in FINAL_STATES and job.cancel_requested:
+                logger.info("Job %s was cancelled at %s before the trainer stopped: it stays cancelled", job.id,
+                            job.cancel_requested)
+                self.store.update(job.id, state="cancelled", finished=utc_now(), eta_s=None)
+            elif job.state == "running":
                 logger.warning("Job %s was running when the trainer stopped: it resumes from its last checkpoint",
                                job.id)
                 self.store.update(job.id, state="interrupted")
@@ -82,9 +92,13 @@ class JobRunner:
             if job.state in FINAL_STATES:
                 raise RequestError(f"job {job_id} already {job.state}; there is nothing to cancel", status=409)
             if job_id == self._current:
+                if self._registering:
+                    raise RequestError(
+                        f"job {job_id} has finished training and its model is being registered; it can no longer "
+                        "be cancelled: unpublish or delete the model once the job has succeeded", status=409)
                 self._cancel.set()
                 logger.info("Job %s: cancel requested", job_id)
-                return job
+                return self.store.update(job_id, cancel_requested=job.cancel_requested or utc_now())
             if job_id in self._queue:
                 self._queue.remove(job_id)
             logger.info("Job %s: cancelled before it started", job_id)
@@ -147,14 +161,21 @@ class JobRunner:
                     job.dataset_id)
         try:
             result = self._fit(job, run_dir)
-            if result.status != "cancelled":
-                self._succeed(job, result)
+            with self._cond:  # a cancel is honoured up to this point, and refused after it
+                stopped = result.status == "cancelled" or self._should_stop()
+                self._registering = not stopped
+            if not stopped:
+                try:
+                    self._succeed(job, result)
+                finally:
+                    with self._cond:
+                        self._registering = False
                 return
         except Exception as e:
             logger.exception("Job %s failed", job_id)
             self.store.update(job_id, state="failed", finished=utc_now(), eta_s=None, error=_describe(e))
             return
-        if self._terminating.is_set():
+        if self._terminating.is_set() and not self._cancel.is_set():
             logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
             self.store.update(job_id, state="interrupted", eta_s=None)
         else:
