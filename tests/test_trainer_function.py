@@ -539,3 +539,67 @@ def test_a_sigkill_right_after_a_cancel_does_not_resume_the_job(home):
         assert restarted.job(job["id"]) == after, "the job never runs again"
     finally:
         restarted.runner.terminate(30)
+
+
+# --- a full volume --------------------------------------------------------------------------------
+
+
+def _full_volume(monkeypatch) -> None:
+    """Every JSON write on the volume fails as a full disk does, and the disk reports nothing free."""
+    import errno
+    import shutil
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("serverless.trainer.jobs.write_json_atomic", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+
+
+def test_a_full_volume_creates_no_phantom_job_and_says_so_in_json(trainer, home, monkeypatch):
+    trainer.runner  # started before the volume fills
+    with monkeypatch.context() as full:
+        _full_volume(full)
+        status, error = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "task_id": 7, "options": TINY_OPTIONS})
+        assert status == 507 and set(error) == {"error"}
+        assert error["error"].startswith(f"no space left on the shared volume (DETR_HOME {home}, 0 MB free)")
+        assert "free at least 1 MB" in error["error"] and "then try again" in error["error"]
+        status, listing = trainer.call("GET", "/jobs", fields={"task": "7"})
+        assert status == 200 and listing["jobs"] == [], "no job exists without its file"
+        assert not any((home / "runs").iterdir()), "and no run folder is left behind"
+        assert trainer.runner.queued == [] and trainer.runner.current is None
+    job = trainer.submit(options=TINY_OPTIONS)  # room again: the task is not blocked by a phantom
+    assert trainer.wait_final(job["id"])["state"] == "succeeded"
+
+
+def test_a_cancel_that_cannot_be_written_changes_nothing(trainer, home, monkeypatch):
+    trainer.runner.terminate(30)  # no worker: the job stays queued
+    queued = trainer.submit(options=TINY_OPTIONS)
+    with monkeypatch.context() as full:
+        _full_volume(full)
+        status, error = trainer.call("POST", f"/jobs/{queued['id']}/cancel")
+        assert status == 507 and "no space left on the shared volume" in error["error"]
+        assert trainer.job(queued["id"])["state"] == "queued", "memory says what the disk says"
+    status, job = trainer.call("POST", f"/jobs/{queued['id']}/cancel")
+    assert status == 200 and job["state"] == "cancelled"
+    assert json.loads((home / "runs" / queued["id"] / "job.json").read_text())["state"] == "cancelled"
+
+
+def test_a_checkpoint_that_does_not_fit_says_the_volume_is_full_and_how_much_to_free(trainer, home, monkeypatch):
+    import shutil
+
+    import detr.checkpoint
+
+    def full_disk_save(obj, f):  # what torch's zip writer raises when the disk fills
+        f.write(b"x" * 3 * 1024 * 1024)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3145728 vs 3145600")
+
+    monkeypatch.setattr(detr.checkpoint.torch, "save", full_disk_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "failed" and done["model_id"] is None
+    assert done["error"].startswith(f"no space left on the shared volume (DETR_HOME {home}, 0 MB free) to write runs/")
+    assert "free at least 4 MB" in done["error"] and f'"resume_from": "{job["id"]}"' in done["error"]
+    assert "enforce fail" not in done["error"]
+    assert not list((home / "runs" / job["id"]).glob(".*.tmp")), "no partial file is left"

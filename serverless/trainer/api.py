@@ -62,7 +62,10 @@ class TrainerApi:
             if method not in routes:
                 allowed = " or ".join(sorted(routes))
                 raise RequestError(f"{method} is not allowed on {path}; use {allowed}", status=405)
-            return routes[method](*match.groups(), query=query, body=body)
+            try:
+                return routes[method](*match.groups(), query=query, body=body)
+            except OSError as e:  # the volume: full (507) or unwritable (503), said in JSON
+                raise self.home.write_error(e, writing=f"the job files of {method} {path}") from e
         raise RequestError(
             f"no route {method} {path}; the trainer serves POST /jobs, GET /jobs, GET /jobs/<id>, "
             "POST /jobs/<id>/cancel and GET /health", status=404

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from cvat_plugin.storage import copy_atomic
 from detr import FitResult, fit
+from detr.checkpoint import DISK_FULL_ERRNOS, DiskFullError
 from detr.recipes import count_training_images
 from detr.recipes import starting_point as starting_point_kind
 from detr.train import read_run_config
@@ -120,7 +121,9 @@ class JobRunner:
 
     @property
     def current(self) -> str | None:
-        return self._current
+        """The job the worker runs; None once it has ended (the worker may still be tidying up)."""
+        job_id = self._current
+        return job_id if job_id is not None and self.store.get(job_id).state not in FINAL_STATES else None
 
     @property
     def queued(self) -> list[str]:
@@ -173,7 +176,7 @@ class JobRunner:
                 return
         except Exception as e:
             logger.exception("Job %s failed", job_id)
-            self.store.update(job_id, state="failed", finished=utc_now(), eta_s=None, error=_describe(e))
+            self._fail(job_id, self._describe(e, job_id))
             return
         if self._terminating.is_set() and not self._cancel.is_set():
             logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
@@ -206,6 +209,29 @@ class JobRunner:
                    pretrained=start.pretrained, backbone_weights=start.backbone_weights,
                    callbacks=[progress], should_stop=self._should_stop)
 
+    def _fail(self, job_id: str, error: str) -> None:
+        """Record a failure; when the volume cannot take even job.json, the job still answers as failed
+        until a restart, which resumes it from its last checkpoint once there is room."""
+        changes = {"state": "failed", "finished": utc_now(), "eta_s": None, "error": error}
+        try:
+            self.store.update(job_id, **changes)
+        except OSError as e:
+            logger.error("Job %s: cannot record its failure in job.json (%s)", job_id, e)
+            self.store.update(job_id, persist=False, **changes)
+
+    def _describe(self, error: Exception, job_id: str) -> str:
+        """One line for the job's ``error``: a full volume says so and how much to free; the engine's other
+        messages already say what to change."""
+        needed_mb, path = _disk_full(error)
+        if needed_mb is not None:
+            where = path.relative_to(self.home.root) if path and path.is_relative_to(self.home.root) else path
+            return self.home.disk_full(
+                needed_mb, writing=str(where or f"the files of job {job_id}"),
+                then=f'continue from the last checkpoint with a job of "resume_from": "{job_id}"')
+        text = str(error).strip() or type(error).__name__
+        plain = isinstance(error, (ValueError, RuntimeError, RequestError))
+        return text if plain else f"{type(error).__name__}: {text}"
+
     def _succeed(self, job: Job, result: FitResult) -> None:
         dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
         model_id, folder = self.registry.register(job, result, dataset)
@@ -217,13 +243,18 @@ class JobRunner:
                 changes["function"] = self.on_success(self.store.get(job.id), folder)
             except Exception as e:
                 logger.exception("Job %s: the model was saved as %s but the success hook failed", job.id, model_id)
-                changes["error"] = f"model {model_id} was saved, but publishing it failed: {_describe(e)}"
+                changes["error"] = f"model {model_id} was saved, but publishing it failed: {self._describe(e, job.id)}"
         self.store.update(job.id, **changes)
         logger.info("Job %s succeeded: model %s, AP %s", job.id, model_id, best_metrics.get("AP"))
 
 
-def _describe(error: Exception) -> str:
-    """One line for the job's ``error``: the engine's messages already say what to change."""
-    text = str(error).strip() or type(error).__name__
-    return text if isinstance(error, (ValueError, RuntimeError, RequestError)) else f"{type(error).__name__}: {text}"
-
+def _disk_full(error: BaseException) -> tuple[int | None, Path | None]:
+    """(MB to free, the file) when ``error`` or its cause is a full disk, else (None, None)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DiskFullError):
+            return seen.needed_mb, seen.path
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return 1, Path(seen.filename) if isinstance(seen.filename, str) else None
+        seen = seen.__cause__ or seen.__context__
+    return None, None
