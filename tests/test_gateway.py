@@ -13,6 +13,7 @@ import json
 import secrets
 import string
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
@@ -445,14 +446,21 @@ def deliver(box: Sandbox, payload: Any, *, signature: Optional[str] = "good") ->
     return requests.post(f"{box.api}/webhooks/cvat", data=body, headers=headers, timeout=30)
 
 
-def job_update(task: Task, index: int, *, before: dict, service: User) -> dict:
-    """An ``update:job`` payload as ``cvat/apps/webhooks/signals.py`` builds it."""
+def cvat_now() -> str:
+    """A timestamp as CVAT's serializers write it: microseconds and ``Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def job_update(task: Task, index: int, *, before: dict, service: User, updated: Optional[str] = None) -> dict:
+    """An ``update:job`` payload as ``cvat/apps/webhooks/signals.py`` builds it; ``updated``: the job's
+    ``updated_date`` (default: now)."""
     job = task.jobs[index]
     return {
         "event": "update:job",
         "job": {"id": job.id, "task_id": task.id, "project_id": task.project_id, "state": job.state,
                 "stage": job.stage, "type": "annotation", "start_frame": job.start_frame,
-                "stop_frame": job.stop_frame, "assignee": None, "url": f"http://cvat/api/jobs/{job.id}"},
+                "stop_frame": job.stop_frame, "assignee": None, "url": f"http://cvat/api/jobs/{job.id}",
+                "updated_date": updated or cvat_now()},
         "before_update": before,
         "webhook_id": 3,
         "sender": {"id": service.id, "username": "annotator"},
@@ -541,17 +549,22 @@ def test_auto_retrain_waits_for_every_job_then_continues_from_the_last_model(ret
     assert exports(box) == 0
 
     task.jobs[1].state, task.jobs[1].stage = "completed", "acceptance"
-    second = deliver(box, job_update(task, 1, before={"state": "in progress", "stage": "validation"},
-                                     service=box.service))
+    completion = job_update(task, 1, before={"state": "in progress", "stage": "validation"}, service=box.service)
+    second = deliver(box, completion)
     assert second.status_code == 202, second.text
     started = second.json()
     assert started["status"] == "started" and "training from weights 'previous'" in started["reason"]
     assert started["job"]["state"] == "preparing" and started["job"]["options"]["weights"] == "previous"
 
-    # CVAT retries a delivery it thinks failed: the task is training, so nothing more starts.
-    again = deliver(box, job_update(task, 1, before={"state": "in progress"}, service=box.service))
+    # CVAT retries a delivery it thinks failed: the same event starts nothing more.
+    again = deliver(box, completion)
     assert again.status_code == 200 and again.json()["status"] == "ignored"
-    assert f"task {task.id} is already training" in again.json()["reason"]
+    assert "already started a training; a redelivered or replayed event starts nothing" in again.json()["reason"]
+    # A later change while the task trains: nothing more starts either.
+    later = deliver(box, job_update(task, 1, before={"state": "in progress"}, service=box.service,
+                                    updated=(datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()))
+    assert later.status_code == 200 and later.json()["status"] == "ignored"
+    assert f"task {task.id} is already training" in later.json()["reason"]
 
     # The export ran as the service account, and the trainer got a job continuing from the model.
     alice = Browser(box, box.alice)
@@ -567,6 +580,50 @@ def test_auto_retrain_of_a_task_without_a_model_starts_from_the_default_weights(
     answer = deliver(retrain_box, job_update(task, 0, before={"state": "in progress"}, service=retrain_box.service))
     assert answer.status_code == 202, answer.text
     assert answer.json()["job"]["options"]["weights"] == "scratch"
+
+
+def test_a_replayed_signed_delivery_is_ignored_with_its_reason_even_after_the_training_ended(retrain_box, tmp_path):
+    box = retrain_box
+    task = project_task(box, tmp_path, with_model=False)
+    for job in task.jobs:
+        job.state = "completed"
+    completion = job_update(task, 0, before={"state": "in progress"}, service=box.service)
+    started = deliver(box, completion)
+    assert started.status_code == 202, started.text
+    alice = Browser(box, box.alice)
+    alice.wait(started.json()["job"]["id"], lambda job: job["state"] in ("succeeded", "failed", "cancelled"))
+    exported = exports(box)
+
+    for _ in range(3):  # an attacker who kept the signed body, or CVAT's "Redeliver"
+        replay = deliver(box, completion)
+        assert replay.status_code == 200 and replay.json()["status"] == "ignored"
+        assert replay.json()["reason"] == (
+            f"this event (job {task.jobs[0].id} updated at {completion['job']['updated_date']}) already started a "
+            f"training; a redelivered or replayed event starts nothing")
+    remembered = json.loads((box.settings.home / "gateway" / "webhook-deliveries.json").read_text())
+    assert remembered == [f"{task.jobs[0].id}@{completion['job']['updated_date']}"], "kept on the volume"
+
+    # Another job's old completion, never seen before, predates the task's newest training: ignored too.
+    old = job_update(task, 1, before={"state": "in progress"}, service=box.service,
+                     updated=(datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    answer = deliver(box, old)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert f"job {task.jobs[1].id} was updated at {old['job']['updated_date']}, not after the task's latest " \
+           in answer.json()["reason"]
+    assert "a redelivered or replayed event starts nothing" in answer.json()["reason"]
+    assert exports(box) == exported, "no training started"
+
+
+def test_a_delivery_without_updated_date_starts_nothing(retrain_box, tmp_path):
+    task = project_task(retrain_box, tmp_path, with_model=False)
+    for job in task.jobs:
+        job.state = "completed"
+    payload = job_update(task, 0, before={"state": "in progress"}, service=retrain_box.service)
+    del payload["job"]["updated_date"]
+    answer = deliver(retrain_box, payload)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert "has no valid updated_date (None), so a replayed delivery cannot be told" in answer.json()["reason"]
+    assert exports(retrain_box) == 0
 
 
 # --- configuration ----------------------------------------------------------------------------------
