@@ -143,10 +143,10 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.task_id)
+            self._authorize_job(credentials, job_id, prep.task_id)
             return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
         job = self._trainer_job(job_id)
-        self.authorize(credentials, self._task_of(job))
+        self._authorize_job(credentials, job_id, job.get("task_id"))
         return job
 
     def task_models(self, credentials: Optional[Credentials], task_id: int) -> list[dict[str, Any]]:
@@ -205,7 +205,7 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.task_id)
+            self._authorize_job(credentials, job_id, prep.task_id)
             with self._lock:
                 prep = self._preparation(job_id)
                 if prep.state == "preparing":
@@ -218,7 +218,7 @@ class TrainingService:
                 raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
             job_id = prep.job_id
         else:
-            self.authorize(credentials, self._task_of(self._trainer_job(job_id)))
+            self._authorize_job(credentials, job_id, self._trainer_job(job_id).get("task_id"))
         try:
             return self.trainer().cancel(job_id)
         except TrainerError as e:
@@ -300,11 +300,23 @@ class TrainingService:
         """Whether a model was trained on the task (what weights ``previous`` continues from)."""
         return any(entry.task_id == task_id for entry in self.models.entries())
 
+    def _authorize_job(self, credentials: Optional[Credentials], job_id: str, task_id: Optional[int]) -> None:
+        """The caller may see a job only if CVAT lets them see its task. Otherwise the answer is the one for a
+        job that does not exist, so that nobody learns which job ids exist by probing them."""
+        if task_id is None:  # started without a task (cvat-detr): not shown through the gateway
+            raise _no_such_job(job_id)
+        try:
+            self.authorize(credentials, int(task_id))
+        except GatewayError as e:
+            if e.status in (403, 404):
+                raise _no_such_job(job_id) from None
+            raise
+
     def _preparation(self, prep_id: str) -> Preparation:
         with self._lock:
             prep = self.preparations.get(prep_id)
         if prep is None:
-            raise GatewayError(404, f"no training job {prep_id!r}")
+            raise _no_such_job(prep_id)
         return prep
 
     def _trainer_job(self, job_id: str) -> dict[str, Any]:
@@ -312,17 +324,16 @@ class TrainingService:
             return self.trainer().get(job_id)
         except TrainerRequestError as e:
             if e.status == 404:
-                raise GatewayError(404, f"no training job {job_id!r}") from e
+                raise _no_such_job(job_id) from e
             raise from_trainer(e) from e
         except TrainerError as e:
             raise from_trainer(e) from e
 
-    @staticmethod
-    def _task_of(job: Mapping[str, Any]) -> int:
-        if job.get("task_id") is None:
-            raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task; the DETR service shows "
-                                    f"only jobs of tasks you can see in CVAT")
-        return int(job["task_id"])
+
+def _no_such_job(job_id: str) -> GatewayError:
+    """The same answer for a job that does not exist and for one of a task the caller cannot see."""
+    return GatewayError(404, f"no training job {job_id!r} in the tasks you can see in CVAT; list a task's jobs "
+                             f"with GET /detr/api/jobs?task=<task id>")
 
 
 def _version() -> str:

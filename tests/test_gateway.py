@@ -299,6 +299,19 @@ def test_non_finite_numbers_are_refused(box, text, message):
     assert exports(box) == 0
 
 
+@pytest.mark.parametrize("path", ["/tasks/{task}/train", "/webhooks/cvat"])
+def test_a_deeply_nested_body_gets_a_400_not_a_traceback(retrain_box, path):
+    browser = Browser(retrain_box, retrain_box.alice)
+    body = b"[" * 5000 + b"]" * 5000
+    headers = {"X-CSRFToken": browser.cookies["csrftoken"]}
+    if path == "/webhooks/cvat":
+        headers = {"X-Signature-256": "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+    answer = requests.post(retrain_box.api + path.format(task=retrain_box.task.id), data=body,
+                           cookies=browser.cookies, headers=headers, timeout=30)
+    assert answer.status_code == 400 and answer.headers["content-type"] == "application/json"
+    assert error_of(answer) == "the request body is nested too deeply; send a flat JSON object"
+
+
 def test_a_body_that_is_not_json_is_refused(box):
     browser = Browser(box, box.alice)
     answer = requests.post(f"{box.api}/tasks/{box.task.id}/train", data=b"{epochs: 3", cookies=browser.cookies,
@@ -350,10 +363,13 @@ def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
     running = second.json()["job"]
     assert running["task_id"] == box.task.id and running["state"] in ACTIVE
 
-    # Another user sees and cancels nothing of it.
+    # Another user sees and cancels nothing of it, and cannot tell it from a job that does not exist.
+    missing = bob.get("/jobs/20250101-000000-abcdef")
     for answer in (bob.get(f"/jobs/{first['id']}"), bob.post(f"/jobs/{first['id']}/cancel"),
-                   bob.get(f"/jobs/{running['id']}")):
-        assert answer.status_code == 403 and "You do not have permission" in error_of(answer)
+                   bob.get(f"/jobs/{running['id']}"), missing, bob.post("/jobs/prep-20250101-000000-abcdef/cancel")):
+        assert answer.status_code == 404 and "in the tasks you can see in CVAT" in error_of(answer)
+        assert error_of(answer).replace(answer.url.split("/jobs/")[1].split("/")[0], "<id>") == \
+            error_of(missing).replace("20250101-000000-abcdef", "<id>")
 
     job = alice.wait(first["id"], lambda job: job["state"] == "running")
     assert alice.post(f"/jobs/{job['id']}/cancel").status_code == 200

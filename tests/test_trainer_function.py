@@ -231,6 +231,7 @@ def finished_run(home: Path, job_id: str, labels: list[str], state: str = "succe
 BAD_REQUESTS = [
     ("POST", "/jobs", None, 400, "expected a JSON object"),
     ("POST", "/jobs", b"{not json", 400, "not valid JSON"),
+    ("POST", "/jobs", b"[" * 5000 + b"]" * 5000, 400, "the request body is nested too deeply"),
     ("POST", "/jobs", {"options": {}}, 400, "missing field 'dataset_id'"),
     ("POST", "/jobs", {"dataset_id": "task-7", "epochs": 3}, 400, "unknown field 'epochs'; a job request has"),
     ("POST", "/jobs", {"dataset_id": "task-8"}, 404, "dataset 'task-8' not found in DETR_HOME/datasets"),
