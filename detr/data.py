@@ -62,6 +62,8 @@ class DetectionData:
     val: list[ImageRecord]
     source: str
     warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Images left out because their file is missing or unreadable (names as the annotations give them)."""
 
 
 def load_detection_data(
@@ -106,11 +108,21 @@ def load_detection_data(
         labels = _labels_from_categories(documents)
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
+    skipped: list[str] = []
+    listed_in: dict[Path, Path] = {}  # image file -> the annotation file that lists it
     next_id = 1
     for subset_split, files in subsets.items():
         for f in files:
-            records = _parse_coco(f, documents[f], root, labels, warnings, first_id=next_id)
+            records = _parse_coco(f, documents[f], root, labels, warnings, skipped, first_id=next_id)
             next_id += len(documents[f].get("images", []))
+            for r in records:
+                # The same picture twice could be trained on and validated on: a silent leak.
+                if r.path in listed_in:
+                    first = listed_in[r.path]
+                    where = f"twice in {f.name}" if first == f else f"in {first.name} and {f.name}"
+                    raise DatasetError(f"image {r.file_name!r} is listed {where}; keep one entry per picture "
+                                       "(re-export the task, or remove the duplicate from the annotations)")
+                listed_in[r.path] = f
             (val if subset_split == "val" else train).extend(records)
 
     if not train and not val:
@@ -123,7 +135,7 @@ def load_detection_data(
         )
     for w in warnings:
         logger.warning(w)
-    return DetectionData(labels=labels, train=train, val=val, source=str(path), warnings=warnings)
+    return DetectionData(labels=labels, train=train, val=val, source=str(path), warnings=warnings, skipped=skipped)
 
 
 def extract_zip(archive: Path, dest: Path) -> Path:
@@ -228,8 +240,9 @@ def _labels_from_categories(documents: dict[Path, Any]) -> list[str]:
 
 
 def _parse_coco(
-    path: Path, doc: Any, root: Path, labels: list[str], warnings: list[str], *, first_id: int
+    path: Path, doc: Any, root: Path, labels: list[str], warnings: list[str], skipped: list[str], *, first_id: int
 ) -> list[ImageRecord]:
+    """The usable images of one COCO file; ``warnings`` and ``skipped`` (image names) collect what was left out."""
     if not isinstance(doc, dict) or "images" not in doc:
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
     class_of_name = {name: i for i, name in enumerate(labels)}
@@ -265,12 +278,14 @@ def _parse_coco(
         image_path = resolver.resolve(file_name)
         if image_path is None:
             missing.append(file_name)
+            skipped.append(file_name)
             continue
         width, height = int(img.get("width") or 0), int(img.get("height") or 0)
         try:
             actual = upright_size(image_path)  # reads the header only
         except (OSError, Image.DecompressionBombError) as e:
             warnings.append(f"{image_path}: cannot read the image ({e}); skipped (re-export or delete the frame)")
+            skipped.append(file_name)
             continue
         if (width, height) != actual:
             if width and height:

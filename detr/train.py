@@ -83,6 +83,8 @@ class FitResult:
     model_path: Path
     checkpoint_path: Path
     out_dir: Path
+    skipped_images: list[str] = field(default_factory=list)
+    """Images the run left out because their file is missing or unreadable."""
 
 
 Callback = Callable[[TrainEvent], None]
@@ -376,7 +378,8 @@ class _Loop:
         self._finish(cancelled=status == "cancelled")
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
         return FitResult(
-            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out
+            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out,
+            skipped_images=list(self.data.skipped),
         )
 
     def _train_epoch(self) -> dict[str, float] | None:

@@ -604,3 +604,13 @@ def test_a_checkpoint_that_does_not_fit_says_the_volume_is_full_and_how_much_to_
     assert "free at least 4 MB" in done["error"] and f'"resume_from": "{job["id"]}"' in done["error"]
     assert "enforce fail" not in done["error"]
     assert not list((home / "runs" / job["id"]).glob(".*.tmp")), "no partial file is left"
+
+
+def test_skipped_images_are_reported_in_the_job_not_only_in_the_log(trainer, home):
+    images = home / "datasets" / "task-7" / "images" / "default"
+    (images / "frame_000003.jpg").unlink()
+    (images / "frame_000005.jpg").write_bytes(b"not a JPEG any more")
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["skipped_images"] == {"count": 2, "first": ["frame_000003.jpg", "frame_000005.jpg"]}

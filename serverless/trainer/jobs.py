@@ -70,6 +70,8 @@ class Job:
     resume_from: str | None = None
     """Job whose last checkpoint this job continues from."""
     publish: bool = False
+    skipped_images: dict[str, Any] = field(default_factory=dict)
+    """Images the run left out, their files missing or unreadable: ``{"count", "first"}`` (the first few names)."""
     cancel_requested: str | None = None
     """When a cancel of the running job was asked: written at once, so that it holds up to the model's
     registration and across a restart (the job then ends cancelled instead of resuming)."""

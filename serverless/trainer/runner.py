@@ -37,6 +37,8 @@ from serverless.trainer.weights import starting_point
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: How many names of skipped images a job lists (all are in the trainer's log).
+SKIPPED_NAMES = 5
 
 SuccessHook = Callable[[Job, Path], Optional[str]]
 """Called after a successful job's model is registered, with the job and the model's folder.
@@ -164,6 +166,9 @@ class JobRunner:
                     job.dataset_id)
         try:
             result = self._fit(job, run_dir)
+            if result.skipped_images:
+                self.store.update(job_id, skipped_images={"count": len(result.skipped_images),
+                                                          "first": result.skipped_images[:SKIPPED_NAMES]})
             with self._cond:  # a cancel is honoured up to this point, and refused after it
                 stopped = result.status == "cancelled" or self._should_stop()
                 self._registering = not stopped
