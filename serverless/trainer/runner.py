@@ -99,9 +99,11 @@ class JobRunner:
                     raise RequestError(
                         f"job {job_id} has finished training and its model is being registered; it can no longer "
                         "be cancelled: unpublish or delete the model once the job has succeeded", status=409)
+                # Written first: a cancel that could not be recorded is refused (507), not half done.
+                cancelled = self.store.update(job_id, cancel_requested=job.cancel_requested or utc_now())
                 self._cancel.set()
                 logger.info("Job %s: cancel requested", job_id)
-                return self.store.update(job_id, cancel_requested=job.cancel_requested or utc_now())
+                return cancelled
             if job_id in self._queue:
                 self._queue.remove(job_id)
             logger.info("Job %s: cancelled before it started", job_id)
