@@ -20,6 +20,7 @@ import logging
 import random
 import shutil
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -115,14 +116,15 @@ def load_detection_data(
         for f in files:
             records = _parse_coco(f, documents[f], root, labels, warnings, skipped, first_id=next_id)
             next_id += len(documents[f].get("images", []))
-            for r in records:
-                # The same picture twice could be trained on and validated on: a silent leak.
-                if r.path in listed_in:
-                    first = listed_in[r.path]
-                    where = f"twice in {f.name}" if first == f else f"in {first.name} and {f.name}"
-                    raise DatasetError(f"image {r.file_name!r} is listed {where}; keep one entry per picture "
-                                       "(re-export the task, or remove the duplicate from the annotations)")
-                listed_in[r.path] = f
+            counts = Counter(r.path for r in records)
+            twice = next((r for r in records if counts[r.path] > 1), None)
+            if twice is not None:  # the split could put one copy in train and the other in val: a silent leak
+                raise DatasetError(f"{f.name}: image {twice.file_name!r} is listed twice; keep one entry per "
+                                   "picture (re-export the task, or remove the duplicate from the annotations)")
+            shared = [r for r in records if listed_in.setdefault(r.path, f) != f]
+            if shared:  # explicit subsets that share pictures: the caller's choice, said aloud
+                warnings.append(f"{len(shared)} image(s) of {f.name} are also in {listed_in[shared[0].path].name} "
+                                f"(e.g. {shared[0].file_name!r}): validation on them measures memorisation")
             (val if subset_split == "val" else train).extend(records)
 
     if not train and not val:
