@@ -283,7 +283,7 @@ class TrainCommand:
         where.add_argument("--local", action="store_true", help="train in this process")
         where.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
                            help="train in the trainer function at URL (its HTTP trigger); $DETR_HOME must be its "
-                                "shared volume (default: $DETR_TRAINER_URL)")
+                                "shared volume and $DETR_TRAINER_TOKEN its token (default: $DETR_TRAINER_URL)")
         _add_home_option(parser)
         _add_split_options(parser)
         model = parser.add_argument_group("model")
@@ -384,9 +384,7 @@ class TrainCommand:
 def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,
                       pbar: ProgressReporter) -> int:
     """Build the training set on the shared volume, submit a job to the trainer and follow it."""
-    from cvat_plugin.trainer_client import TrainerClient
-
-    trainer = TrainerClient(args.trainer)
+    trainer = _trainer_client(args)
     trainer.health()  # before the export: an unreachable trainer fails fast
     dataset_id = _source_id(args)
     dataset_dir = Storage(args.home).dataset_dir(dataset_id)
@@ -805,15 +803,21 @@ def _sdk_progress(pbar: ProgressReporter):
 
 def _add_trainer_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer", metavar="URL", default=os.environ.get("DETR_TRAINER_URL"),
-                        help="the trainer function's HTTP trigger (default: $DETR_TRAINER_URL)")
+                        help="the trainer function's HTTP trigger (default: $DETR_TRAINER_URL); its token is "
+                             "read from $DETR_TRAINER_TOKEN")
 
 
 def _trainer_client(args: argparse.Namespace):
+    from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
     from cvat_plugin.trainer_client import TrainerClient
 
     if not args.trainer:
         raise UsageError("pass --trainer URL (or set DETR_TRAINER_URL): the trainer function's HTTP trigger")
-    return TrainerClient(args.trainer)
+    try:
+        token = token_from_env(who="cvat-detr --trainer")
+    except TrainerTokenError as e:
+        raise UsageError(str(e)) from None
+    return TrainerClient(args.trainer, token=token)
 
 
 class StatusCommand:

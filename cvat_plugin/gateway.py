@@ -137,6 +137,8 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise GatewayError(400, f"the request body is not valid JSON ({e})") from None
+    except RecursionError:  # e.g. '[' x 5000: the parser's stack, not ours, gives up
+        raise GatewayError(400, "the request body is nested too deeply; send a flat JSON object") from None
 
 
 class _Endpoints:

@@ -66,6 +66,10 @@ def from_trainer(error: TrainerError) -> GatewayError:
         return GatewayError(503, "the DETR trainer is not available right now; try again in a minute, or ask a "
                                  "CVAT admin to check the detr-trainer function (`nuctl get functions`)")
     if isinstance(error, TrainerRequestError):
+        if error.status == 401:  # the gateway's token, not the caller's session: never a 401 to the browser
+            return GatewayError(502, "the DETR trainer does not accept the gateway's token; ask a CVAT admin to "
+                                     "give the gateway the trainer's DETR_TRAINER_TOKEN (deploy/deploy.sh keeps it "
+                                     "in CVAT's .env)")
         reason = error.body.get("error") if isinstance(error.body, dict) else None
         reason = reason or str(error)
         if 400 <= error.status < 500:

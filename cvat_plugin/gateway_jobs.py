@@ -40,6 +40,7 @@ from cvat_plugin.project_export import export_project
 from cvat_plugin.storage import Storage, new_id
 from cvat_plugin.task_summary import summarize_project, summarize_task
 from cvat_plugin.trainer_client import TrainerClient, TrainerError, TrainerRequestError
+from detr.config import TrainConfig
 from serverless.trainer.jobs import utc_now
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ logger = logging.getLogger(__name__)
 #: Trainer job states that hold the task: a second training gets 409 (``interrupted`` resumes by itself).
 ACTIVE_STATES = ("queued", "running", "interrupted")
 #: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
-DEFAULT_MAX_SIZE = 1333
-MAX_SIZE_RATIO = 1333 / 800
+DEFAULT_MAX_SIZE = TrainConfig.max_size
+MAX_SIZE_RATIO = TrainConfig.max_size / TrainConfig.image_size
 #: Why 'Publish when done' is off when the trainer has no Nuclio dashboard.
 CANNOT_PUBLISH = ("this trainer cannot publish models (it has no Nuclio dashboard): train without publishing, or "
                   "ask a CVAT admin to set NUCLIO_DASHBOARD_URL in the trainer's function config")
@@ -87,7 +88,8 @@ class TrainingService:
     def trainer(self) -> TrainerClient:
         """One per call (requests sessions are not meant to be shared between threads); a request waits
         for it, so a trainer that is down is reported at once rather than after long retries."""
-        return TrainerClient(self.settings.trainer_url, timeout=REQUEST_TIMEOUT, retries=REQUEST_RETRIES)
+        return TrainerClient(self.settings.trainer_url, token=self.settings.trainer_token, timeout=REQUEST_TIMEOUT,
+                             retries=REQUEST_RETRIES)
 
     def authorize(self, credentials: Optional[Credentials], source: Source) -> dict:
         """The task or project, if CVAT lets the caller see it."""
@@ -163,10 +165,10 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.source)
+            self._authorize_job(credentials, job_id, prep.source)
             return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
         job = self._trainer_job(job_id)
-        self.authorize(credentials, self._source_of(job))
+        self._authorize_job(credentials, job_id, self._source_of(job))
         return job
 
     def job_metrics(self, credentials: Optional[Credentials], job_id: str) -> list[dict[str, Any]]:
@@ -174,12 +176,12 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.source)
+            self._authorize_job(credentials, job_id, prep.source)
             if prep.job_id is None:
                 return []
             job_id = prep.job_id
         else:
-            self.authorize(credentials, self._source_of(self._trainer_job(job_id)))
+            self._authorize_job(credentials, job_id, self._source_of(self._trainer_job(job_id)))
         try:
             return self.trainer().metrics(job_id)
         except TrainerError as e:
@@ -301,7 +303,7 @@ class TrainingService:
         require_credentials(credentials)
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
-            self.authorize(credentials, prep.source)
+            self._authorize_job(credentials, job_id, prep.source)
             with self._lock:
                 prep = self._preparation(job_id)
                 if prep.state == "preparing":
@@ -314,7 +316,7 @@ class TrainingService:
                 raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
             job_id = prep.job_id
         else:
-            self.authorize(credentials, self._source_of(self._trainer_job(job_id)))
+            self._authorize_job(credentials, job_id, self._source_of(self._trainer_job(job_id)))
         try:
             return self.trainer().cancel(job_id)
         except TrainerError as e:
@@ -395,11 +397,23 @@ class TrainingService:
         """Whether a model was trained on the task or project (what weights ``previous`` continues from)."""
         return any(_source_of_model(entry) == source for entry in self.models.entries())
 
+    def _authorize_job(self, credentials: Optional[Credentials], job_id: str, source: Optional[Source]) -> None:
+        """The caller may see a job only if CVAT lets them see its task or project. Otherwise the answer is the
+        one for a job that does not exist, so that nobody learns which job ids exist by probing them."""
+        if source is None:  # started without a task or project (cvat-detr): not shown through the gateway
+            raise _no_such_job(job_id)
+        try:
+            self.authorize(credentials, source)
+        except GatewayError as e:
+            if e.status in (403, 404):
+                raise _no_such_job(job_id) from None
+            raise
+
     def _preparation(self, prep_id: str) -> Preparation:
         with self._lock:
             prep = self.preparations.get(prep_id)
         if prep is None:
-            raise GatewayError(404, f"no training job {prep_id!r}")
+            raise _no_such_job(prep_id)
         return prep
 
     def _trainer_job(self, job_id: str) -> dict[str, Any]:
@@ -407,19 +421,19 @@ class TrainingService:
             return self.trainer().get(job_id)
         except TrainerRequestError as e:
             if e.status == 404:
-                raise GatewayError(404, f"no training job {job_id!r}") from e
+                raise _no_such_job(job_id) from e
             raise from_trainer(e) from e
         except TrainerError as e:
             raise from_trainer(e) from e
 
     @staticmethod
-    def _source_of(job: Mapping[str, Any]) -> Source:
+    def _source_of(job: Mapping[str, Any]) -> Optional[Source]:
+        """The task or project a job trains on; None for a job started without one (``cvat-detr``)."""
         if job.get("task_id") is not None:
             return Source("task", int(job["task_id"]))
         if job.get("project_id") is not None:
             return Source("project", int(job["project_id"]))
-        raise GatewayError(403, f"job {job.get('id')} was not started for a CVAT task or project; the DETR service "
-                                f"shows only jobs of tasks and projects you can see in CVAT")
+        return None
 
 
 def _source_of_model(entry: ModelEntry) -> Optional[Source]:
@@ -433,6 +447,12 @@ def _require_images(task: Mapping[str, Any]) -> None:
         require_images(task)
     except DatasetError as e:
         raise GatewayError(422, str(e)) from None
+
+
+def _no_such_job(job_id: str) -> GatewayError:
+    """The same answer for a job that does not exist and for one of a task the caller cannot see."""
+    return GatewayError(404, f"no training job {job_id!r} in the tasks and projects you can see in CVAT; list a "
+                             f"task's jobs with GET /detr/api/jobs?task=<task id> (a project's with ?project=<id>)")
 
 
 def _version() -> str:

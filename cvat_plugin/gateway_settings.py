@@ -4,6 +4,8 @@
     CVAT as the gateway reaches it, e.g. ``http://cvat_server:8080`` on CVAT's compose network.
 ``DETR_TRAINER_URL`` (required)
     The trainer function's HTTP trigger, e.g. ``http://nuclio-nuclio-detr-trainer:8080``.
+``DETR_TRAINER_TOKEN`` (required)
+    The trainer's shared token (``cvat_plugin.trainer_auth``); sent to the trainer only, never to a browser.
 ``DETR_HOME``
     The volume shared with the trainer and the detector (datasets in, models out).
 ``DETR_WEBHOOK_SECRET``
@@ -33,15 +35,18 @@ from urllib.parse import urlsplit
 from cvat_plugin.auth import Credentials, credentials_from, redact_url
 from cvat_plugin.dataset import DEFAULT_VAL_FRACTION
 from cvat_plugin.storage import detr_home
+from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
+from detr.config import ConfigError, TrainConfig, parse_option
 
 #: The dialog's options and their defaults; ``epochs`` and ``image_size`` are ``detr.TrainConfig``'s.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "epochs": 50, "image_size": 800, "weights": "coco", "val_fraction": DEFAULT_VAL_FRACTION, "publish": True,
+    "epochs": TrainConfig.epochs, "image_size": TrainConfig.image_size, "weights": "coco",
+    "val_fraction": DEFAULT_VAL_FRACTION, "publish": True,
 }
 #: Starting points the trainer knows (``serverless/trainer/options.py``), best first.
 WEIGHTS = ("coco", "imagenet", "scratch", "previous")
-#: Bounds of the options, as ``detr.TrainConfig`` checks them (the dialog's own are narrower).
-LIMITS = {"epochs": (1, 10000), "image_size": (32, 4096)}
+#: The dialog's options that are ``detr.TrainConfig`` fields: checked against its bounds.
+TRAIN_OPTIONS = ("epochs", "image_size")
 #: Options the gateway uses itself rather than passing to the trainer.
 GATEWAY_OPTIONS = ("val_fraction", "publish")
 DEFAULT_WORKERS = 2
@@ -60,11 +65,12 @@ def check_options(options: Mapping[str, Any], *, where: str = "option") -> dict[
     unknown = [key for key in options if key not in DEFAULT_OPTIONS]
     if unknown:
         raise OptionError(f"unknown {where} {unknown[0]!r}; known options: {', '.join(DEFAULT_OPTIONS)}")
-    for name, (low, high) in LIMITS.items():
+    for name in TRAIN_OPTIONS:
         if name in options:
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise OptionError(f"{where} {name!r} must be a whole number from {low} to {high}, got {value!r}")
+            try:
+                parse_option(TrainConfig, name, options[name])
+            except ConfigError as e:
+                raise OptionError(f"{where} {e}") from None
     if "weights" in options and options["weights"] not in WEIGHTS:
         raise OptionError(f"{where} 'weights' must be one of {', '.join(WEIGHTS)}, got {options['weights']!r}")
     if "val_fraction" in options:
@@ -112,6 +118,7 @@ class GatewaySettings:
     cvat_url: str
     trainer_url: str
     home: Path
+    trainer_token: str = field(repr=False)
     webhook_secret: Optional[str] = field(default=None, repr=False)
     service_credentials: Optional[Credentials] = None
     auto_retrain: AutoRetrain = AutoRetrain()
@@ -162,10 +169,15 @@ class GatewaySettings:
             credentials = credentials_from(env=env)
         except ValueError as e:
             raise GatewayConfigError(f"CVAT service account: {e}") from e
+        try:
+            token = token_from_env(env, who="the DETR gateway")
+        except TrainerTokenError as e:
+            raise GatewayConfigError(str(e)) from None
         return cls(
             cvat_url=env["CVAT_URL"],
             trainer_url=env["DETR_TRAINER_URL"],
             home=detr_home(env),
+            trainer_token=token,
             webhook_secret=env.get("DETR_WEBHOOK_SECRET") or None,
             service_credentials=credentials,
             auto_retrain=AutoRetrain.parse(env.get("DETR_AUTO_RETRAIN_PROJECTS", "")),

@@ -7,28 +7,45 @@ CVAT posts ``{"event", "job", "before_update", "webhook_id", "sender"}`` for ``u
 ``state`` or ``stage`` changed) and every job of its task is completed, as CVAT tells the
 service account, a training of the task starts, continuing from the task's newest model
 (weights ``previous``; a task without one starts from the default weights). A task that is
-already training is left alone, so a repeated delivery starts nothing. The answer says what
-happened; CVAT keeps it in the webhook's delivery log.
+already training is left alone. The answer says what happened; CVAT keeps it in the webhook's
+delivery log.
+
+Replays: CVAT's signature covers no timestamp and its requests carry no delivery id, so a
+delivery posted again (CVAT's "Redeliver", or anyone who kept a signed body) is recognised by
+what the payload holds. A delivery that started a training is remembered on the volume by its
+job's id and ``updated_date`` and never starts another; and an event whose job was updated no
+later than the task's newest training or model is ignored, since that training already saw it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 from cvat_plugin.client import CvatError
-from cvat_plugin.gateway_errors import GatewayError, from_cvat
+from cvat_plugin.gateway_errors import GatewayError, from_cvat, from_trainer
 from cvat_plugin.gateway_jobs import TrainingService
 from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import AutoRetrain
+from cvat_plugin.storage import write_json_atomic
+from cvat_plugin.trainer_client import TrainerError
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Signature-256"
 JOB_DONE = "completed"
+#: Deliveries that started a training (``"<job id>@<updated_date>"``), under DETR_HOME/gateway; the newest kept.
+DELIVERIES_FILE = "webhook-deliveries.json"
+REMEMBERED_DELIVERIES = 1000
+#: One delivery at a time decides and remembers, so that two copies sent at once start one training.
+_deliveries_lock = threading.Lock()
 
 
 def signature_ok(secret: str, body: bytes, header: Optional[str]) -> bool:
@@ -45,6 +62,9 @@ class Decision:
 
     task_id: Optional[int]
     reason: str
+    job_id: Optional[int] = None
+    updated_date: Optional[str] = None
+    """The job's ``updated_date`` as CVAT sent it: with ``job_id``, what identifies the event."""
 
 
 def _whole_number(value: Any) -> Optional[int]:
@@ -73,7 +93,70 @@ def completed_job(payload: Any, auto_retrain: AutoRetrain) -> Decision:
         where = f"project {project_id}" if project_id is not None else "a task outside projects"
         return Decision(None, f"job {job_id} is in {where}, which does not retrain automatically "
                               f"(DETR_AUTO_RETRAIN_PROJECTS)")
-    return Decision(task_id, f"job {job_id} of task {task_id} was completed")
+    return Decision(task_id, f"job {job_id} of task {task_id} was completed", job_id, job.get("updated_date"))
+
+
+def _time(text: Any) -> Optional[datetime]:
+    """A timestamp of CVAT's (``...Z``) or ours (``...+00:00``), timezone-aware; None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _latest_training(service: TrainingService, task_id: int) -> Optional[tuple[datetime, str]]:
+    """When the task's newest training or model was made, and which it was."""
+    found: list[tuple[Optional[datetime], str]] = [
+        (_time(entry.card.get("created")), f"model {entry.id}")
+        for entry in service.models.entries() if entry.task_id == task_id]
+    found += [(_time(prep.created), f"training {prep.id}") for prep in service.preparations.of_task(task_id)]
+    try:
+        found += [(_time(job.get("created")), f"training {job.get('id')}")
+                  for job in service.trainer().list(task_id=task_id)]
+    except TrainerError as e:
+        raise from_trainer(e) from e
+    dated = [(moment, what) for moment, what in found if moment is not None]
+    return max(dated, key=lambda item: item[0]) if dated else None
+
+
+class _Deliveries:
+    """The deliveries that started a training, remembered on the volume across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.keys: list[str] = list(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            self.keys = []
+        except (OSError, ValueError, TypeError) as e:
+            logger.warning("%s is unreadable (%s): earlier deliveries are forgotten, newer-than checks remain",
+                           path, e)
+            self.keys = []
+
+    def remember(self, key: str) -> None:
+        self.keys = (self.keys + [key])[-REMEMBERED_DELIVERIES:]
+        write_json_atomic(self.path, self.keys)
+
+
+def _replayed(service: TrainingService, decision: Decision, deliveries: _Deliveries) -> Optional[str]:
+    """Why this event must start nothing although it completes the task's jobs, or None."""
+    assert decision.task_id is not None
+    updated = _time(decision.updated_date)
+    if updated is None:
+        return (f"job {decision.job_id} has no valid updated_date ({decision.updated_date!r}), so a replayed "
+                f"delivery cannot be told from a new one; nothing is started")
+    if f"{decision.job_id}@{decision.updated_date}" in deliveries.keys:
+        return (f"this event (job {decision.job_id} updated at {decision.updated_date}) already started a "
+                f"training; a redelivered or replayed event starts nothing")
+    latest = _latest_training(service, decision.task_id)
+    if latest is not None and updated <= latest[0]:
+        return (f"job {decision.job_id} was updated at {decision.updated_date}, not after the task's latest "
+                f"{latest[1]} ({latest[0].isoformat()}), which already includes it; a redelivered or replayed "
+                f"event starts nothing")
+    return None
 
 
 def handle_delivery(service: TrainingService, payload: Any) -> tuple[int, dict[str, Any]]:
@@ -84,27 +167,34 @@ def handle_delivery(service: TrainingService, payload: Any) -> tuple[int, dict[s
     task_id = decision.task_id
     if task_id is None:
         return 200, {"status": "ignored", "reason": decision.reason}
-    credentials = service.settings.service_credentials
-    try:
-        with service.cvat(credentials) as client:
-            jobs = client.get_jobs(task_id)
-    except CvatError as e:
-        raise from_cvat(e, action=f"list the jobs of task {task_id} as the DETR service account") from e
-    unfinished = [job for job in jobs if job.get("state") != JOB_DONE]
-    if unfinished or not jobs:
-        return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of its "
-                                                    f"{len(jobs)} jobs are not completed yet"}
-    defaults, choices, problem, _ = service.dialog_choices(Source("task", task_id))
-    if problem:
-        raise GatewayError(503, problem)
-    weights = "previous" if "previous" in choices else defaults["weights"]
-    try:
-        job = service.start(credentials, Source("task", task_id), {**defaults, "weights": weights},
-                            trigger="webhook")
-    except GatewayError as e:
-        if e.status == 409:
-            return 200, {"status": "ignored", "reason": e.message, "job": e.extra.get("job")}
-        raise
+    with _deliveries_lock:
+        deliveries = _Deliveries(service.settings.home / "gateway" / DELIVERIES_FILE)
+        replayed = _replayed(service, decision, deliveries)
+        if replayed is not None:
+            logger.info("Webhook delivery for task %d ignored: %s", task_id, replayed)
+            return 200, {"status": "ignored", "reason": replayed}
+        credentials = service.settings.service_credentials
+        try:
+            with service.cvat(credentials) as client:
+                jobs = client.get_jobs(task_id)
+        except CvatError as e:
+            raise from_cvat(e, action=f"list the jobs of task {task_id} as the DETR service account") from e
+        unfinished = [job for job in jobs if job.get("state") != JOB_DONE]
+        if unfinished or not jobs:
+            return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of its "
+                                                        f"{len(jobs)} jobs are not completed yet"}
+        defaults, choices, problem, _ = service.dialog_choices(Source("task", task_id))
+        if problem:
+            raise GatewayError(503, problem)
+        weights = "previous" if "previous" in choices else defaults["weights"]
+        try:
+            job = service.start(credentials, Source("task", task_id), {**defaults, "weights": weights},
+                                trigger="webhook")
+        except GatewayError as e:
+            if e.status == 409:
+                return 200, {"status": "ignored", "reason": e.message, "job": e.extra.get("job")}
+            raise
+        deliveries.remember(f"{decision.job_id}@{decision.updated_date}")
     logger.info("Task %d: all jobs completed; training %s started from weights %r", task_id, job["id"], weights)
     return 202, {"status": "started", "reason": f"all {len(jobs)} jobs of task {task_id} are completed; training "
                                                 f"from weights {weights!r}", "job": job}

@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
 from cvat_plugin.auth import redact_url
+from cvat_plugin.trainer_auth import HOW_TO_SET, authorization
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TrainerClient:
         self,
         url: str,
         *,
+        token: str,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff_factor: float = 0.5,
@@ -67,6 +69,7 @@ class TrainerClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._session = session or requests.Session()
+        self._session.headers["Authorization"] = authorization(token)
         retry = Retry(
             total=retries, connect=retries, read=retries, status=retries, other=0,
             allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
@@ -191,6 +194,8 @@ class TrainerClient:
             )
         if message is None:
             message = response.text[:200] or response.reason
+        if response.status_code == 401:
+            message = f"it does not accept our token ({message}); {HOW_TO_SET}"
         raise TrainerRequestError(
             f"the trainer refused {where} ({response.status_code}): {message}", response.status_code, body
         )

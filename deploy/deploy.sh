@@ -11,9 +11,14 @@
 # With CVAT_DIR (a CVAT checkout): also copies the UI plugin into CVAT_DIR/cvat-ui/plugins/detr and
 # builds CVAT's UI image with it (CLIENT_PLUGINS=plugins/detr) and the gateway's image.
 #
+# The trainer's job API needs a shared token (DETR_TRAINER_TOKEN): generated here once, kept in
+# DETR_TRAINER_TOKEN_FILE (mode 600, outside the repository so it never lands in an image), given to
+# the trainer with --env and, with CVAT_DIR, written to CVAT_DIR/.env for the gateway's compose override.
+#
 # Needs docker, and nuctl of the same version as CVAT's Nuclio dashboard. Environment:
-#   DETR_NETWORK   CVAT's compose network (default cvat_cvat)
-#   CVAT_VERSION   tag of CVAT's images (default dev, as in CVAT's docker-compose.yml)
+#   DETR_NETWORK            CVAT's compose network (default cvat_cvat)
+#   CVAT_VERSION            tag of CVAT's images (default dev, as in CVAT's docker-compose.yml)
+#   DETR_TRAINER_TOKEN_FILE where the trainer's token is kept (default ~/.config/cvat-detr/trainer-token)
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +70,15 @@ fi
 
 platform_config="{\"attributes\": {\"network\": \"$NETWORK\"}}"
 
+token_file="${DETR_TRAINER_TOKEN_FILE:-${XDG_CONFIG_HOME:-$HOME/.config}/cvat-detr/trainer-token}"
+if [ ! -s "$token_file" ]; then
+    echo "Generating the trainer's token in $token_file..."
+    mkdir -p "$(dirname "$token_file")"
+    (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$token_file")
+fi
+trainer_token="$(tr -d '[:space:]' < "$token_file")"
+[ "${#trainer_token}" -ge 16 ] || fail "$token_file holds a token shorter than 16 characters; delete it to generate a new one"
+
 ensure_project() {
     nuctl get project "$1" --platform local >/dev/null 2>&1 || nuctl create project "$1" --platform local
 }
@@ -73,13 +87,14 @@ deploy_function() {
     local project="$1" config="$2"
     echo "Deploying $config in project $project..."
     nuctl deploy --project-name "$project" --path "$REPO_DIR" --file "$REPO_DIR/$config" --platform local \
-        --platform-config "$platform_config"
+        --platform-config "$platform_config" "${@:3}"
 }
 
 ensure_project cvat
 ensure_project detr
 deploy_function cvat "$detector_config"
-deploy_function detr "$trainer_config"
+# nuctl appends --env to the file's env (pkg/nuctl/command/deploy.go); the token stays out of the yaml.
+deploy_function detr "$trainer_config" --env "DETR_TRAINER_TOKEN=$trainer_token"
 nuctl get function --platform local
 
 trainer_container="$(docker ps --filter "name=detr-trainer" --format '{{.Names}}' | head -n 1)"
@@ -88,7 +103,18 @@ if [ -n "$trainer_container" ]; then
         "http://$trainer_container:8080"
 fi
 
+echo "cvat-detr --trainer needs the token too: export DETR_TRAINER_TOKEN=\"\$(cat $token_file)\""
+
 if [ -n "$cvat_dir" ]; then
+    # The gateway's compose override reads DETR_TRAINER_TOKEN from CVAT's .env.
+    env_file="$cvat_dir/.env"
+    touch "$env_file" && chmod 600 "$env_file"
+    if grep -q '^DETR_TRAINER_TOKEN=' "$env_file"; then
+        sed -i "s/^DETR_TRAINER_TOKEN=.*/DETR_TRAINER_TOKEN=$trainer_token/" "$env_file"
+    else
+        echo "DETR_TRAINER_TOKEN=$trainer_token" >> "$env_file"
+    fi
+    echo "The trainer's token is in $env_file for the gateway"
     plugin_dir="$cvat_dir/cvat-ui/plugins/detr/src"
     echo "Copying the Train DETR plugin to $plugin_dir/ts..."
     rm -rf "$plugin_dir/ts"

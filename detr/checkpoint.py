@@ -8,10 +8,13 @@ with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists a
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,23 @@ CLASS_HEAD_PATTERN = re.compile(r"^(class_embed(\.\d+)?|dense_head\.class_pred\.
 FILE_MODE = 0o644
 
 
+#: What ``write`` raises when the disk fills: OSError, or a RuntimeError from torch's zip writer
+#: (``[enforce fail at inline_container.cc:...] . unexpected pos``), which names no cause.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+MB = 1024 * 1024
+
+
 class CheckpointError(ValueError):
     """A model, checkpoint or weights file is missing, damaged or does not fit the model."""
+
+
+class DiskFullError(CheckpointError):
+    """No space was left to write ``path``; ``needed_mb`` is how much to free for it to fit."""
+
+    def __init__(self, path: Path, free_mb: int, needed_mb: int):
+        super().__init__(f"{path}: no space left on its disk to write it ({free_mb} MB free); free at least "
+                         f"{needed_mb} MB, then try again; the previous version is kept")
+        self.path, self.free_mb, self.needed_mb = path, free_mb, needed_mb
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
@@ -53,13 +71,30 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
+        full = _disk_full(e, path, Path(tmp))
         Path(tmp).unlink(missing_ok=True)
+        if full is not None:
+            raise full from e
         if isinstance(e, OSError):
             raise CheckpointError(
                 f"{path}: could not be written ({e.strerror or e}); the previous version is kept. "
                 "Free disk space or choose another output folder"
             ) from e
         raise
+
+
+def _disk_full(error: BaseException, path: Path, tmp: Path) -> DiskFullError | None:
+    """The error as a :class:`DiskFullError` when the disk is what failed, else None."""
+    free = shutil.disk_usage(path.parent).free
+    written = tmp.stat().st_size if tmp.exists() else 0
+    if isinstance(error, OSError):
+        if error.errno not in DISK_FULL_ERRNOS:
+            return None
+    elif not (isinstance(error, RuntimeError) and free < MB):
+        return None
+    # The file needs room for at least what was written before the failure, or its last version's size.
+    size = max(written, path.stat().st_size if path.exists() else 0)
+    return DiskFullError(path, free // MB, math.ceil(size / MB) + 1)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

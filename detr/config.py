@@ -2,14 +2,19 @@
 
 Every file the project writes stores these as plain JSON dicts (``to_dict``), and
 ``from_dict`` rejects unknown keys by name, so a typo never passes silently.
-CLI flags and trainer job options map onto the same fields: defaults live here only.
+CLI flags and trainer job options map onto the same fields: defaults live here only, and so do
+the bounds of every numeric field (``bounds`` in a field's metadata), which the trainer, the
+gateway and ``cvat-detr`` all check through :func:`parse_option`. Bounds are closed intervals
+wide enough for any sensible run and tight enough that no request can exhaust the machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Optional, TypeVar
 
 ARCHITECTURES = ("detr", "fast")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -31,17 +36,78 @@ DETR_R50_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 _C = TypeVar("_C", bound="_ConfigBase")
 
 
-def _field(default: Any, help: str = "") -> Any:
-    """A dataclass field whose help text also serves the CLI flag generated from it."""
-    return field(default=default, metadata={"help": help})
+Bounds = tuple[float, float]
+
+
+def _field(default: Any, help: str = "", bounds: Optional[Bounds] = None) -> Any:
+    """A dataclass field whose help text also serves the CLI flag generated from it; a numeric field
+    gives its ``bounds`` (lowest, highest), both allowed."""
+    metadata: dict[str, Any] = {"help": help}
+    if bounds is not None:
+        metadata["bounds"] = bounds
+    return field(default=default, metadata=metadata)
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid or unknown."""
 
 
+def option_rule(config_class: type, name: str) -> str:
+    """What a field takes, in words: ``a whole number from 1 to 10000``, ``true or false``..."""
+    f = {f.name: f for f in dataclasses.fields(config_class)}[name]
+    if isinstance(f.default, bool):
+        return "true or false"
+    if isinstance(f.default, (int, float)):
+        kind = "a whole number" if isinstance(f.default, int) else "a finite number"
+        low, high = f.metadata["bounds"]
+        return f"{kind} from {_number(low)} to {_number(high)}"
+    return "a string" if isinstance(f.default, str) else f"a {type(f.default).__name__}"
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on: the most data-loading workers worth starting."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def parse_option(config_class: type, name: str, value: Any) -> Any:
+    """A JSON value for a config field, checked against the field's type and bounds: whole floats
+    become ints where ints are due. Raises :class:`ConfigError` ``'<name>' must be <rule>, got <value>``."""
+    default = {f.name: f.default for f in dataclasses.fields(config_class)}[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        bounds = {f.name: f for f in dataclasses.fields(config_class)}[name].metadata["bounds"]
+        # Python compares ints of any size with floats exactly; ``float(10**400)`` would overflow.
+        ok = number and (isinstance(value, int) or math.isfinite(value)) and bounds[0] <= value <= bounds[1]
+        if ok and isinstance(default, int):
+            ok = isinstance(value, int) or float(value).is_integer()
+            value = int(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name!r} must be {option_rule(config_class, name)}, got {value!r}")
+    return value
+
+
 class _ConfigBase:
     _section = "config"
+
+    def _check_bounds(self) -> None:
+        """Every numeric field within its bounds (and finite): the first check of ``__post_init__``."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if "bounds" in f.metadata:
+                value = getattr(self, f.name)
+                try:
+                    parse_option(type(self), f.name, value)
+                except ConfigError:
+                    _check(False, self._section, f.name, value, f"must be {option_rule(type(self), f.name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -73,7 +139,9 @@ class ModelConfig(_ConfigBase):
 
     _section = "model"
 
-    num_classes: int = _field(91, "Number of object classes K; the class head has K+1 outputs (last = no-object).")
+    num_classes: int = _field(
+        91, "Number of object classes K; the class head has K+1 outputs (last = no-object).", bounds=(1, 5000)
+    )
     architecture: str = _field(
         "detr",
         "'detr': the official DETR (loads the COCO checkpoints); 'fast': the fast-converging DETR for "
@@ -89,19 +157,25 @@ class ModelConfig(_ConfigBase):
     backbone_norm: str = _field(
         "frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."
     )
-    hidden_dim: int = _field(256, "Transformer width d.")
-    nheads: int = _field(8, "Attention heads.")
-    enc_layers: int = _field(6, "Encoder layers.")
-    dec_layers: int = _field(6, "Decoder layers.")
-    dim_feedforward: int = _field(2048, "Feed-forward width in each transformer layer.")
-    dropout: float = _field(0.1, "Dropout in the transformer.")
+    hidden_dim: int = _field(256, "Transformer width d.", bounds=(8, 2048))
+    nheads: int = _field(8, "Attention heads.", bounds=(1, 64))
+    enc_layers: int = _field(6, "Encoder layers.", bounds=(0, 24))
+    dec_layers: int = _field(6, "Decoder layers.", bounds=(1, 24))
+    dim_feedforward: int = _field(2048, "Feed-forward width in each transformer layer.", bounds=(8, 16384))
+    dropout: float = _field(0.1, "Dropout in the transformer.", bounds=(0.0, 0.9))
     num_queries: int = _field(
-        100, "Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints."
+        100,
+        "Object queries: the most objects one image can get; keep 100 to fine-tune official checkpoints.",
+        bounds=(1, 3000),
     )
     pre_norm: bool = _field(False, "LayerNorm before (not after) attention and feed-forward (detr).")
-    dec_points: int = _field(4, "Sampling points per head and feature level in the decoder's cross-attention (fast).")
+    dec_points: int = _field(
+        4, "Sampling points per head and feature level in the decoder's cross-attention (fast).", bounds=(1, 16)
+    )
     feature_levels: int = _field(
-        3, "Feature levels of the fast architecture, coarsest kept: 3 = strides 8, 16 and 32; 1 = stride 32 only."
+        3,
+        "Feature levels of the fast architecture, coarsest kept: 3 = strides 8, 16 and 32; 1 = stride 32 only.",
+        bounds=(1, 3),
     )
     two_stage: bool = _field(
         True, "Fast: queries start from the dense head's best cells; off: learnt queries and reference boxes."
@@ -118,8 +192,8 @@ class ModelConfig(_ConfigBase):
     )
 
     def __post_init__(self) -> None:
+        self._check_bounds()
         s = self._section
-        _check(self.num_classes >= 1, s, "num_classes", self.num_classes, "need at least one class")
         _check(
             self.architecture in ARCHITECTURES,
             s,
@@ -159,16 +233,9 @@ class ModelConfig(_ConfigBase):
             f"needs a bottleneck ResNet (resnet50 or resnet101); torchvision's {self.backbone} cannot dilate",
         )
         _check(self.hidden_dim % 2 == 0, s, "hidden_dim", self.hidden_dim, "must be even (sine position encoding)")
-        _check(self.enc_layers >= 0, s, "enc_layers", self.enc_layers, "must be >= 0")
-        _check(self.dec_layers >= 1, s, "dec_layers", self.dec_layers, "must be >= 1")
-        _check(self.dim_feedforward > 0, s, "dim_feedforward", self.dim_feedforward, "must be > 0")
-        _check(0.0 <= self.dropout < 1.0, s, "dropout", self.dropout, "must be in [0, 1)")
-        _check(self.num_queries >= 1, s, "num_queries", self.num_queries, "must be >= 1")
         _check(
             self.classifier in CLASSIFIERS, s, "classifier", self.classifier, f"choose one of {', '.join(CLASSIFIERS)}"
         )
-        _check(1 <= self.dec_points <= 16, s, "dec_points", self.dec_points, "must be in [1, 16]")
-        _check(1 <= self.feature_levels <= 3, s, "feature_levels", self.feature_levels, "must be 1, 2 or 3")
         _check(
             self.cross_attention in CROSS_ATTENTIONS,
             s,
@@ -208,76 +275,80 @@ class TrainConfig(_ConfigBase):
             data = {k: v for k, v in data.items() if k != "amp"} | {"precision": "auto" if data["amp"] else "fp32"}
         return super().from_dict(data)
 
-    epochs: int = _field(50, "Passes over the training images.")
-    batch_size: int = _field(2, "Images per step.")
-    lr: float = _field(1e-4, "AdamW learning rate of the transformer and heads.")
-    lr_backbone: float = _field(1e-5, "Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.")
-    weight_decay: float = _field(1e-4, "AdamW weight decay.")
+    epochs: int = _field(50, "Passes over the training images.", bounds=(1, 10000))
+    batch_size: int = _field(2, "Images per step.", bounds=(1, 256))
+    lr: float = _field(1e-4, "AdamW learning rate of the transformer and heads.", bounds=(1e-07, 1.0))
+    lr_backbone: float = _field(
+        1e-5, "Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.", bounds=(0.0, 1.0)
+    )
+    weight_decay: float = _field(1e-4, "AdamW weight decay.", bounds=(0.0, 1.0))
     schedule: str = _field("step", "'step' (x0.1 at lr_drop of the epochs) or 'cosine'.")
-    lr_drop: float = _field(2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.")
-    warmup_steps: int = _field(0, "Steps of linear learning-rate warm-up.")
-    clip_max_norm: float = _field(0.1, "Gradient norm clipping; 0 turns it off.")
+    lr_drop: float = _field(
+        2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.", bounds=(0.01, 1.0)
+    )
+    warmup_steps: int = _field(0, "Steps of linear learning-rate warm-up.", bounds=(0, 100000))
+    clip_max_norm: float = _field(0.1, "Gradient norm clipping; 0 turns it off.", bounds=(0.0, 1000.0))
     precision: str = _field(
         "auto",
         "'auto' (bf16 where the hardware runs it natively: CUDA, or a CPU with AVX512-BF16/AMX; else fp32), "
         "'fp32' or 'bf16'.",
     )
-    ema_decay: float = _field(0.0, "Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.")
-    seed: int = _field(42, "Seed of shuffling, augmentation and initialisation.")
-    num_workers: int = _field(2, "Data loading processes.")
-    image_size: int = _field(800, "Shortest side at evaluation; training samples sizes up to this.")
-    max_size: int = _field(1333, "Longest side cap.")
+    ema_decay: float = _field(
+        0.0, "Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.", bounds=(0.0, 0.99999)
+    )
+    seed: int = _field(42, "Seed of shuffling, augmentation and initialisation.", bounds=(0, 2**32 - 1))
+    num_workers: int = _field(2, "Data loading processes.", bounds=(0, 64))
+    image_size: int = _field(800, "Shortest side at evaluation; training samples sizes up to this.", bounds=(32, 4096))
+    max_size: int = _field(1333, "Longest side cap.", bounds=(33, 8192))
     random_crop: bool = _field(True, "Random crops during training, as in DETR.")
     multi_scale: bool = _field(
         True,
         "Train at shortest sides drawn from multiples of 32 in [0.6, 1] x image_size, as in DETR; off = image_size.",
     )
     hflip: bool = _field(True, "Random horizontal flips during training.")
-    set_cost_class: float = _field(1.0, "Matcher weight of the class probability.")
-    set_cost_bbox: float = _field(5.0, "Matcher weight of the L1 box distance.")
-    set_cost_giou: float = _field(2.0, "Matcher weight of the GIoU.")
-    ce_loss_coef: float = _field(1.0, "Loss weight of the classification.")
-    bbox_loss_coef: float = _field(5.0, "Loss weight of the L1 box loss.")
-    giou_loss_coef: float = _field(2.0, "Loss weight of the GIoU loss.")
-    eos_coef: float = _field(0.1, "Weight of the no-object class in the softmax classification loss.")
-    focal_alpha: float = _field(0.25, "Focal loss alpha (sigmoid classifier).")
-    focal_gamma: float = _field(2.0, "Focal loss gamma (sigmoid classifier).")
+    set_cost_class: float = _field(1.0, "Matcher weight of the class probability.", bounds=(0.0, 100.0))
+    set_cost_bbox: float = _field(5.0, "Matcher weight of the L1 box distance.", bounds=(0.0, 100.0))
+    set_cost_giou: float = _field(2.0, "Matcher weight of the GIoU.", bounds=(0.0, 100.0))
+    ce_loss_coef: float = _field(1.0, "Loss weight of the classification.", bounds=(0.0, 100.0))
+    bbox_loss_coef: float = _field(5.0, "Loss weight of the L1 box loss.", bounds=(0.0, 100.0))
+    giou_loss_coef: float = _field(2.0, "Loss weight of the GIoU loss.", bounds=(0.0, 100.0))
+    eos_coef: float = _field(
+        0.1, "Weight of the no-object class in the softmax classification loss.", bounds=(0.001, 10.0)
+    )
+    focal_alpha: float = _field(0.25, "Focal loss alpha (sigmoid classifier).", bounds=(0.01, 0.99))
+    focal_gamma: float = _field(2.0, "Focal loss gamma (sigmoid classifier).", bounds=(0.0, 10.0))
     varifocal: bool = _field(
         True,
         "Sigmoid classifiers learn IoU-aware scores (varifocal loss: a match's target is its box's IoU); off: focal.",
     )
     dense_loss_coef: float = _field(
-        1.0, "Fast architecture: weight of the dense head's one-to-many losses against the set loss's; 0 = off."
+        1.0,
+        "Fast architecture: weight of the dense head's one-to-many losses against the set loss's; 0 = off.",
+        bounds=(0.0, 100.0),
     )
     query_groups: int = _field(
         1,
         "Group DETR: train with this many independent query groups, each matched "
         "one-to-one (more positive samples per step); inference uses the first. 1 = off.",
+        bounds=(1, 32),
     )
     denoising_groups: int = _field(
         0,
         "DN-DETR: train with this many groups of noised ground-truth queries that learn to reconstruct "
         "the true boxes and classes (no matching); inference is unchanged. 0 = off.",
+        bounds=(0, 32),
     )
-    eval_every: int = _field(1, "Evaluate (and maybe keep the model) every N epochs.")
-    patience: int = _field(0, "Stop after this many evaluations without a better mAP; 0 never stops early.")
+    eval_every: int = _field(1, "Evaluate (and maybe keep the model) every N epochs.", bounds=(1, 10000))
+    patience: int = _field(
+        0, "Stop after this many evaluations without a better mAP; 0 never stops early.", bounds=(0, 10000)
+    )
     device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
 
     def __post_init__(self) -> None:
+        self._check_bounds()
         s = self._section
-        _check(self.epochs >= 1, s, "epochs", self.epochs, "must be >= 1")
-        _check(self.batch_size >= 1, s, "batch_size", self.batch_size, "must be >= 1")
-        _check(self.lr > 0, s, "lr", self.lr, "must be > 0")
-        _check(self.lr_backbone >= 0, s, "lr_backbone", self.lr_backbone, "must be >= 0")
-        _check(self.weight_decay >= 0, s, "weight_decay", self.weight_decay, "must be >= 0")
         _check(self.schedule in SCHEDULES, s, "schedule", self.schedule, f"choose one of {', '.join(SCHEDULES)}")
-        _check(0 < self.lr_drop <= 1, s, "lr_drop", self.lr_drop, "must be a fraction in (0, 1]")
-        _check(self.warmup_steps >= 0, s, "warmup_steps", self.warmup_steps, "must be >= 0")
-        _check(self.clip_max_norm >= 0, s, "clip_max_norm", self.clip_max_norm, "must be >= 0 (0 = off)")
-        _check(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
-        _check(self.num_workers >= 0, s, "num_workers", self.num_workers, "must be >= 0")
         _check(self.precision in PRECISIONS, s, "precision", self.precision, f"choose one of {', '.join(PRECISIONS)}")
-        _check(32 <= self.image_size <= 4096, s, "image_size", self.image_size, "must be in [32, 4096] pixels")
         _check(
             self.max_size > self.image_size,
             s,
@@ -285,14 +356,6 @@ class TrainConfig(_ConfigBase):
             self.max_size,
             f"must be > image_size={self.image_size} (the longer side's cap; e.g. {self.image_size * 5 // 3})",
         )
-        _check(self.eos_coef > 0, s, "eos_coef", self.eos_coef, "must be > 0")
-        _check(0 < self.focal_alpha < 1, s, "focal_alpha", self.focal_alpha, "must be in (0, 1)")
-        _check(self.focal_gamma >= 0, s, "focal_gamma", self.focal_gamma, "must be >= 0")
-        _check(self.dense_loss_coef >= 0, s, "dense_loss_coef", self.dense_loss_coef, "must be >= 0 (0 = off)")
-        _check(1 <= self.query_groups <= 32, s, "query_groups", self.query_groups, "must be in [1, 32]")
-        _check(0 <= self.denoising_groups <= 32, s, "denoising_groups", self.denoising_groups, "must be in [0, 32]")
-        _check(self.eval_every >= 1, s, "eval_every", self.eval_every, "must be >= 1")
-        _check(self.patience >= 0, s, "patience", self.patience, "must be >= 0")
         _check(
             self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
             s,

@@ -20,6 +20,7 @@ import logging
 import random
 import shutil
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +63,8 @@ class DetectionData:
     val: list[ImageRecord]
     source: str
     warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Images left out because their file is missing or unreadable (names as the annotations give them)."""
 
 
 def load_detection_data(
@@ -106,11 +109,22 @@ def load_detection_data(
         labels = _labels_from_categories(documents)
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
+    skipped: list[str] = []
+    listed_in: dict[Path, Path] = {}  # image file -> the annotation file that lists it
     next_id = 1
     for subset_split, files in subsets.items():
         for f in files:
-            records = _parse_coco(f, documents[f], root, labels, warnings, first_id=next_id)
+            records = _parse_coco(f, documents[f], root, labels, warnings, skipped, first_id=next_id)
             next_id += len(documents[f].get("images", []))
+            counts = Counter(r.path for r in records)
+            twice = next((r for r in records if counts[r.path] > 1), None)
+            if twice is not None:  # the split could put one copy in train and the other in val: a silent leak
+                raise DatasetError(f"{f.name}: image {twice.file_name!r} is listed twice; keep one entry per "
+                                   "picture (re-export the task, or remove the duplicate from the annotations)")
+            shared = [r for r in records if listed_in.setdefault(r.path, f) != f]
+            if shared:  # explicit subsets that share pictures: the caller's choice, said aloud
+                warnings.append(f"{len(shared)} image(s) of {f.name} are also in {listed_in[shared[0].path].name} "
+                                f"(e.g. {shared[0].file_name!r}): validation on them measures memorisation")
             (val if subset_split == "val" else train).extend(records)
 
     if not train and not val:
@@ -123,7 +137,7 @@ def load_detection_data(
         )
     for w in warnings:
         logger.warning(w)
-    return DetectionData(labels=labels, train=train, val=val, source=str(path), warnings=warnings)
+    return DetectionData(labels=labels, train=train, val=val, source=str(path), warnings=warnings, skipped=skipped)
 
 
 def extract_zip(archive: Path, dest: Path) -> Path:
@@ -228,8 +242,9 @@ def _labels_from_categories(documents: dict[Path, Any]) -> list[str]:
 
 
 def _parse_coco(
-    path: Path, doc: Any, root: Path, labels: list[str], warnings: list[str], *, first_id: int
+    path: Path, doc: Any, root: Path, labels: list[str], warnings: list[str], skipped: list[str], *, first_id: int
 ) -> list[ImageRecord]:
+    """The usable images of one COCO file; ``warnings`` and ``skipped`` (image names) collect what was left out."""
     if not isinstance(doc, dict) or "images" not in doc:
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
     class_of_name = {name: i for i, name in enumerate(labels)}
@@ -265,12 +280,14 @@ def _parse_coco(
         image_path = resolver.resolve(file_name)
         if image_path is None:
             missing.append(file_name)
+            skipped.append(file_name)
             continue
         width, height = int(img.get("width") or 0), int(img.get("height") or 0)
         try:
             actual = upright_size(image_path)  # reads the header only
         except (OSError, Image.DecompressionBombError) as e:
             warnings.append(f"{image_path}: cannot read the image ({e}); skipped (re-export or delete the frame)")
+            skipped.append(file_name)
             continue
         if (width, height) != actual:
             if width and height:

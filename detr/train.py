@@ -35,7 +35,7 @@ from .checkpoint import (
     safe_load,
     save_model_file,
 )
-from .config import ConfigError, ModelConfig, TrainConfig
+from .config import ConfigError, ModelConfig, TrainConfig, cpu_count
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
 from .distributed import Distributed, setup_distributed
 from .engine import predict, predict_heads, train_step
@@ -83,6 +83,8 @@ class FitResult:
     model_path: Path
     checkpoint_path: Path
     out_dir: Path
+    skipped_images: list[str] = field(default_factory=list)
+    """Images the run left out because their file is missing or unreadable."""
 
 
 Callback = Callable[[TrainEvent], None]
@@ -277,6 +279,9 @@ class _Loop:
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None
             )
         pin = device.type == "cuda"
+        workers = min(cfg.num_workers, cpu_count())  # more processes than CPUs only thrash
+        if workers < cfg.num_workers:
+            logger.warning("num_workers=%d is more than the %d CPUs here: using %d", cfg.num_workers, workers, workers)
         # Loaders draw worker seeds from their own generator, never from the global RNG that
         # dropout uses: a resumed run then replays exactly.
         self.loader_rng = torch.Generator()
@@ -284,7 +289,7 @@ class _Loop:
             self.train_set,
             batch_sampler=self.batches,
             collate_fn=collate,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             pin_memory=pin,
             generator=self.loader_rng,
         )
@@ -293,7 +298,7 @@ class _Loop:
             DetectionDataset(by_shape, eval_transforms(cfg.image_size, cfg.max_size)),
             batch_size=cfg.batch_size,
             collate_fn=collate,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             pin_memory=pin,
             generator=torch.Generator(),
         )
@@ -366,10 +371,15 @@ class _Loop:
                 logger.info("No better mAP in %d evaluations: stopping early", self.evals_since_best)
                 status = "early_stopped"
                 break
+        # A stop asked during the last step or the final evaluation still holds: no report, and the
+        # caller keeps no model of a cancelled run.
+        if status != "cancelled" and self.dist.any(self.should_stop(), self.device):
+            status = "cancelled"
         self._finish(cancelled=status == "cancelled")
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
         return FitResult(
-            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out
+            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out,
+            skipped_images=list(self.data.skipped),
         )
 
     def _train_epoch(self) -> dict[str, float] | None:

@@ -59,6 +59,8 @@ def json_body(event: Any) -> Any:
         return json.loads(body)
     except json.JSONDecodeError as e:
         raise RequestError(f"the request body is not valid JSON ({e}); send a JSON object") from e
+    except RecursionError:  # e.g. '[' x 5000: the parser's stack, not ours, gives up
+        raise RequestError("the request body is nested too deeply; send a flat JSON object") from None
 
 
 def json_object(event: Any, *, example: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 from detr.config import TINY_MODEL, TrainConfig
 from detr.synthetic import make_shapes_dataset
 from tests.fakes.cvat_server import fake_cvat  # noqa: F401  (fixture: a running fake CVAT server)
+from tests.fakes.nuclio import TRAINER_TOKEN
 from tests.fakes.nuclio_dashboard import fake_nuclio  # noqa: F401  (fixture: a running fake Nuclio dashboard)
 
 #: Tiny training settings: small images, no workers (deterministic and quick to start).
@@ -25,6 +26,12 @@ def _few_threads():
     torch.set_num_threads(min(previous, 2))
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _trainer_token(monkeypatch):
+    # What deploy.sh gives the trainer, the gateway and cvat-detr.
+    monkeypatch.setenv("DETR_TRAINER_TOKEN", TRAINER_TOKEN)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from detr.config import TINY_MODEL
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_server import FakeCvat, Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
-from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer
 from tests.fakes.nuclio_dashboard import FakeNuclioDashboard
 from tests.fakes.trained_models import base_config
 
@@ -101,10 +101,11 @@ class Sandbox:
 
 @contextmanager
 def trainer_environment(home: Path, dashboard_url: Optional[str] = None) -> Iterator[None]:
-    """What the trainer function reads from the environment at its first request: DETR_HOME, no
-    baked weights (weights ``scratch`` and ``previous`` only), and the Nuclio dashboard it publishes
-    to (none: no publishing)."""
-    with mock.patch.dict(os.environ, {"DETR_HOME": str(home), "DETR_WEIGHTS": str(home / "no-baked-weights")}):
+    """What the trainer function reads from the environment at its first request: DETR_HOME, its token, no
+    baked weights (weights ``scratch`` and ``previous`` only), and the Nuclio dashboard it publishes to
+    (none: no publishing)."""
+    with mock.patch.dict(os.environ, {"DETR_HOME": str(home), "DETR_WEIGHTS": str(home / "no-baked-weights"),
+                                      "DETR_TRAINER_TOKEN": TRAINER_TOKEN}):
         os.environ.pop("NUCLIO_DASHBOARD_URL", None)
         if dashboard_url:
             os.environ["NUCLIO_DASHBOARD_URL"] = dashboard_url
@@ -134,6 +135,7 @@ def sandbox(workdir: Path, *, port: int = 0, train_defaults: Optional[dict[str, 
         stack.callback(lambda: trainer.platform.terminate())  # stops the training thread
         gateway_settings = GatewaySettings(
             cvat_url=cvat.url, trainer_url=trainer.url, home=home,
+            trainer_token=settings.pop("trainer_token", TRAINER_TOKEN),
             train_defaults=TINY_TRAINING if train_defaults is None else train_defaults,
             export_poll_interval=0.01, **settings)
         gateway = stack.enter_context(UvicornThread(create_app(gateway_settings), port))

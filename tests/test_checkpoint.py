@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from detr import CheckpointError, Detector, build_model, load_model_file
-from detr.checkpoint import atomic_save, load_backbone_weights, load_detr_weights, save_model_file
+from detr.checkpoint import DiskFullError, atomic_save, load_backbone_weights, load_detr_weights, save_model_file
 from detr.config import TINY_MODEL
 from detr.model import build_model_from_config
 
@@ -56,8 +56,10 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="No space left on device.*previous version is kept"):
+    with pytest.raises(DiskFullError, match="no space left on its disk to write it .* free at least 2 MB.*previous "
+                                            "version is kept") as caught:
         atomic_save({"v": 2}, path)
+    assert isinstance(caught.value, CheckpointError) and caught.value.needed_mb == 2
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left

@@ -85,6 +85,27 @@ def test_missing_and_corrupt_images_are_skipped_with_warnings(tmp_path):
     assert sorted(r.image_id for r in data.train) == [1, 2]
     assert any("not found" in w and "img_3.png" in w for w in data.warnings)
     assert any("img_2.png" in w and "cannot read" in w for w in data.warnings)
+    assert data.skipped == ["img_2.png", "img_3.png"]
+
+
+def test_the_same_picture_listed_twice_is_refused_not_split_into_train_and_val(tmp_path):
+    images = _images(4)
+    root = _coco_folder(tmp_path, categories=[{"id": 1, "name": "a"}], images=images,
+                        annotations=[_ann(1, 1, 1, [1, 1, 5, 5])])
+    doc = json.loads((root / "annotations" / "instances_default.json").read_text())
+    doc["images"].append({**images[2], "id": 9})
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="instances_default.json: image 'img_2.png' is listed twice; keep one"):
+        load_detection_data(root)
+
+
+def test_pictures_in_both_explicit_subsets_are_said_aloud(tmp_path):
+    cats = [{"id": 1, "name": "a"}]
+    _coco_folder(tmp_path, categories=cats, images=_images(3), annotations=[], subset="Train", nested=False)
+    _coco_folder(tmp_path, categories=cats, images=_images(2), annotations=[], subset="Validation", nested=False)
+    data = load_detection_data(tmp_path)
+    assert "2 image(s) of instances_Validation.json are also in instances_Train.json (e.g. 'img_0.png'): " \
+           "validation on them measures memorisation" in data.warnings
 
 
 def test_unknown_category_id_is_reported(tmp_path):

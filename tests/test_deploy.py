@@ -73,12 +73,38 @@ def test_functions_deploy_as_cvats_scripts_do(tmp_path, device, detector, traine
     assert "nuctl create project detr --platform local" in commands
     assert f"nuctl deploy --project-name cvat --path {REPO} --file {REPO}/{detector} --platform local " \
            f"--platform-config {network}" in commands
+    token = (tmp_path / ".config" / "cvat-detr" / "trainer-token").read_text()
     assert f"nuctl deploy --project-name detr --path {REPO} --file {REPO}/{trainer} --platform local " \
-           f"--platform-config {network}" in commands
+           f"--platform-config {network} --env DETR_TRAINER_TOKEN={token}" in commands
     assert "nuctl get function --platform local" in commands
     assert "the gateway's DETR_TRAINER_URL is http://nuclio-nuclio-detr-trainer:8080" in output
     for config in (detector, trainer):
         assert (REPO / config).is_file()
+
+
+def test_the_trainer_token_is_generated_once_and_given_to_the_trainer_and_the_gateway_only(tmp_path):
+    cvat = tmp_path / "cvat"
+    cvat.mkdir()
+    (cvat / "Dockerfile.ui").write_text("FROM scratch\n")
+    (cvat / ".env").write_text("CVAT_HOST=example.org\nDETR_TRAINER_TOKEN=stale\n")
+
+    code, output, first = run_script(tmp_path, "cpu", str(cvat))
+    assert code == 0, output
+    token_file = tmp_path / ".config" / "cvat-detr" / "trainer-token"
+    token = token_file.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", token) and token_file.stat().st_mode & 0o077 == 0
+    deploys = [command for command in first if command.startswith("nuctl deploy")]
+    assert [token in command for command in deploys] == [False, True], "the detector never gets the token"
+    assert (cvat / ".env").read_text() == f"CVAT_HOST=example.org\nDETR_TRAINER_TOKEN={token}\n"
+    assert (cvat / ".env").stat().st_mode & 0o077 == 0
+    assert token not in output, "the token is not printed"
+
+    code, output, second = run_script(tmp_path, "gpu", str(cvat))
+    assert code == 0 and token_file.read_text() == token, "generated once, kept across deploys"
+    assert any(command.endswith(f"--env DETR_TRAINER_TOKEN={token}") for command in second)
+    assert (cvat / ".env").read_text().count("DETR_TRAINER_TOKEN=") == 1
+    gateway = _compose()["services"]["detr_gateway"]
+    assert gateway["environment"]["DETR_TRAINER_TOKEN"].startswith("${DETR_TRAINER_TOKEN:?")
 
 
 def test_with_a_cvat_checkout_it_builds_the_ui_with_the_plugin_and_the_gateway(tmp_path):

@@ -13,6 +13,7 @@ import json
 import secrets
 import string
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from cvat_plugin.storage import write_json_atomic
 from cvat_plugin.task_summary import summarize_task
 from tests.fakes.cvat_server import Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
+from tests.fakes.nuclio import TRAINER_TOKEN
 from tests.gateway_sandbox import Sandbox, sandbox
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -291,6 +293,9 @@ def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status,
     ({"epochs": 2.5}, "option 'epochs' must be a whole number"),
     ({"epochs": True}, "option 'epochs' must be a whole number"),
     ({"image_size": 16}, "option 'image_size' must be a whole number from 32 to 4096, got 16"),
+    ({"epochs": 100000}, "option 'epochs' must be a whole number from 1 to 10000, got 100000"),
+    ({"epochs": 10**400}, "option 'epochs' must be a whole number from 1 to 10000, got 1000"),
+    ({"image_size": 1e9}, "option 'image_size' must be a whole number from 32 to 4096, got 1000000000.0"),
     ({"epoch": 3}, "unknown option 'epoch'; known options: epochs, image_size, weights, val_fraction, publish"),
     ({"val_fraction": 1.5}, "option 'val_fraction' must be a fraction between 0 and 1"),
     ({"weights": "imagenet21k"}, "option 'weights' must be one of coco, imagenet, scratch, previous"),
@@ -305,6 +310,32 @@ def test_bad_options_are_refused_before_the_export(box, body, message):
     assert answer.status_code == 400
     assert message.format(task=box.task.id) in error_of(answer)
     assert exports(box) == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    (b'{"epochs": Infinity}', "option 'epochs' must be a whole number from 1 to 10000, got inf"),
+    (b'{"image_size": NaN}', "option 'image_size' must be a whole number from 32 to 4096, got nan"),
+    (b'{"val_fraction": NaN}', "option 'val_fraction' must be a fraction between 0 and 1"),
+])
+def test_non_finite_numbers_are_refused(box, text, message):
+    browser = Browser(box, box.alice)
+    answer = requests.post(f"{box.api}/tasks/{box.task.id}/train", data=text, cookies=browser.cookies,
+                           headers={"X-CSRFToken": browser.cookies["csrftoken"]}, timeout=30)
+    assert answer.status_code == 400 and message in error_of(answer)
+    assert exports(box) == 0
+
+
+@pytest.mark.parametrize("path", ["/tasks/{task}/train", "/webhooks/cvat"])
+def test_a_deeply_nested_body_gets_a_400_not_a_traceback(retrain_box, path):
+    browser = Browser(retrain_box, retrain_box.alice)
+    body = b"[" * 5000 + b"]" * 5000
+    headers = {"X-CSRFToken": browser.cookies["csrftoken"]}
+    if path == "/webhooks/cvat":
+        headers = {"X-Signature-256": "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+    answer = requests.post(retrain_box.api + path.format(task=retrain_box.task.id), data=body,
+                           cookies=browser.cookies, headers=headers, timeout=30)
+    assert answer.status_code == 400 and answer.headers["content-type"] == "application/json"
+    assert error_of(answer) == "the request body is nested too deeply; send a flat JSON object"
 
 
 def test_a_body_that_is_not_json_is_refused(box):
@@ -395,10 +426,13 @@ def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
     running = second.json()["job"]
     assert running["task_id"] == box.task.id and running["state"] in ACTIVE
 
-    # Another user sees and cancels nothing of it.
+    # Another user sees and cancels nothing of it, and cannot tell it from a job that does not exist.
+    missing = bob.get("/jobs/20250101-000000-abcdef")
     for answer in (bob.get(f"/jobs/{first['id']}"), bob.post(f"/jobs/{first['id']}/cancel"),
-                   bob.get(f"/jobs/{running['id']}")):
-        assert answer.status_code == 403 and "You do not have permission" in error_of(answer)
+                   bob.get(f"/jobs/{running['id']}"), missing, bob.post("/jobs/prep-20250101-000000-abcdef/cancel")):
+        assert answer.status_code == 404 and "in the tasks and projects you can see in CVAT" in error_of(answer)
+        assert error_of(answer).replace(answer.url.split("/jobs/")[1].split("/")[0], "<id>") == \
+            error_of(missing).replace("20250101-000000-abcdef", "<id>")
 
     job = alice.wait(first["id"], lambda job: job["state"] == "running")
     assert alice.post(f"/jobs/{job['id']}/cancel").status_code == 200
@@ -495,14 +529,21 @@ def deliver(box: Sandbox, payload: Any, *, signature: Optional[str] = "good") ->
     return requests.post(f"{box.api}/webhooks/cvat", data=body, headers=headers, timeout=30)
 
 
-def job_update(task: Task, index: int, *, before: dict, service: User) -> dict:
-    """An ``update:job`` payload as ``cvat/apps/webhooks/signals.py`` builds it."""
+def cvat_now() -> str:
+    """A timestamp as CVAT's serializers write it: microseconds and ``Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def job_update(task: Task, index: int, *, before: dict, service: User, updated: Optional[str] = None) -> dict:
+    """An ``update:job`` payload as ``cvat/apps/webhooks/signals.py`` builds it; ``updated``: the job's
+    ``updated_date`` (default: now)."""
     job = task.jobs[index]
     return {
         "event": "update:job",
         "job": {"id": job.id, "task_id": task.id, "project_id": task.project_id, "state": job.state,
                 "stage": job.stage, "type": "annotation", "start_frame": job.start_frame,
-                "stop_frame": job.stop_frame, "assignee": None, "url": f"http://cvat/api/jobs/{job.id}"},
+                "stop_frame": job.stop_frame, "assignee": None, "url": f"http://cvat/api/jobs/{job.id}",
+                "updated_date": updated or cvat_now()},
         "before_update": before,
         "webhook_id": 3,
         "sender": {"id": service.id, "username": "annotator"},
@@ -591,17 +632,22 @@ def test_auto_retrain_waits_for_every_job_then_continues_from_the_last_model(ret
     assert exports(box) == 0
 
     task.jobs[1].state, task.jobs[1].stage = "completed", "acceptance"
-    second = deliver(box, job_update(task, 1, before={"state": "in progress", "stage": "validation"},
-                                     service=box.service))
+    completion = job_update(task, 1, before={"state": "in progress", "stage": "validation"}, service=box.service)
+    second = deliver(box, completion)
     assert second.status_code == 202, second.text
     started = second.json()
     assert started["status"] == "started" and "training from weights 'previous'" in started["reason"]
     assert started["job"]["state"] == "preparing" and started["job"]["options"]["weights"] == "previous"
 
-    # CVAT retries a delivery it thinks failed: the task is training, so nothing more starts.
-    again = deliver(box, job_update(task, 1, before={"state": "in progress"}, service=box.service))
+    # CVAT retries a delivery it thinks failed: the same event starts nothing more.
+    again = deliver(box, completion)
     assert again.status_code == 200 and again.json()["status"] == "ignored"
-    assert f"task {task.id} is already training" in again.json()["reason"]
+    assert "already started a training; a redelivered or replayed event starts nothing" in again.json()["reason"]
+    # A later change while the task trains: nothing more starts either.
+    later = deliver(box, job_update(task, 1, before={"state": "in progress"}, service=box.service,
+                                    updated=(datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()))
+    assert later.status_code == 200 and later.json()["status"] == "ignored"
+    assert f"task {task.id} is already training" in later.json()["reason"]
 
     # The export ran as the service account, and the trainer got a job continuing from the model.
     alice = Browser(box, box.alice)
@@ -619,11 +665,55 @@ def test_auto_retrain_of_a_task_without_a_model_starts_from_the_default_weights(
     assert answer.json()["job"]["options"]["weights"] == "scratch"
 
 
+def test_a_replayed_signed_delivery_is_ignored_with_its_reason_even_after_the_training_ended(retrain_box, tmp_path):
+    box = retrain_box
+    task = project_task(box, tmp_path, with_model=False)
+    for job in task.jobs:
+        job.state = "completed"
+    completion = job_update(task, 0, before={"state": "in progress"}, service=box.service)
+    started = deliver(box, completion)
+    assert started.status_code == 202, started.text
+    alice = Browser(box, box.alice)
+    alice.wait(started.json()["job"]["id"], lambda job: job["state"] in ("succeeded", "failed", "cancelled"))
+    exported = exports(box)
+
+    for _ in range(3):  # an attacker who kept the signed body, or CVAT's "Redeliver"
+        replay = deliver(box, completion)
+        assert replay.status_code == 200 and replay.json()["status"] == "ignored"
+        assert replay.json()["reason"] == (
+            f"this event (job {task.jobs[0].id} updated at {completion['job']['updated_date']}) already started a "
+            f"training; a redelivered or replayed event starts nothing")
+    remembered = json.loads((box.settings.home / "gateway" / "webhook-deliveries.json").read_text())
+    assert remembered == [f"{task.jobs[0].id}@{completion['job']['updated_date']}"], "kept on the volume"
+
+    # Another job's old completion, never seen before, predates the task's newest training: ignored too.
+    old = job_update(task, 1, before={"state": "in progress"}, service=box.service,
+                     updated=(datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    answer = deliver(box, old)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert f"job {task.jobs[1].id} was updated at {old['job']['updated_date']}, not after the task's latest " \
+           in answer.json()["reason"]
+    assert "a redelivered or replayed event starts nothing" in answer.json()["reason"]
+    assert exports(box) == exported, "no training started"
+
+
+def test_a_delivery_without_updated_date_starts_nothing(retrain_box, tmp_path):
+    task = project_task(retrain_box, tmp_path, with_model=False)
+    for job in task.jobs:
+        job.state = "completed"
+    payload = job_update(task, 0, before={"state": "in progress"}, service=retrain_box.service)
+    del payload["job"]["updated_date"]
+    answer = deliver(retrain_box, payload)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+    assert "has no valid updated_date (None), so a replayed delivery cannot be told" in answer.json()["reason"]
+    assert exports(retrain_box) == 0
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 
 BASE_ENV = {"CVAT_URL": "http://cvat_server:8080", "DETR_TRAINER_URL": "http://nuclio-nuclio-detr-trainer:8080",
-            "DETR_HOME": "/var/lib/detr"}
+            "DETR_HOME": "/var/lib/detr", "DETR_TRAINER_TOKEN": TRAINER_TOKEN}
 
 
 def test_settings_from_the_environment():
@@ -638,7 +728,7 @@ def test_settings_from_the_environment():
     assert settings.trainer_defaults == {"epochs": 30, "batch_size": 4}
     assert settings.workers == 3 and str(settings.home) == "/var/lib/detr"
     for text in (repr(settings), settings_repr(settings)):
-        assert "t0ken-of-the-bot" not in text and "hush-hush-secret" not in text
+        assert "t0ken-of-the-bot" not in text and "hush-hush-secret" not in text and TRAINER_TOKEN not in text
     assert GatewaySettings.from_env({**BASE_ENV, "DETR_AUTO_RETRAIN_PROJECTS": ""}).auto_retrain.enabled is False
 
 
@@ -655,6 +745,8 @@ def test_settings_from_the_environment():
     ({"DETR_TRAIN_DEFAULTS": '{"epochs": 0}'}, "DETR_TRAIN_DEFAULTS option 'epochs' must be a whole number"),
     ({"DETR_GATEWAY_WORKERS": "two"}, "DETR_GATEWAY_WORKERS must be a whole number, got 'two'"),
     ({"CVAT_USERNAME": "bot"}, "CVAT service account: a password is needed for user 'bot'"),
+    ({"DETR_TRAINER_TOKEN": ""}, "DETR_TRAINER_TOKEN is not set, and the DETR gateway needs it"),
+    ({"DETR_TRAINER_TOKEN": "0123456789"}, "DETR_TRAINER_TOKEN is 10 characters long; use at least 16"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(GatewayConfigError) as caught:
@@ -677,6 +769,23 @@ def test_the_command_listens_on_localhost_unless_told(monkeypatch):
     monkeypatch.setattr("cvat_plugin.gateway.uvicorn.run", lambda app, **kwargs: served.update(kwargs))
     assert gateway_main([]) == 0
     assert served["host"] == "127.0.0.1"
+
+
+def test_a_gateway_with_the_wrong_trainer_token_says_so_to_the_admin_not_to_log_in(tmp_path):
+    with sandbox(tmp_path, trainer_token="not-the-trainers-token-0123") as box:
+        cookies = box.login(box.alice)
+        answer = requests.get(f"{box.api}/jobs", params={"task": box.task.id}, cookies=cookies, timeout=30)
+        assert answer.status_code == 502, "a 401 would tell the user to log in to CVAT again"
+        assert "the DETR trainer does not accept the gateway's token; ask a CVAT admin" in error_of(answer)
+
+
+def test_the_trainer_token_never_reaches_the_browser(box):
+    cookies = box.login(box.alice)
+    for path, params in (("/health", None), (f"/tasks/{box.task.id}/summary", None), ("/jobs", {"task": box.task.id}),
+                         ("/models", {"task": box.task.id})):
+        answer = requests.get(f"{box.api}{path}", params=params, cookies=cookies, timeout=30)
+        assert answer.status_code == 200 and TRAINER_TOKEN not in answer.text
+        assert TRAINER_TOKEN not in str(answer.headers)
 
 
 def test_signatures_follow_cvats_recipe():

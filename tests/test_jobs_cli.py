@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cvat_plugin import cli
-from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer
 from tests.fakes.scripted_trainer import ScriptedTrainer
 
 RUNNING = {"id": "20250101-000000-abcdef", "task_id": 7, "state": "running", "epoch": 3, "epochs": 10,
@@ -105,3 +105,17 @@ def test_status_lists_the_jobs_of_a_project(trainer):
     assert code == cli.EXIT_OK
     assert trainer.bodies[-1][3] == {"project": "5"}
     assert out.splitlines()[1].split()[:3] == [DONE["id"], "project", "5"]
+
+
+@pytest.mark.parametrize("value, message", [("", "DETR_TRAINER_TOKEN is not set, and cvat-detr --trainer needs it"),
+                                            ("short", "DETR_TRAINER_TOKEN is 5 characters long")])
+def test_the_trainer_commands_need_the_token(trainer, monkeypatch, value, message):
+    monkeypatch.setenv("DETR_TRAINER_TOKEN", value)
+    code, _, err = run("status", "--trainer", trainer.url)
+    assert code == cli.EXIT_USAGE and message in err and not trainer.bodies
+
+
+def test_the_trainer_commands_send_the_token(trainer):
+    trainer.on("GET", "/jobs", (200, {"jobs": [], "problems": []}))
+    assert run("status", "--trainer", trainer.url)[0] == cli.EXIT_OK
+    assert trainer.headers[-1]["Authorization"] == f"Bearer {TRAINER_TOKEN}"

@@ -81,11 +81,12 @@ def test_report_images_are_streamed_to_who_may_see_the_task(trained, image):
 def test_a_user_who_cannot_see_the_task_sees_none_of_its_models(trained):
     box, job = trained
     browser = Browser(box, next(user for user in box.cvat.users.values() if user.username == "bob"))
-    for path in (f"/models/{job['model_id']}", f"/models/{job['model_id']}/report/samples",
-                 f"/jobs/{job['id']}/metrics"):
+    for path in (f"/models/{job['model_id']}", f"/models/{job['model_id']}/report/samples"):
         answer = browser.get(path)
         assert answer.status_code == 403, (path, answer.text)
         assert not answer.content.startswith(PNG_SIGNATURE)
+    # A job of a task one cannot see answers as a missing one (no existence oracle), its curves too.
+    assert browser.get(f"/jobs/{job['id']}/metrics").status_code == 404
     assert browser.get("/models", task=box.task.id).status_code == 403
     assert browser.post(f"/models/{job['model_id']}/publish").status_code == 403
     assert Browser(box, None).get(f"/models/{job['model_id']}/report/samples").status_code == 401

@@ -13,7 +13,7 @@ from cvat_plugin.trainer_client import (
     TrainerUnavailable,
     redact_url,
 )
-from tests.fakes.nuclio import NuclioHttpServer
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer
 from tests.fakes.scripted_trainer import ScriptedTrainer
 
 JOB = {"id": "20250101-000000-abcdef", "state": "queued", "epoch": 0, "epochs": 2}
@@ -28,7 +28,7 @@ def trainer():
 
 
 def client(url: str, **kwargs) -> TrainerClient:
-    return TrainerClient(url, backoff_factor=0, **kwargs)
+    return TrainerClient(url, token=TRAINER_TOKEN, backoff_factor=0, **kwargs)
 
 
 def test_submit_sends_the_job_request_and_returns_the_job(trainer):
@@ -102,7 +102,7 @@ def test_a_non_json_answer_is_an_error(trainer):
 
 def test_the_url_must_be_http():
     with pytest.raises(TrainerError, match="must start with http"):
-        TrainerClient("nuclio-detr-trainer:8080")
+        TrainerClient("nuclio-detr-trainer:8080", token=TRAINER_TOKEN)
 
 
 def test_follow_reports_each_change_and_returns_the_final_job(trainer):

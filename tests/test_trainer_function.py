@@ -14,7 +14,7 @@ from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
 from serverless.trainer.options import training_setup
 from serverless.trainer.weights import COCO_FILE, IMAGENET_FILES, available_weights
-from tests.fakes.nuclio import NuclioHttpServer, Platform, make_event, to_wire
+from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer, Platform, make_event, to_wire
 
 LABELS = ["circle", "square"]
 #: A job that trains the tiny model on 8 small images in a few seconds per epoch.
@@ -45,8 +45,10 @@ class Trainer:
         self.home = home
         self.platform = Platform()
 
-    def call(self, method: str, path: str, body=None, **kwargs) -> tuple[int, object]:
-        output = self.platform.call_handler(main.handler, make_event(method, path, body, **kwargs))
+    def call(self, method: str, path: str, body=None, *, token: str | None = TRAINER_TOKEN,
+             **kwargs) -> tuple[int, object]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        output = self.platform.call_handler(main.handler, make_event(method, path, body, headers=headers, **kwargs))
         wire = to_wire(output)
         assert wire["content_type"] == "application/json"
         return wire["status_code"], json.loads(wire["body"])
@@ -229,6 +231,7 @@ def finished_run(home: Path, job_id: str, labels: list[str], state: str = "succe
 BAD_REQUESTS = [
     ("POST", "/jobs", None, 400, "expected a JSON object"),
     ("POST", "/jobs", b"{not json", 400, "not valid JSON"),
+    ("POST", "/jobs", b"[" * 5000 + b"]" * 5000, 400, "the request body is nested too deeply"),
     ("POST", "/jobs", {"options": {}}, 400, "missing field 'dataset_id'"),
     ("POST", "/jobs", {"dataset_id": "task-7", "epochs": 3}, 400, "unknown field 'epochs'; a job request has"),
     ("POST", "/jobs", {"dataset_id": "task-8"}, 404, "dataset 'task-8' not found in DETR_HOME/datasets"),
@@ -246,8 +249,30 @@ BAD_REQUESTS = [
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model_preset": "r50"}}, 400,
      "option 'model_preset' must be one of auto, detr-r50, tiny"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": "ten"}}, 400,
-     "option 'epochs' must be an integer, got 'ten'"),
-    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400, "epochs=0 is invalid; must be >= 1"),
+     "option 'epochs' must be a whole number from 1 to 10000, got 'ten'"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 0}}, 400,
+     "option 'epochs' must be a whole number from 1 to 10000, got 0"),
+    # Bounds: each an attack on the machine (a fork bomb, a huge allocation, a loss that never stops being NaN).
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"num_workers": 100000}}, 400,
+     "option 'num_workers' must be a whole number from 0 to 64, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"num_queries": 1e9}}}, 400,
+     "model option 'num_queries' must be a whole number from 1 to 3000, got 1000000000.0"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"lr": float("inf")}}, 400,
+     "option 'lr' must be a finite number from 1e-07 to 1, got inf"),
+    ("POST", "/jobs", b'{"dataset_id": "task-7", "options": {"lr": Infinity}}', 400,
+     "option 'lr' must be a finite number from 1e-07 to 1, got inf"),
+    ("POST", "/jobs", b'{"dataset_id": "task-7", "options": {"weight_decay": NaN}}', 400,
+     "option 'weight_decay' must be a finite number from 0 to 1, got nan"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"epochs": 10**400}}, 400,
+     "option 'epochs' must be a whole number from 1 to 10000, got 1000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"batch_size": 100000}}, 400,
+     "option 'batch_size' must be a whole number from 1 to 256, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"image_size": 100000}}, 400,
+     "option 'image_size' must be a whole number from 32 to 4096, got 100000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"hidden_dim": 10**6}}}, 400,
+     "model option 'hidden_dim' must be a whole number from 8 to 2048, got 1000000"),
+    ("POST", "/jobs", {"dataset_id": "task-7", "options": {"model": {"dropout": -0.1}}}, 400,
+     "model option 'dropout' must be a finite number from 0 to 0.9, got -0.1"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"hflip": 1}}, 400, "option 'hflip' must be true or false"),
     ("POST", "/jobs", {"dataset_id": "task-7", "options": {"weights": "imagenet21k"}}, 400,
      "option 'weights' must be one of coco, imagenet, scratch, previous"),
@@ -294,6 +319,15 @@ def test_bad_requests_get_a_clear_4xx(trainer, home, method, path, body, status,
     assert not any(p.name.startswith("2") for p in (home / "runs").iterdir()), "no job may be created"
 
 
+def test_num_workers_is_capped_by_the_trainers_cpus(trainer, home, monkeypatch):
+    monkeypatch.setattr("serverless.trainer.options.cpu_count", lambda: 2)
+    status, error = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "options": {**TINY_OPTIONS,
+                                                                                      "num_workers": 3}})
+    assert status == 400
+    assert error["error"] == "option 'num_workers' must be a whole number from 0 to 2 (this trainer's CPUs), got 3"
+    assert not any((home / "runs").iterdir())
+
+
 def test_bad_queries_are_named(trainer):
     status, error = trainer.call("GET", "/jobs", fields={"task": "seven"})
     assert status == 400 and "query 'task' must be an integer, got 'seven'" in error["error"]
@@ -311,7 +345,7 @@ def test_the_trainer_client_drives_the_real_function_over_http(home):
     from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
 
     with NuclioHttpServer(main.handler) as server:
-        client = TrainerClient(server.url)
+        client = TrainerClient(server.url, token=TRAINER_TOKEN)
         try:
             assert client.health()["status"] == "ok"
             with pytest.raises(TrainerRequestError, match="dataset 'task-8' not found") as caught:
@@ -392,3 +426,234 @@ def test_a_project_job_starts_the_projects_model_line_and_previous_continues_it(
     assert [job["id"] for job in listing["jobs"]] == [second["id"], first["id"]]
     status, answer = trainer.call("POST", "/jobs", {"dataset_id": "project5", "project_id": 5, "task_id": 7})
     assert status == 400 and "send either 'task_id' or 'project_id'" in answer["error"]
+
+
+UNAUTHENTICATED = [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/20240101-000000-aaaaaa"),
+                   ("POST", "/jobs/20240101-000000-aaaaaa/cancel"), ("GET", "/models"), ("DELETE", "/health/x")]
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token-0123456789abcdef", TRAINER_TOKEN[:-1], TRAINER_TOKEN + "x"])
+@pytest.mark.parametrize(("method", "path"), UNAUTHENTICATED)
+def test_every_route_but_health_refuses_a_caller_without_the_token(trainer, home, token, method, path):
+    body = {"dataset_id": "task-7", "task_id": 7, "options": TINY_OPTIONS} if method == "POST" else None
+    status, error = trainer.call(method, path, body, token=token)
+    assert status == 401 and "missing or wrong trainer token" in error["error"]
+    assert "DETR_TRAINER_TOKEN" in error["error"] and TRAINER_TOKEN not in error["error"]
+    assert not any((home / "runs").iterdir()), "no job may be created"
+    status, health = trainer.call("GET", "/health", token=None)
+    assert status == 200 and health["status"] == "ok"
+
+
+def test_the_token_is_checked_in_constant_time(monkeypatch, trainer):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    assert trainer.call("GET", "/jobs", token="guess-0123456789abcdef")[0] == 401
+    assert compared and compared[-1][0] == f"Bearer {TRAINER_TOKEN}".encode()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "DETR_TRAINER_TOKEN is not set, and the trainer needs it"),
+    ("short", "DETR_TRAINER_TOKEN is 5 characters long; use at least 16"),
+])
+def test_the_trainer_does_not_start_without_a_strong_token(home, monkeypatch, value, message):
+    if value is None:
+        monkeypatch.delenv("DETR_TRAINER_TOKEN")
+    else:
+        monkeypatch.setenv("DETR_TRAINER_TOKEN", value)
+    with pytest.raises(RuntimeError, match=message):
+        Trainer(home).call("GET", "/health")
+
+
+def test_a_client_with_the_wrong_token_is_told_how_to_set_it(home):
+    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+
+    with NuclioHttpServer(main.handler) as server:
+        try:
+            assert TrainerClient(server.url, token="wrong-token-0123456789").health()["status"] == "ok"
+            with pytest.raises(TrainerRequestError, match="does not accept our token .* set DETR_TRAINER_TOKEN") as e:
+                TrainerClient(server.url, token="wrong-token-0123456789").list()
+            assert e.value.status == 401
+        finally:
+            server.platform._get_handler_context(main.handler).user_data.runner.terminate(30)
+
+
+# --- cancels that hold ----------------------------------------------------------------------------
+
+
+def _cancel_inside(trainer: Trainer, monkeypatch, target: str, answers: list, *, call: int = 1) -> None:
+    """Patch ``target`` (a dotted name the worker calls) to cancel the running job through the API
+    when it is called for the ``call``-th time, before it runs."""
+    import importlib
+
+    module_name, attribute = target.rsplit(".", 1)
+    parts = module_name.split(".")
+    for split in range(len(parts), 0, -1):  # the longest importable prefix, then attributes
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+            break
+        except ModuleNotFoundError:
+            continue
+    for name in parts[split:]:
+        owner = getattr(owner, name)
+    original, calls = getattr(owner, attribute), []
+
+    def cancelling(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            answers.append(trainer.call("POST", f"/jobs/{trainer.runner.current}/cancel"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, attribute, cancelling)
+
+
+@pytest.mark.parametrize("moment", [
+    "detr.train.train_step",  # during the last step,
+    "detr.train._Loop.evaluate",  # the final evaluation,
+    "detr.train.save_model_file",  # saving the best model,
+    "detr.train._Loop._save_checkpoint",  # the last checkpoint,
+    "detr.train.write_report",  # or the report
+])
+def test_a_cancel_up_to_the_models_registration_ends_cancelled_without_a_model(trainer, home, monkeypatch, moment):
+    answers: list = []
+    # TINY_OPTIONS: 8 images, 2 of them for validation, batch 2 -> 3 steps; the third is the last.
+    _cancel_inside(trainer, monkeypatch, moment, answers, call=3 if moment.endswith("train_step") else 1)
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert answers and answers[0][0] == 200 and answers[0][1]["cancel_requested"]
+    assert done["state"] == "cancelled" and done["model_id"] is None and done["function"] is None
+    assert not (home / "models").exists() or not any((home / "models").iterdir()), "no model may be registered"
+
+
+def test_a_cancel_once_registration_began_is_refused_and_the_job_succeeds(trainer, home, monkeypatch):
+    answers: list = []
+    _cancel_inside(trainer, monkeypatch, "serverless.trainer.models.ModelRegistry.register", answers)
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    status, error = answers[0]
+    assert status == 409 and "its model is being registered; it can no longer be cancelled" in error["error"]
+    assert done["state"] == "succeeded" and done["model_id"] == "task-7-v1" and done["cancel_requested"] is None
+
+
+#: A trainer in its own process whose worker never reaches its next cancel check, as when the
+#: container is killed right after answering a cancel.
+KILLABLE_TRAINER = """
+import threading
+from serverless.trainer import main, runner
+from tests.fakes.nuclio import NuclioHttpServer
+runner.JobRunner._should_stop = lambda self: False
+with NuclioHttpServer(main.handler) as server:
+    print(server.url, flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_a_sigkill_right_after_a_cancel_does_not_resume_the_job(home):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cvat_plugin.trainer_client import TrainerClient
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_TRAINER], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        client = TrainerClient(process.stdout.readline().strip(), token=TRAINER_TOKEN)
+        job = client.submit("task-7", task_id=7, options={**TINY_OPTIONS, "epochs": 50})
+        deadline = time.monotonic() + 120
+        while client.get(job["id"])["step"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.cancel(job["id"])["cancel_requested"]
+        on_disk = json.loads((home / "runs" / job["id"] / "job.json").read_text())
+        assert on_disk["state"] == "running" and on_disk["cancel_requested"], "the cancel is written at once"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+
+    restarted = Trainer(home)
+    try:
+        after = restarted.job(job["id"])
+        assert after["state"] == "cancelled" and after["finished"] and after["model_id"] is None
+        assert restarted.runner.current is None and restarted.runner.queued == []
+        time.sleep(0.5)
+        assert restarted.job(job["id"]) == after, "the job never runs again"
+    finally:
+        restarted.runner.terminate(30)
+
+
+# --- a full volume --------------------------------------------------------------------------------
+
+
+def _full_volume(monkeypatch) -> None:
+    """Every JSON write on the volume fails as a full disk does, and the disk reports nothing free."""
+    import errno
+    import shutil
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("serverless.trainer.jobs.write_json_atomic", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+
+
+def test_a_full_volume_creates_no_phantom_job_and_says_so_in_json(trainer, home, monkeypatch):
+    trainer.runner  # started before the volume fills
+    with monkeypatch.context() as full:
+        _full_volume(full)
+        status, error = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "task_id": 7, "options": TINY_OPTIONS})
+        assert status == 507 and set(error) == {"error"}
+        assert error["error"].startswith(f"no space left on the shared volume (DETR_HOME {home}, 0 MB free)")
+        assert "free at least 1 MB" in error["error"] and "then try again" in error["error"]
+        status, listing = trainer.call("GET", "/jobs", fields={"task": "7"})
+        assert status == 200 and listing["jobs"] == [], "no job exists without its file"
+        assert not any((home / "runs").iterdir()), "and no run folder is left behind"
+        assert trainer.runner.queued == [] and trainer.runner.current is None
+    job = trainer.submit(options=TINY_OPTIONS)  # room again: the task is not blocked by a phantom
+    assert trainer.wait_final(job["id"])["state"] == "succeeded"
+
+
+def test_a_cancel_that_cannot_be_written_changes_nothing(trainer, home, monkeypatch):
+    trainer.runner.terminate(30)  # no worker: the job stays queued
+    queued = trainer.submit(options=TINY_OPTIONS)
+    with monkeypatch.context() as full:
+        _full_volume(full)
+        status, error = trainer.call("POST", f"/jobs/{queued['id']}/cancel")
+        assert status == 507 and "no space left on the shared volume" in error["error"]
+        assert trainer.job(queued["id"])["state"] == "queued", "memory says what the disk says"
+    status, job = trainer.call("POST", f"/jobs/{queued['id']}/cancel")
+    assert status == 200 and job["state"] == "cancelled"
+    assert json.loads((home / "runs" / queued["id"] / "job.json").read_text())["state"] == "cancelled"
+
+
+def test_a_checkpoint_that_does_not_fit_says_the_volume_is_full_and_how_much_to_free(trainer, home, monkeypatch):
+    import shutil
+
+    import detr.checkpoint
+
+    def full_disk_save(obj, f):  # what torch's zip writer raises when the disk fills
+        f.write(b"x" * 3 * 1024 * 1024)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3145728 vs 3145600")
+
+    monkeypatch.setattr(detr.checkpoint.torch, "save", full_disk_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "failed" and done["model_id"] is None
+    assert done["error"].startswith(f"no space left on the shared volume (DETR_HOME {home}, 0 MB free) to write runs/")
+    assert "free at least 4 MB" in done["error"] and f'"resume_from": "{job["id"]}"' in done["error"]
+    assert "enforce fail" not in done["error"]
+    assert not list((home / "runs" / job["id"]).glob(".*.tmp")), "no partial file is left"
+
+
+def test_skipped_images_are_reported_in_the_job_not_only_in_the_log(trainer, home):
+    images = home / "datasets" / "task-7" / "images" / "default"
+    (images / "frame_000003.jpg").unlink()
+    (images / "frame_000005.jpg").write_bytes(b"not a JPEG any more")
+    job = trainer.submit(options=TINY_OPTIONS)
+    done = trainer.wait_final(job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["skipped_images"] == {"count": 2, "first": ["frame_000003.jpg", "frame_000005.jpg"]}

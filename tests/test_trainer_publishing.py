@@ -11,7 +11,7 @@ import pytest
 from detr.config import TINY_MODEL
 from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
-from tests.fakes.nuclio import Platform, make_event, to_wire
+from tests.fakes.nuclio import TRAINER_AUTH, Platform, make_event, to_wire
 
 TINY_OPTIONS = {"weights": "scratch", "model": TINY_MODEL.to_dict(), "epochs": 1, "batch_size": 4,
                 "image_size": 64, "max_size": 96, "num_workers": 0, "device": "cpu"}
@@ -36,7 +36,7 @@ class Trainer:
         self.platform = Platform()
 
     def call(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        wire = to_wire(self.platform.call_handler(main.handler, make_event(method, path, body)))
+        wire = to_wire(self.platform.call_handler(main.handler, make_event(method, path, body, headers=TRAINER_AUTH)))
         return wire["status_code"], json.loads(wire["body"])
 
     def run_job(self, **body) -> dict:

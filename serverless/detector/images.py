@@ -58,6 +58,11 @@ def _probe(data: bytes) -> tuple[int, int]:
                 width, height = image.size
     except Image.DecompressionBombError as e:
         raise RequestError(f"the image is too large ({e}); downscale the frame before sending it") from e
+    except Image.UnidentifiedImageError as e:  # its message names an in-memory object, useless to the caller
+        raise RequestError(
+            f"field 'image' is not an image in a known format (it starts with {data[:8]!r}); "
+            f"send a {_SUPPORTED_NAMES} file encoded as base64"
+        ) from e
     except Exception as e:  # Pillow raises many types for foreign or damaged headers
         raise RequestError(
             f"field 'image' is not a readable image ({str(e) or type(e).__name__}); "

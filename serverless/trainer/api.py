@@ -11,6 +11,8 @@ POST /models/{id}/unpublish                -> {"model_id", "removed": <function 
 GET  /health               {"status", "version", "device", "precision", "running", "queued", "publish", "weights",
                              "problems"}
 ```
+Every route but ``/health`` needs the trainer's shared token (``Authorization: Bearer <token>``,
+``cvat_plugin.trainer_auth``); without it the answer is a 401, whatever the path.
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
 state the trainer itself cannot read).
 """
@@ -24,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from cvat_plugin.trainer_auth import HOW_TO_SET, token_matches
 from detr.precision import resolve_precision
 from serverless.responses import RequestError
 from serverless.trainer.jobs import STATES, Job, JobStore, new_job_id
@@ -43,10 +46,12 @@ MAX_CURVE_EPOCHS = 5000
 
 
 class TrainerApi:
-    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *,
+    def __init__(self, store: JobStore, runner: JobRunner, home: DetrHome, *, token: str,
                  publisher: ModelPublisher | None = None):
-        """``publisher``: set when a Nuclio dashboard is configured; jobs then publish their model unless
-        they say ``"publish": false``, and models can be published and unpublished on request."""
+        """``token``: the shared secret every route but ``/health`` requires; ``publisher``: set when a
+        Nuclio dashboard is configured; jobs then publish their model unless they say ``"publish": false``,
+        and models can be published and unpublished on request."""
+        self.token = token
         self.store = store
         self.runner = runner
         self.home = home
@@ -56,9 +61,15 @@ class TrainerApi:
     def can_publish(self) -> bool:
         return self.publisher is not None and self.publisher.settings.enabled
 
-    def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
-        """Answer one request; ``body()`` parses the JSON body when a route needs it."""
+    def handle(self, method: str, path: str, query: Mapping[str, Any], body: Callable[[], Any], *,
+               authorization: str | None) -> Reply:
+        """Answer one request; ``body()`` parses the JSON body when a route needs it, ``authorization``
+        is the request's ``Authorization`` header."""
         path = "/" + path.strip("/")
+        # Checked before routing, so that without the token not even the routes can be probed.
+        if path != "/health" and not token_matches(self.token, authorization):
+            raise RequestError(f"missing or wrong trainer token: send 'Authorization: Bearer <token>'; "
+                               f"{HOW_TO_SET}", status=401)
         for pattern, routes in self._routes():
             match = re.fullmatch(pattern, path)
             if match is None:
@@ -66,7 +77,10 @@ class TrainerApi:
             if method not in routes:
                 allowed = " or ".join(sorted(routes))
                 raise RequestError(f"{method} is not allowed on {path}; use {allowed}", status=405)
-            return routes[method](*match.groups(), query=query, body=body)
+            try:
+                return routes[method](*match.groups(), query=query, body=body)
+            except OSError as e:  # the volume: full (507) or unwritable (503), said in JSON
+                raise self.home.write_error(e, writing=f"the job files of {method} {path}") from e
         raise RequestError(
             f"no route {method} {path}; the trainer serves POST /jobs, GET /jobs, GET /jobs/<id>, "
             "GET /jobs/<id>/metrics, POST /jobs/<id>/cancel, POST /models/<id>/publish, "

@@ -72,6 +72,11 @@ class Job:
     resume_from: str | None = None
     """Job whose last checkpoint this job continues from."""
     publish: bool = False
+    skipped_images: dict[str, Any] = field(default_factory=dict)
+    """Images the run left out, their files missing or unreadable: ``{"count", "first"}`` (the first few names)."""
+    cancel_requested: str | None = None
+    """When a cancel of the running job was asked: written at once, so that it holds up to the model's
+    registration and across a restart (the job then ends cancelled instead of resuming)."""
     created: str = field(default_factory=utc_now)
     started: str | None = None
     finished: str | None = None
@@ -132,9 +137,18 @@ class JobStore:
             return list(self._problems.values())
 
     def add(self, job: Job) -> None:
+        """A job exists once its file is written: if the write fails (a full volume), there is no job,
+        no run folder, and the ``OSError`` is raised."""
         with self._lock:
+            try:
+                self._write(job)
+            except OSError:
+                try:
+                    (self.runs_dir / job.id).rmdir()
+                except OSError:
+                    pass  # not empty or already gone: nothing of ours to remove
+                raise
             self._jobs[job.id] = job
-            self._write(job)
 
     def get(self, job_id: str) -> Job:
         """A copy of the job; raises :class:`JobNotFound` (404) or, for a corrupted file, a 500."""
@@ -146,20 +160,17 @@ class JobStore:
             return dataclasses.replace(self._jobs[job_id])
 
     def update(self, job_id: str, *, persist: bool = True, **changes: Any) -> Job:
-        """Apply ``changes`` to a job and (by default) write it; returns a copy."""
+        """Apply ``changes`` to a job and (by default) write it; returns a copy. When the write fails the
+        job is left as it was, in memory as on disk, and the ``OSError`` is raised."""
         with self._lock:
-            job = self._jobs[job_id]
-            for key, value in changes.items():
-                if not hasattr(job, key):
+            for key in changes:
+                if not hasattr(self._jobs[job_id], key):
                     raise AttributeError(f"Job has no field {key!r}")
-                setattr(job, key, value)
+            job = dataclasses.replace(self._jobs[job_id], **changes)
             if persist:
                 self._write(job)
+            self._jobs[job_id] = job
             return dataclasses.replace(job)
-
-    def save(self, job_id: str) -> None:
-        with self._lock:
-            self._write(self._jobs[job_id])
 
     def jobs(self) -> list[Job]:
         """Copies of all jobs, newest first."""

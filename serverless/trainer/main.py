@@ -14,6 +14,7 @@ from typing import Any
 
 from cvat_plugin.model_store import ModelStore
 from cvat_plugin.publish import PublishSettings, success_hook
+from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
 from serverless.responses import RequestError, error_response, json_body, json_response
 from serverless.trainer.api import TrainerApi
 from serverless.trainer.jobs import JobStore
@@ -37,6 +38,10 @@ def init_context(context: Any) -> None:
     root = os.environ.get("DETR_HOME")
     if not root:
         raise RuntimeError("DETR_HOME is not set; mount the shared volume and set DETR_HOME to its path")
+    try:
+        token = token_from_env(who="the trainer")
+    except TrainerTokenError as e:
+        raise RuntimeError(str(e)) from None
     home = DetrHome(root)
     home.create()
     store = JobStore(home.runs)
@@ -51,7 +56,7 @@ def init_context(context: Any) -> None:
     if publisher is not None:
         publisher.recover()
     context.platform.set_termination_callback(lambda: _terminate(runner))
-    context.user_data.api = TrainerApi(store, runner, home, publisher=publisher)
+    context.user_data.api = TrainerApi(store, runner, home, token=token, publisher=publisher)
     context.user_data.runner = runner
     context.logger.info_with(
         "Trainer ready", home=str(home.root), jobs=len(store.jobs()), waiting=len(runner.queued),
@@ -63,7 +68,7 @@ def handler(context: Any, event: Any) -> Any:
     api: TrainerApi = context.user_data.api
     try:
         status, body = api.handle(event.method or "GET", event.path or "/", event.fields or {},
-                                  lambda: json_body(event))
+                                  lambda: json_body(event), authorization=event.get_header("Authorization"))
     except RequestError as e:
         return error_response(context, e)
     return json_response(context, body, status)

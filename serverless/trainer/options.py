@@ -1,10 +1,11 @@
 """Validation of ``POST /jobs`` bodies.
 
-Training options are the fields of :class:`detr.TrainConfig` (so names and defaults live
-in one place) plus job-level options: ``weights`` (the starting point), ``recipe`` (auto,
+Training options are the fields of :class:`detr.TrainConfig` (so names, defaults and bounds live
+in one place, ``detr.config``) plus job-level options: ``weights`` (the starting point), ``recipe`` (auto,
 default or small-data, see :mod:`detr.recipes`), ``model_preset`` and ``model`` (fields of
 :class:`detr.ModelConfig` overriding the preset). Options given explicitly beat the recipe's.
-Anything else is rejected by name before a job is created.
+Anything else is rejected by name before a job is created, and so is any number outside its
+bounds, with the option and its range named; ``num_workers`` is capped by this machine's CPUs too.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from detr import ModelConfig, TrainConfig
-from detr.config import ConfigError
+from detr.config import ConfigError, ModelConfig, TrainConfig, cpu_count, parse_option
 from detr.recipes import MODEL_PRESETS, RECIPES, check_settings, plan_training, resolve_preset
 from serverless.responses import RequestError, json_type
 
@@ -94,6 +94,7 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
     if resume_from is not None and not isinstance(resume_from, str):
         raise RequestError(f"field 'resume_from' must be a job id, got a JSON {json_type(resume_from)}")
     training_setup(options)
+    _check_workers(options.get("num_workers"))
     return JobRequest(
         dataset_id=body["dataset_id"], task_id=task_id, options=dict(options),
         resume_from=resume_from, publish=publish, project_id=project_id,
@@ -118,8 +119,8 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
         raise RequestError(
             f"option 'model_preset' must be one of auto, {', '.join(MODEL_PRESETS)}, got {preset!r}"
         )
-    train = {key: value for key, value in options.items() if key in train_fields}
-    train = _coerce(train, train_fields, prefix="option")
+    train = _parse(TrainConfig, {key: value for key, value in options.items() if key in train_fields},
+                   prefix="option")
     model = options.get("model") or {}
     if model:
         if not isinstance(model, dict):
@@ -130,7 +131,7 @@ def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
             raise RequestError(
                 f"unknown model option {unknown[0]!r}; known model options: {', '.join(model_fields)}"
             )
-        model = _coerce(model, model_fields, prefix="model option")
+        model = _parse(ModelConfig, model, prefix="model option")
     setup = TrainingSetup(weights=weights, recipe=recipe, model_preset=preset, train_options=train,
                           model_options=model)
     try:
@@ -145,25 +146,18 @@ def _fields(config_class: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(config_class)}
 
 
-def _coerce(values: Mapping[str, Any], defaults: Mapping[str, Any], *, prefix: str) -> dict[str, Any]:
-    """Check JSON types against the defaults' types; whole floats become ints where ints are due."""
-    expected_names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    coerced = dict(values)
-    for key, value in values.items():
-        default = defaults[key]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = number and float(value).is_integer()
-            if ok:
-                coerced[key] = int(value)
-        elif isinstance(default, float):
-            ok = number
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-        else:
-            ok = True
-        if not ok:
-            raise RequestError(f"{prefix} {key!r} must be {expected_names[type(default)]}, got {value!r}")
-    return coerced
+def _parse(config_class: type, values: Mapping[str, Any], *, prefix: str) -> dict[str, Any]:
+    """Each value checked against its config field's type and bounds (``detr.config.parse_option``)."""
+    try:
+        return {key: parse_option(config_class, key, value) for key, value in values.items()}
+    except ConfigError as e:
+        raise RequestError(f"{prefix} {e}") from None
+
+
+def _check_workers(num_workers: int | None) -> None:
+    """More data-loading processes than CPUs only slow training down, and a huge number forks the machine
+    to a halt; the engine caps them too, this tells the caller."""
+    cpus = cpu_count()
+    if num_workers is not None and num_workers > cpus:
+        raise RequestError(f"option 'num_workers' must be a whole number from 0 to {cpus} (this trainer's CPUs), "
+                           f"got {num_workers!r}")

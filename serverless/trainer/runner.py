@@ -3,8 +3,11 @@
 The trainer function owns one GPU, so jobs never run side by side. The HTTP handler
 only enqueues and returns; this thread trains. It stops cleanly in two ways:
 
-- ``cancel(job)``: the job's ``should_stop`` turns true, fit saves a checkpoint and
-  returns, the job ends ``cancelled``;
+- ``cancel(job)``: the request is written to the job at once and its ``should_stop`` turns
+  true; fit saves a checkpoint and returns, the job ends ``cancelled``. A cancel that arrives
+  during the last step, the final evaluation or saving still holds: the job ends ``cancelled``
+  and its model is neither registered nor published. Only once registration has begun is it
+  too late (409). A restart never resumes a job whose cancel was recorded;
 - ``terminate()`` (Nuclio's termination signal): the same, but the job becomes
   ``interrupted`` and is resumed from that checkpoint when the function starts again.
 """
@@ -19,6 +22,7 @@ from typing import Callable, Optional
 
 from cvat_plugin.storage import copy_atomic
 from detr import FitResult, fit
+from detr.checkpoint import DISK_FULL_ERRNOS, DiskFullError
 from detr.recipes import count_training_images
 from detr.recipes import starting_point as starting_point_kind
 from detr.train import read_run_config
@@ -33,6 +37,8 @@ from serverless.trainer.weights import starting_point
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: How many names of skipped images a job lists (all are in the trainer's log).
+SKIPPED_NAMES = 5
 
 SuccessHook = Callable[[Job, Path], Optional[str]]
 """Called after a successful job's model is registered, with the job and the model's folder.
@@ -53,6 +59,8 @@ class JobRunner:
         self._current: str | None = None
         self._cancel = threading.Event()
         self._terminating = threading.Event()
+        self._registering = False
+        """The current job finished training and its model is being registered: too late to cancel."""
         self._thread: threading.Thread | None = None
 
     # --- control, called from the handler ---------------------------------------------------
@@ -61,9 +69,14 @@ class JobRunner:
         self._thread.start()
 
     def recover(self) -> None:
-        """After a (re)start: jobs that were running are marked interrupted; every waiting job is queued."""
+        """After a (re)start: jobs whose cancel was recorded end cancelled, jobs that were running are
+        marked interrupted; every waiting job is queued."""
         for job in self.store.jobs():
-            if job.state == "running":
+            if job.state not in FINAL_STATES and job.cancel_requested:
+                logger.info("Job %s was cancelled at %s before the trainer stopped: it stays cancelled", job.id,
+                            job.cancel_requested)
+                self.store.update(job.id, state="cancelled", finished=utc_now(), eta_s=None)
+            elif job.state == "running":
                 logger.warning("Job %s was running when the trainer stopped: it resumes from its last checkpoint",
                                job.id)
                 self.store.update(job.id, state="interrupted")
@@ -82,9 +95,15 @@ class JobRunner:
             if job.state in FINAL_STATES:
                 raise RequestError(f"job {job_id} already {job.state}; there is nothing to cancel", status=409)
             if job_id == self._current:
+                if self._registering:
+                    raise RequestError(
+                        f"job {job_id} has finished training and its model is being registered; it can no longer "
+                        "be cancelled: unpublish or delete the model once the job has succeeded", status=409)
+                # Written first: a cancel that could not be recorded is refused (507), not half done.
+                cancelled = self.store.update(job_id, cancel_requested=job.cancel_requested or utc_now())
                 self._cancel.set()
                 logger.info("Job %s: cancel requested", job_id)
-                return job
+                return cancelled
             if job_id in self._queue:
                 self._queue.remove(job_id)
             logger.info("Job %s: cancelled before it started", job_id)
@@ -106,7 +125,9 @@ class JobRunner:
 
     @property
     def current(self) -> str | None:
-        return self._current
+        """The job the worker runs; None once it has ended (the worker may still be tidying up)."""
+        job_id = self._current
+        return job_id if job_id is not None and self.store.get(job_id).state not in FINAL_STATES else None
 
     @property
     def queued(self) -> list[str]:
@@ -147,14 +168,24 @@ class JobRunner:
                     job.dataset_id)
         try:
             result = self._fit(job, run_dir)
-            if result.status != "cancelled":
-                self._succeed(job, result)
+            if result.skipped_images:
+                self.store.update(job_id, skipped_images={"count": len(result.skipped_images),
+                                                          "first": result.skipped_images[:SKIPPED_NAMES]})
+            with self._cond:  # a cancel is honoured up to this point, and refused after it
+                stopped = result.status == "cancelled" or self._should_stop()
+                self._registering = not stopped
+            if not stopped:
+                try:
+                    self._succeed(job, result)
+                finally:
+                    with self._cond:
+                        self._registering = False
                 return
         except Exception as e:
             logger.exception("Job %s failed", job_id)
-            self.store.update(job_id, state="failed", finished=utc_now(), eta_s=None, error=_describe(e))
+            self._fail(job_id, self._describe(e, job_id))
             return
-        if self._terminating.is_set():
+        if self._terminating.is_set() and not self._cancel.is_set():
             logger.info("Job %s: checkpoint saved; it resumes when the trainer restarts", job_id)
             self.store.update(job_id, state="interrupted", eta_s=None)
         else:
@@ -186,6 +217,29 @@ class JobRunner:
                    pretrained=start.pretrained, backbone_weights=start.backbone_weights,
                    callbacks=[progress], should_stop=self._should_stop)
 
+    def _fail(self, job_id: str, error: str) -> None:
+        """Record a failure; when the volume cannot take even job.json, the job still answers as failed
+        until a restart, which resumes it from its last checkpoint once there is room."""
+        changes = {"state": "failed", "finished": utc_now(), "eta_s": None, "error": error}
+        try:
+            self.store.update(job_id, **changes)
+        except OSError as e:
+            logger.error("Job %s: cannot record its failure in job.json (%s)", job_id, e)
+            self.store.update(job_id, persist=False, **changes)
+
+    def _describe(self, error: Exception, job_id: str) -> str:
+        """One line for the job's ``error``: a full volume says so and how much to free; the engine's other
+        messages already say what to change."""
+        needed_mb, path = _disk_full(error)
+        if needed_mb is not None:
+            where = path.relative_to(self.home.root) if path and path.is_relative_to(self.home.root) else path
+            return self.home.disk_full(
+                needed_mb, writing=str(where or f"the files of job {job_id}"),
+                then=f'continue from the last checkpoint with a job of "resume_from": "{job_id}"')
+        text = str(error).strip() or type(error).__name__
+        plain = isinstance(error, (ValueError, RuntimeError, RequestError))
+        return text if plain else f"{type(error).__name__}: {text}"
+
     def _succeed(self, job: Job, result: FitResult) -> None:
         dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
         model_id, folder = self.registry.register(job, result, dataset)
@@ -197,13 +251,18 @@ class JobRunner:
                 changes["function"] = self.on_success(self.store.get(job.id), folder)
             except Exception as e:
                 logger.exception("Job %s: the model was saved as %s but the success hook failed", job.id, model_id)
-                changes["error"] = f"model {model_id} was saved, but publishing it failed: {_describe(e)}"
+                changes["error"] = f"model {model_id} was saved, but publishing it failed: {self._describe(e, job.id)}"
         self.store.update(job.id, **changes)
         logger.info("Job %s succeeded: model %s, AP %s", job.id, model_id, best_metrics.get("AP"))
 
 
-def _describe(error: Exception) -> str:
-    """One line for the job's ``error``: the engine's messages already say what to change."""
-    text = str(error).strip() or type(error).__name__
-    return text if isinstance(error, (ValueError, RuntimeError, RequestError)) else f"{type(error).__name__}: {text}"
-
+def _disk_full(error: BaseException) -> tuple[int | None, Path | None]:
+    """(MB to free, the file) when ``error`` or its cause is a full disk, else (None, None)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DiskFullError):
+            return seen.needed_mb, seen.path
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return 1, Path(seen.filename) if isinstance(seen.filename, str) else None
+        seen = seen.__cause__ or seen.__context__
+    return None, None

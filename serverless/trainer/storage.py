@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+from detr.checkpoint import DISK_FULL_ERRNOS
 from serverless.responses import RequestError
 
 #: One path component of an id: letters, digits, '.', '_' and '-', not starting with a dot.
@@ -33,6 +35,21 @@ class DetrHome:
     def create(self) -> None:
         for folder in (self.datasets, self.runs, self.models):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def disk_full(self, needed_mb: int, *, writing: str, then: str) -> str:
+        """What to say when the volume is full: where, how much is free, how much to free and what next."""
+        free_mb = shutil.disk_usage(self.root).free // (1024 * 1024)
+        return (f"no space left on the shared volume (DETR_HOME {self.root}, {free_mb} MB free) to write {writing}: "
+                f"free at least {needed_mb} MB (delete old runs under DETR_HOME/runs, old datasets or unused "
+                f"models), then {then}")
+
+    def write_error(self, error: OSError, *, writing: str) -> RequestError:
+        """A failed write on the volume as the job API's answer: 507 when it is full, else 503."""
+        if error.errno in DISK_FULL_ERRNOS:
+            return RequestError(self.disk_full(1, writing=writing, then="try again"), status=507)
+        return RequestError(f"cannot write {writing} on the shared volume DETR_HOME {self.root} "
+                            f"({error.strerror or error}); check the volume's mount and permissions, then try "
+                            "again", status=503)
 
     def resolve(self, folder: Path, identifier: Any, *, what: str, nested: bool = False) -> Path:
         """``folder / identifier`` after checking that the id cannot leave ``folder``.

@@ -24,6 +24,11 @@ import nuclio_sdk
 import nuclio_sdk.json_encoder
 import nuclio_sdk.test
 
+#: The trainer's shared token in tests (``DETR_TRAINER_TOKEN``, set for every test by conftest).
+TRAINER_TOKEN = "test-trainer-token-0123456789abcdef"
+#: The headers of a request that carries it.
+TRAINER_AUTH = {"Authorization": f"Bearer {TRAINER_TOKEN}"}
+
 
 class Platform(nuclio_sdk.test.Platform):
     set_termination_callback = nuclio_sdk.Platform.set_termination_callback
@@ -41,9 +46,9 @@ class Platform(nuclio_sdk.test.Platform):
 
 
 def make_event(method: str = "POST", path: str = "/", body: Any = None, *, fields: dict | None = None,
-               content_type: str = "application/json") -> nuclio_sdk.Event:
+               content_type: str = "application/json", headers: dict | None = None) -> nuclio_sdk.Event:
     """An HTTP event as the wrapper builds it (a dict body stands for decoded JSON)."""
-    return nuclio_sdk.Event(body=body, content_type=content_type, fields=fields or {}, headers={},
+    return nuclio_sdk.Event(body=body, content_type=content_type, fields=fields or {}, headers=headers or {},
                             method=method, path=path, trigger=nuclio_sdk.TriggerInfo(kind="http", name="http"))
 
 
@@ -97,7 +102,7 @@ class NuclioHttpServer:
                     except ValueError:
                         pass
                 event = make_event(self.command, url.path, body, fields=dict(parse_qsl(url.query)),
-                                   content_type=content_type)
+                                   content_type=content_type, headers=dict(self.headers.items()))
                 try:
                     wire = to_wire(fake.platform.call_handler(fake.handler, event))
                 except Exception as e:

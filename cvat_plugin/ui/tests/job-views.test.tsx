@@ -68,6 +68,16 @@ describe('training progress', () => {
         expect(screen.getByText('Best validation mAP 0.500 (AP50 0.750) after 1 epoch.')).toBeInTheDocument();
     });
 
+    it('lists the images a succeeded run left out', () => {
+        renderJob(makeJob({
+            state: 'succeeded', function: 'detr-task-42-v2',
+            skipped_images: { count: 7, first: ['frame_000003.jpg', 'frame_000005.jpg'] },
+        }));
+
+        expect(screen.getByText('7 images were left out because the file is missing or unreadable ' +
+            '(frame_000003.jpg, frame_000005.jpg, …); fix or delete those frames in CVAT and train again.')).toBeInTheDocument();
+    });
+
     it('says so when the model was not published', () => {
         renderJob(makeJob({ state: 'succeeded', function: null, model_id: 'm-9' }));
 

@@ -36,6 +36,8 @@ export interface Job {
     /** Name of the published Nuclio function, when the model was published. */
     function: string | null;
     options: Record<string, unknown>;
+    /** Images the run left out (file missing or unreadable): how many, and the first few names. */
+    skipped_images?: { count: number; first: string[] };
     created: string;
     started: string | null;
     finished: string | null;

@@ -67,12 +67,26 @@ function describe(job: Job): { status: 'success' | 'error' | 'warning'; title: s
     };
 }
 
+/** Images the run could not use, so that a "succeeded" never hides them. */
+function Skipped({ job }: { job: Job }): JSX.Element | null {
+    const skipped = job.skipped_images;
+    if (!skipped || !skipped.count) return null;
+    const more = skipped.count > skipped.first.length ? ', …' : '';
+    return (
+        <Typography.Paragraph type='warning' className='detr-skipped-images'>
+            {`${skipped.count} image${skipped.count === 1 ? ' was' : 's were'} left out because the file is missing ` +
+                `or unreadable (${skipped.first.join(', ')}${more}); fix or delete those frames in CVAT and train again.`}
+        </Typography.Paragraph>
+    );
+}
+
 export function JobOutcome({ job, points, onTrainAgain, onClose }: Props): JSX.Element {
     const { status, title, detail } = describe(job);
     return (
         <div className='detr-job-outcome'>
             <Result status={status} title={title} subTitle={detail} style={{ padding: '16px 24px' }}>
                 {job.state === 'succeeded' && <Succeeded job={job} />}
+                <Skipped job={job} />
             </Result>
             {points.length > 0 && <MetricsChart points={points} epochs={job.epochs} />}
             <Space style={{ width: '100%', justifyContent: 'flex-end' }}>
