@@ -196,7 +196,7 @@ class TrainingService:
             logger.warning("Trainer unreachable while listing the models of %s: %s", source, e)
             can_publish = False
         return {"models": [self.models.describe(entry) for entry in self.models.entries()
-                           if _source_of_model(entry) == source],
+                           if source_of_model(entry) == source],
                 "publish": can_publish}
 
     def model(self, credentials: Optional[Credentials], model_id: str) -> dict[str, Any]:
@@ -237,7 +237,7 @@ class TrainingService:
         except ModelNotFound:
             raise GatewayError(404, f"no model {model_id!r}; a task's models are listed by GET "
                                     f"/models?task=<task id> (a project's by ?project=<project id>)") from None
-        source = _source_of_model(entry)
+        source = source_of_model(entry)
         if source is None:
             raise GatewayError(403, f"model {model_id} was not trained on a CVAT task or project; the DETR service "
                                     f"shows only models of tasks and projects you can see in CVAT")
@@ -395,7 +395,7 @@ class TrainingService:
 
     def has_model(self, source: Source) -> bool:
         """Whether a model was trained on the task or project (what weights ``previous`` continues from)."""
-        return any(_source_of_model(entry) == source for entry in self.models.entries())
+        return any(source_of_model(entry) == source for entry in self.models.entries())
 
     def _authorize_job(self, credentials: Optional[Credentials], job_id: str, source: Optional[Source]) -> None:
         """The caller may see a job only if CVAT lets them see its task or project. Otherwise the answer is the
@@ -436,7 +436,8 @@ class TrainingService:
         return None
 
 
-def _source_of_model(entry: ModelEntry) -> Optional[Source]:
+def source_of_model(entry: ModelEntry) -> Optional[Source]:
+    """The task or project a model was trained on (None for one trained on neither)."""
     if entry.task_id is not None:
         return Source("task", entry.task_id)
     return Source("project", entry.project_id) if entry.project_id is not None else None

@@ -13,6 +13,9 @@
 ``DETR_AUTO_RETRAIN_PROJECTS``
     ``all``, or CVAT project ids separated by commas: a task of these projects trains again when
     all its jobs are completed. Unset: off.
+``DETR_AUTO_RETRAIN_SCOPE``
+    ``task`` (default): retrain the task whose jobs are all completed; ``project``: retrain the whole
+    project (its model line) once every job of every task of the project is completed.
 ``CVAT_ACCESS_TOKEN``, ``CVAT_TOKEN``, or ``CVAT_USERNAME`` + ``CVAT_PASSWORD``
     The service account for webhook-started work (webhooks carry no user). Never used for browser
     requests: those act with the caller's own CVAT session.
@@ -85,10 +88,12 @@ def check_options(options: Mapping[str, Any], *, where: str = "option") -> dict[
 
 @dataclass(frozen=True)
 class AutoRetrain:
-    """Which CVAT projects retrain when all jobs of one of their tasks are completed."""
+    """Which CVAT projects retrain when labelling is done, and what retrains: the task whose jobs are
+    all completed (``scope`` ``task``), or the project once all its tasks' jobs are (``project``)."""
 
     all_projects: bool = False
     projects: frozenset[int] = frozenset()
+    scope: str = "task"
 
     @property
     def enabled(self) -> bool:
@@ -98,14 +103,20 @@ class AutoRetrain:
         return self.all_projects or project_id in self.projects
 
     @classmethod
-    def parse(cls, text: str) -> "AutoRetrain":
+    def parse(cls, text: str, scope: str = "") -> "AutoRetrain":
+        scope = scope.strip().lower() or "task"
+        if scope not in ("task", "project"):
+            raise GatewayConfigError(f"DETR_AUTO_RETRAIN_SCOPE={scope!r} is not valid: give 'task' (retrain a task "
+                                     f"when its jobs are completed) or 'project' (retrain the project when all "
+                                     f"its tasks' jobs are)")
         text = text.strip()
         if not text:
-            return cls()
+            return cls(scope=scope)
         if text.lower() in ("all", "*"):
-            return cls(all_projects=True)
+            return cls(all_projects=True, scope=scope)
         try:
-            return cls(projects=frozenset(int(part) for part in text.replace(" ", "").split(",") if part))
+            return cls(projects=frozenset(int(part) for part in text.replace(" ", "").split(",") if part),
+                       scope=scope)
         except ValueError:
             raise GatewayConfigError(f"DETR_AUTO_RETRAIN_PROJECTS={text!r} is not valid: give 'all' or CVAT "
                                      f"project ids separated by commas, e.g. '3,7'") from None
@@ -180,7 +191,8 @@ class GatewaySettings:
             trainer_token=token,
             webhook_secret=env.get("DETR_WEBHOOK_SECRET") or None,
             service_credentials=credentials,
-            auto_retrain=AutoRetrain.parse(env.get("DETR_AUTO_RETRAIN_PROJECTS", "")),
+            auto_retrain=AutoRetrain.parse(env.get("DETR_AUTO_RETRAIN_PROJECTS", ""),
+                                           env.get("DETR_AUTO_RETRAIN_SCOPE", "")),
             train_defaults=_json_object(env.get("DETR_TRAIN_DEFAULTS", ""), "DETR_TRAIN_DEFAULTS"),
             workers=_int(env.get("DETR_GATEWAY_WORKERS", ""), "DETR_GATEWAY_WORKERS", DEFAULT_WORKERS),
         )
@@ -216,4 +228,4 @@ def settings_repr(settings: GatewaySettings) -> str:
     return (f"CVAT {redact_url(settings.cvat_url)}, trainer {redact_url(settings.trainer_url)}, "
             f"DETR_HOME {settings.home}, "
             f"webhook secret {'set' if settings.webhook_secret else 'not set'}, service account: {service}, "
-            f"auto-retrain: {retrain}, preparation workers: {settings.workers}")
+            f"auto-retrain: {retrain} (by {settings.auto_retrain.scope}), preparation workers: {settings.workers}")

@@ -1,4 +1,4 @@
-"""CVAT's webhook: train a task again when its labelling is done.
+"""CVAT's webhook: train a task (or its project) again when its labelling is done.
 
 CVAT posts ``{"event", "job", "before_update", "webhook_id", "sender"}`` for ``update:job``
 (``cvat/apps/webhooks/signals.py``), signed with the webhook's secret as
@@ -6,9 +6,11 @@ CVAT posts ``{"event", "job", "before_update", "webhook_id", "sender"}`` for ``u
 ``state`` is ``completed``. When an update moves a job of an auto-retrain project there (its
 ``state`` or ``stage`` changed) and every job of its task is completed, as CVAT tells the
 service account, a training of the task starts, continuing from the task's newest model
-(weights ``previous``; a task without one starts from the default weights). A task that is
-already training is left alone. The answer says what happened; CVAT keeps it in the webhook's
-delivery log.
+(weights ``previous``; a task without one starts from the default weights). With the scope
+``project`` (``DETR_AUTO_RETRAIN_SCOPE``) the unit is the job's project instead: it retrains once
+every job of every one of its tasks is completed, continuing the project's model line. A task or
+project that is already training is left alone. The answer says what happened; CVAT keeps it in
+the webhook's delivery log.
 
 Replays: CVAT's signature covers no timestamp and its requests carry no delivery id, so a
 delivery posted again (CVAT's "Redeliver", or anyone who kept a signed body) is recognised by
@@ -31,7 +33,7 @@ from typing import Any, Optional
 
 from cvat_plugin.client import CvatError
 from cvat_plugin.gateway_errors import GatewayError, from_cvat, from_trainer
-from cvat_plugin.gateway_jobs import TrainingService
+from cvat_plugin.gateway_jobs import TrainingService, source_of_model
 from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import AutoRetrain
 from cvat_plugin.storage import write_json_atomic
@@ -65,6 +67,14 @@ class Decision:
     job_id: Optional[int] = None
     updated_date: Optional[str] = None
     """The job's ``updated_date`` as CVAT sent it: with ``job_id``, what identifies the event."""
+    project_id: Optional[int] = None
+
+    def source(self, scope: str) -> Source:
+        """What retrains: the task, or with the scope ``project`` the job's project (if it has one)."""
+        assert self.task_id is not None
+        if scope == "project" and self.project_id is not None:
+            return Source("project", self.project_id)
+        return Source("task", self.task_id)
 
 
 def _whole_number(value: Any) -> Optional[int]:
@@ -93,7 +103,8 @@ def completed_job(payload: Any, auto_retrain: AutoRetrain) -> Decision:
         where = f"project {project_id}" if project_id is not None else "a task outside projects"
         return Decision(None, f"job {job_id} is in {where}, which does not retrain automatically "
                               f"(DETR_AUTO_RETRAIN_PROJECTS)")
-    return Decision(task_id, f"job {job_id} of task {task_id} was completed", job_id, job.get("updated_date"))
+    return Decision(task_id, f"job {job_id} of task {task_id} was completed", job_id, job.get("updated_date"),
+                    project_id)
 
 
 def _time(text: Any) -> Optional[datetime]:
@@ -107,15 +118,15 @@ def _time(text: Any) -> Optional[datetime]:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _latest_training(service: TrainingService, task_id: int) -> Optional[tuple[datetime, str]]:
-    """When the task's newest training or model was made, and which it was."""
+def _latest_training(service: TrainingService, source: Source) -> Optional[tuple[datetime, str]]:
+    """When the task's (project's) newest training or model was made, and which it was."""
     found: list[tuple[Optional[datetime], str]] = [
         (_time(entry.card.get("created")), f"model {entry.id}")
-        for entry in service.models.entries() if entry.task_id == task_id]
-    found += [(_time(prep.created), f"training {prep.id}") for prep in service.preparations.of_task(task_id)]
+        for entry in service.models.entries() if source_of_model(entry) == source]
+    found += [(_time(prep.created), f"training {prep.id}") for prep in service.preparations.of_source(source)]
     try:
         found += [(_time(job.get("created")), f"training {job.get('id')}")
-                  for job in service.trainer().list(task_id=task_id)]
+                  for job in service.trainer().list(**source.ids)]
     except TrainerError as e:
         raise from_trainer(e) from e
     dated = [(moment, what) for moment, what in found if moment is not None]
@@ -151,9 +162,10 @@ def _replayed(service: TrainingService, decision: Decision, deliveries: _Deliver
     if f"{decision.job_id}@{decision.updated_date}" in deliveries.keys:
         return (f"this event (job {decision.job_id} updated at {decision.updated_date}) already started a "
                 f"training; a redelivered or replayed event starts nothing")
-    latest = _latest_training(service, decision.task_id)
+    source = decision.source(service.settings.auto_retrain.scope)
+    latest = _latest_training(service, source)
     if latest is not None and updated <= latest[0]:
-        return (f"job {decision.job_id} was updated at {decision.updated_date}, not after the task's latest "
+        return (f"job {decision.job_id} was updated at {decision.updated_date}, not after the {source.kind}'s latest "
                 f"{latest[1]} ({latest[0].isoformat()}), which already includes it; a redelivered or replayed "
                 f"event starts nothing")
     return None
@@ -174,27 +186,31 @@ def handle_delivery(service: TrainingService, payload: Any) -> tuple[int, dict[s
             logger.info("Webhook delivery for task %d ignored: %s", task_id, replayed)
             return 200, {"status": "ignored", "reason": replayed}
         credentials = service.settings.service_credentials
+        source = decision.source(service.settings.auto_retrain.scope)
         try:
             with service.cvat(credentials) as client:
-                jobs = client.get_jobs(task_id)
+                task_ids = ([task["id"] for task in client.get_project_tasks(source.id)]
+                            if source.kind == "project" else [task_id])
+                jobs = [job for each in task_ids for job in client.get_jobs(each)]
         except CvatError as e:
-            raise from_cvat(e, action=f"list the jobs of task {task_id} as the DETR service account") from e
+            raise from_cvat(e, action=f"list the jobs of {source} as the DETR service account") from e
         unfinished = [job for job in jobs if job.get("state") != JOB_DONE]
         if unfinished or not jobs:
-            return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of its "
+            whose = "its" if source.kind == "task" else f"{source}'s"
+            return 200, {"status": "ignored", "reason": f"{decision.reason}, but {len(unfinished)} of {whose} "
                                                         f"{len(jobs)} jobs are not completed yet"}
-        defaults, choices, problem, _ = service.dialog_choices(Source("task", task_id))
+        defaults, choices, problem, _ = service.dialog_choices(source)
         if problem:
             raise GatewayError(503, problem)
         weights = "previous" if "previous" in choices else defaults["weights"]
         try:
-            job = service.start(credentials, Source("task", task_id), {**defaults, "weights": weights},
-                                trigger="webhook")
+            job = service.start(credentials, source, {**defaults, "weights": weights}, trigger="webhook")
         except GatewayError as e:
             if e.status == 409:
                 return 200, {"status": "ignored", "reason": e.message, "job": e.extra.get("job")}
             raise
         deliveries.remember(f"{decision.job_id}@{decision.updated_date}")
-    logger.info("Task %d: all jobs completed; training %s started from weights %r", task_id, job["id"], weights)
-    return 202, {"status": "started", "reason": f"all {len(jobs)} jobs of task {task_id} are completed; training "
+    logger.info("%s: all jobs completed; training %s started from weights %r", str(source).capitalize(), job["id"],
+                weights)
+    return 202, {"status": "started", "reason": f"all {len(jobs)} jobs of {source} are completed; training "
                                                 f"from weights {weights!r}", "job": job}

@@ -619,6 +619,40 @@ def test_other_updates_are_ignored_without_asking_cvat(retrain_box, tmp_path, ch
     assert retrain_box.cvat.count("GET", "/api/jobs") == 0 and exports(retrain_box) == 0
 
 
+def test_auto_retrain_by_project_waits_for_every_task_then_trains_the_project(tmp_path):
+    """DETR_AUTO_RETRAIN_SCOPE=project: a task whose jobs are done starts nothing while another task of the
+    project is being labelled; the last completed job retrains the project (its model line)."""
+    with sandbox(tmp_path, service_account=True, webhook_secret=WEBHOOK_SECRET,
+                 auto_retrain=AutoRetrain(all_projects=True, scope="project")) as box:
+        project = box.cvat.add_project("shapes", owner=box.alice, labels=["circle", "square"])
+        day = add_synthetic_task(box.cvat, box.alice, tmp_path / "a", name="day", num_images=6, project=project,
+                                 subset="Train")
+        night = add_synthetic_task(box.cvat, box.alice, tmp_path / "b", name="night", num_images=2, seed=1,
+                                   project=project, subset="Validation")
+        for job in day.jobs:
+            job.state = "completed"
+        first = deliver(box, job_update(day, 0, before={"state": "in progress"}, service=box.service))
+        assert first.status_code == 200, first.text
+        assert first.json()["status"] == "ignored"
+        assert f"but {len(night.jobs)} of project {project.id}'s" in first.json()["reason"]
+
+        for job in night.jobs:
+            job.state = "completed"
+        started = deliver(box, job_update(night, 0, before={"state": "in progress"}, service=box.service))
+        assert started.status_code == 202, started.text
+        assert f"jobs of project {project.id} are completed" in started.json()["reason"]
+        job = started.json()["job"]
+        assert (job["project_id"], job["task_id"]) == (project.id, None)
+        assert Browser(box, box.alice).wait(job["id"], lambda job: job["state"] not in ACTIVE)["model_id"] == \
+            f"project-{project.id}-v1"
+
+
+def test_the_retrain_scope_is_checked():
+    assert AutoRetrain.parse("3", "Project").scope == "project" and AutoRetrain.parse("all").scope == "task"
+    with pytest.raises(GatewayConfigError, match="DETR_AUTO_RETRAIN_SCOPE='tasks' is not valid"):
+        AutoRetrain.parse("3", "tasks")
+
+
 def test_auto_retrain_waits_for_every_job_then_continues_from_the_last_model(retrain_box, tmp_path):
     box = retrain_box
     task = project_task(box, tmp_path, with_model=True)
