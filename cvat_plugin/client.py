@@ -323,6 +323,19 @@ class CvatClient:
             logger.info("CVAT at %s is version %s", self.url, self._version)
         return self._version
 
+    # -- who the user is --
+
+    def get_self(self) -> dict:
+        """``GET /api/users/self``: the user's id, name, ``groups`` and ``is_superuser``."""
+        return self._get_json("/api/users/self", action="read", resource="the current user")
+
+    def get_membership_role(self, organization_id: int, username: str) -> Optional[str]:
+        """The user's role in an organization (worker, supervisor, maintainer, owner), or None."""
+        members = self._paginate("/api/memberships", {"org_id": int(organization_id), "user": username},
+                                 action="read the memberships of", resource=f"organization {organization_id}")
+        return next((m.get("role") for m in members
+                     if (m.get("user") or {}).get("username") == username and m.get("is_active", True)), None)
+
     # -- tasks --
 
     def get_task(self, task_id: int) -> dict:

@@ -72,6 +72,39 @@ def authorize_project(client: CvatClient, project_id: int) -> dict:
         raise from_cvat(e, action=f"see project {project_id}", credentials=client.credentials) from e
 
 
+#: Organization roles that may change any task of the organization, as CVAT's own rules grant it.
+CHANGING_ORG_ROLES = ("maintainer", "owner")
+
+
+def _user_id(field: object) -> object:
+    return field.get("id") if isinstance(field, dict) else None
+
+
+def require_change(client: CvatClient, resource: dict, *, what: str, project: Optional[dict] = None) -> None:
+    """Refuse (403) a caller who may see ``resource`` (a task or project as CVAT answered it) but not
+    change it. Starting or cancelling a training and publishing a model change the task; CVAT lets do
+    that the task's (or project's) owner or assignee, an organization's maintainer or owner, and an
+    admin. Derived from what CVAT tells the caller about themselves, never from a list of ours."""
+    try:
+        me = client.get_self()
+        if me.get("is_superuser") or "admin" in (me.get("groups") or []):
+            return
+        owners = {_user_id(resource.get("owner")), _user_id(resource.get("assignee"))}
+        if project is not None:
+            owners |= {_user_id(project.get("owner")), _user_id(project.get("assignee"))}
+        if me.get("id") is not None and me.get("id") in owners:
+            return
+        organization = resource.get("organization")
+        if isinstance(organization, int) and \
+                client.get_membership_role(organization, str(me.get("username"))) in CHANGING_ORG_ROLES:
+            return
+    except CvatError as e:
+        raise from_cvat(e, action=f"check who may change {what}", credentials=client.credentials) from e
+    raise GatewayError(403, f"CVAT lets you see {what} but not change it: training it, cancelling its training "
+                            f"and publishing its models need its owner or assignee (or the project's), an "
+                            f"organization maintainer or owner, or an admin; ask one of them")
+
+
 def authorize_task(client: CvatClient, task_id: int) -> dict:
     """``GET /api/tasks/{id}`` as the caller: the task if CVAT lets the caller see it, else CVAT's refusal."""
     try:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 from cvat_plugin.auth import Credentials
 from cvat_plugin.client import CvatClient, CvatError
 from cvat_plugin.dataset import DatasetError, export_task, require_images
-from cvat_plugin.gateway_auth import authorize_project, authorize_task, require_credentials
+from cvat_plugin.gateway_auth import authorize_project, authorize_task, require_change, require_credentials
 from cvat_plugin.gateway_errors import GatewayError, failure_message, from_cvat, from_trainer
 from cvat_plugin.gateway_preparations import (
     PREPARATION_PREFIX,
@@ -95,6 +95,23 @@ class TrainingService:
         """The task or project, if CVAT lets the caller see it."""
         with self.cvat(credentials) as client:
             return (authorize_task if source.kind == "task" else authorize_project)(client, source.id)
+
+    def authorize_change(self, credentials: Optional[Credentials], source: Source) -> dict:
+        """The task or project, if CVAT lets the caller change it (``gateway_auth.require_change``)."""
+        with self.cvat(credentials) as client:
+            if source.kind == "project":
+                project = authorize_project(client, source.id)
+                require_change(client, project, what=str(source))
+                return project
+            task = authorize_task(client, source.id)
+            project = None
+            if task.get("project_id"):
+                try:
+                    project = client.get_project(int(task["project_id"]))
+                except CvatError:  # the caller may see the task but not its project: the task decides
+                    project = None
+            require_change(client, task, what=str(source), project=project)
+            return task
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -215,7 +232,7 @@ class TrainingService:
 
     def publish_model(self, credentials: Optional[Credentials], model_id: str, *, replace: bool) -> dict[str, Any]:
         """Have the trainer publish a model version (replacing the task's published one with ``replace``)."""
-        self._authorized_model(credentials, model_id)
+        self.authorize_change(credentials, source_of_model(self._authorized_model(credentials, model_id)))
         try:
             self.trainer().publish_model(model_id, replace=replace)
         except TrainerError as e:
@@ -223,7 +240,7 @@ class TrainingService:
         return self.models.describe(self.models.entry(model_id))
 
     def unpublish_model(self, credentials: Optional[Credentials], model_id: str) -> dict[str, Any]:
-        self._authorized_model(credentials, model_id)
+        self.authorize_change(credentials, source_of_model(self._authorized_model(credentials, model_id)))
         try:
             self.trainer().unpublish_model(model_id)
         except TrainerError as e:
@@ -272,7 +289,8 @@ class TrainingService:
               trigger: str = "user") -> dict[str, Any]:
         """Start a training of the task (or project) as ``credentials`` (the caller, or the service account
         for a webhook); returns the preparing job. 409 with the job when it already has one running."""
-        found = self.authorize(credentials, source)
+        # A user needs the right to change the task; the webhook's service account acts as configured.
+        found = (self.authorize_change if trigger == "user" else self.authorize)(credentials, source)
         if source.kind == "task":
             _require_images(found)
         trainer = self.trainer()
@@ -304,6 +322,7 @@ class TrainingService:
         if job_id.startswith(PREPARATION_PREFIX):
             prep = self._preparation(job_id)
             self._authorize_job(credentials, job_id, prep.source)
+            self.authorize_change(credentials, prep.source)
             with self._lock:
                 prep = self._preparation(job_id)
                 if prep.state == "preparing":
@@ -316,7 +335,9 @@ class TrainingService:
                 raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
             job_id = prep.job_id
         else:
-            self._authorize_job(credentials, job_id, self._source_of(self._trainer_job(job_id)))
+            source = self._source_of(self._trainer_job(job_id))
+            self._authorize_job(credentials, job_id, source)
+            self.authorize_change(credentials, source)
         try:
             return self.trainer().cancel(job_id)
         except TrainerError as e:

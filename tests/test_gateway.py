@@ -416,6 +416,50 @@ def test_a_project_is_summarized_and_trained_from_the_dialog(box, tmp_path):
     assert answer.status_code == 403 and f"CVAT does not let you see project {project.id}" in error_of(answer)
 
 
+def test_a_user_who_may_only_see_a_task_cannot_train_it_cancel_or_publish(box):
+    """Seeing is not changing: a viewer (here an assignee of one of its jobs) reads the summary and the jobs,
+    but training, cancelling and publishing need what CVAT grants to change the task."""
+    box.task.members.add("vera")
+    vera = Browser(box, box.cvat.add_user("vera", "vera-password"))
+    assert vera.get(f"/tasks/{box.task.id}/summary").status_code == 200
+    refused = vera.post(f"/tasks/{box.task.id}/train", {"epochs": 1})
+    assert refused.status_code == 403
+    assert f"CVAT lets you see task {box.task.id} but not change it" in error_of(refused)
+    assert exports(box) == 0
+
+    started = Browser(box, box.alice).post(f"/tasks/{box.task.id}/train", {"epochs": 50}).json()
+    assert vera.get(f"/jobs/{started['id']}").status_code == 200
+    assert vera.post(f"/jobs/{started['id']}/cancel").status_code == 403
+    assert Browser(box, box.alice).post(f"/jobs/{started['id']}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize("who", ["task assignee", "project owner", "project assignee", "organization maintainer",
+                                 "organization owner", "admin"])
+def test_who_may_change_a_task_follows_cvats_rules(box, tmp_path, who):
+    user = box.cvat.add_user("carol", "carol-password", superuser=who == "admin")
+    project = box.cvat.add_project("streets", owner=box.alice if who != "project owner" else user,
+                                   labels=["circle", "square"])
+    task = add_synthetic_task(box.cvat, box.alice, tmp_path, name="street", num_images=4, project=project)
+    if who == "task assignee":
+        task.assignee = user
+    elif who == "project assignee":
+        project.assignee = user
+    elif who.startswith("organization"):
+        task.organization = 9
+        box.cvat.memberships[(9, "carol")] = who.split()[1]
+    answer = Browser(box, user).post(f"/tasks/{task.id}/train", {"epochs": 1})
+    assert answer.status_code == 202, answer.text
+
+
+def test_an_organization_worker_sees_its_tasks_but_cannot_train_them(box, tmp_path):
+    task = add_synthetic_task(box.cvat, box.alice, tmp_path, name="org", num_images=4)
+    task.organization = 9
+    box.cvat.memberships[(9, "walt")] = "worker"
+    walt = Browser(box, box.cvat.add_user("walt", "walt-password"))
+    assert walt.get(f"/tasks/{task.id}/summary").status_code == 200
+    assert walt.post(f"/tasks/{task.id}/train", {"epochs": 1}).status_code == 403
+
+
 def test_a_second_training_of_a_task_gets_409_with_the_running_job(box):
     alice, bob = Browser(box, box.alice), Browser(box, box.cvat.add_user("bob", "bob-password"))
     first = alice.post(f"/tasks/{box.task.id}/train", {"epochs": 50}).json()

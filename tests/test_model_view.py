@@ -108,6 +108,17 @@ def test_ids_and_image_names_are_checked(trained, path, status, message):
     assert message in answer.json()["error"]
 
 
+def test_a_viewer_of_the_task_sees_its_models_but_cannot_publish_them(trained):
+    box, job = trained
+    box.task.members.add("vera")
+    vera = Browser(box, next((u for u in box.cvat.users.values() if u.username == "vera"), None)
+                   or box.cvat.add_user("vera", "vera-password"))
+    assert vera.get(f"/models/{job['model_id']}/report/samples").status_code == 200
+    for action in ("publish", "unpublish"):
+        answer = vera.post(f"/models/{job['model_id']}/{action}")
+        assert answer.status_code == 403 and "but not change it" in answer.json()["error"]
+
+
 def test_publishing_without_a_dashboard_says_why(trained):
     box, job = trained
     answer = Browser(box, box.alice).post(f"/models/{job['model_id']}/publish", {"replace": True})

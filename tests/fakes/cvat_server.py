@@ -168,6 +168,10 @@ class Task:
     deleted_frames: set[int] = field(default_factory=set)
     members: set[str] = field(default_factory=set)
     """User names besides the owner (assignees of the task or its jobs) who may see the task."""
+    assignee: Optional[User] = None
+    """The task's assignee: may see and change it."""
+    organization: Optional[int] = None
+    """The organization the task belongs to; its members see it, its maintainers and owner change it."""
     jobs: list[Job] = field(default_factory=list)
     export_error: Optional[str] = None
     """When set, every export of this task fails with this message."""
@@ -190,6 +194,7 @@ class Project:
     owner: User
     labels: list[Label]
     created: str = field(default_factory=utc_now)
+    assignee: Optional[User] = None
 
 
 @dataclass
@@ -270,6 +275,8 @@ class FakeCvat(ServedFake):
         self.users: dict[int, User] = {}
         self.tasks: dict[int, Task] = {}
         self.projects: dict[int, Project] = {}
+        self.memberships: dict[tuple[int, str], str] = {}
+        """(organization id, user name) -> role: worker, supervisor, maintainer or owner."""
         self.requests: dict[str, ExportRequest] = {}
         self.sessions: dict[str, tuple[User, str]] = {}
         """sessionid -> (user, csrftoken)"""
@@ -408,7 +415,9 @@ class FakeCvat(ServedFake):
             raise HttpError(404, {"detail": "No Task matches the given query."})
         project = self.projects.get(task.project_id) if task.project_id else None
         if not (user.is_superuser or task.owner.id == user.id or user.username in task.members
-                or (project is not None and project.owner.id == user.id)):
+                or (task.assignee is not None and task.assignee.id == user.id)
+                or (task.organization is not None and (task.organization, user.username) in self.memberships)
+                or (project is not None and user.id in (project.owner.id, getattr(project.assignee, "id", None)))):
             raise HttpError(403, {"detail": "You do not have permission to perform this action."})
         return task
 
@@ -416,7 +425,7 @@ class FakeCvat(ServedFake):
         project = self.projects.get(project_id)
         if project is None:
             raise HttpError(404, {"detail": "No Project matches the given query."})
-        if not (user.is_superuser or project.owner.id == user.id):
+        if not (user.is_superuser or user.id in (project.owner.id, getattr(project.assignee, "id", None))):
             raise HttpError(403, {"detail": "You do not have permission to perform this action."})
         return project
 
@@ -483,6 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", r"/api/auth/login", "login", None, None),
         ("POST", r"/api/auth/logout", "logout", None, None),
         ("GET", r"/api/users/self", "users_self", None, None),
+        ("GET", r"/api/memberships", "memberships", None, None),
         ("GET", r"/api/tasks/(\d+)", "task", None, None),
         ("GET", r"/api/tasks", "tasks", None, None),
         ("GET", r"/api/projects/(\d+)", "project", None, None),
@@ -617,20 +627,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_users_self(self, user: User) -> None:
         self._send(200, {**user.brief(self.base), "email": f"{user.username}@example.com",
-                         "is_superuser": user.is_superuser, "is_active": True})
+                         "groups": ["admin"] if user.is_superuser else ["user"],
+                         "is_superuser": user.is_superuser, "is_staff": user.is_superuser, "is_active": True})
+
+    def handle_memberships(self, user: User) -> None:
+        """``GET /api/memberships?org_id=&user=``: the caller's own memberships (a plain user sees no others)."""
+        results = [{"id": index, "user": member.brief(self.base), "organization": org, "role": role,
+                    "is_active": True, "joined_date": None}
+                   for index, ((org, username), role) in enumerate(sorted(self.fake.memberships.items()), 1)
+                   for member in self.fake.users.values() if member.username == username
+                   if (user.is_superuser or username == user.username)
+                   and str(org) == self.query.get("org_id", str(org))
+                   and username == self.query.get("user", username)]
+        self._paginated("/api/memberships", results)
 
     def _task_json(self, task: Task) -> dict:
         return {
             "url": f"{self.base}/api/tasks/{task.id}", "id": task.id, "name": task.name,
             "project_id": task.project_id, "owner": task.owner.brief(self.base),
-            "assignee": None, "bug_tracker": "", "created_date": task.created, "updated_date": task.created,
+            "assignee": task.assignee.brief(self.base) if task.assignee else None, "bug_tracker": "",
+            "created_date": task.created, "updated_date": task.created,
             "overlap": 0, "segment_size": len(task.frames), "status": "annotation", "data_chunk_size": CHUNK_SIZE,
             "data_compressed_chunk_type": "imageset", "guide_id": None, "data_original_chunk_type": "imageset",
             "image_quality": 70, "dimension": "2d",
             # a task created without data (the UI's "Submit & Continue" before uploading) has none of these
             "size": len(task.frames) or None, "mode": "annotation" if task.frames else None,
             "data": task.id if task.frames else None,
-            "subset": task.subset, "organization": None, "target_storage": None, "source_storage": None,
+            "subset": task.subset, "organization": task.organization, "target_storage": None, "source_storage": None,
             "jobs": {"count": len(task.jobs), "completed": 0, "validation": 0,
                      "url": f"{self.base}/api/jobs?task_id={task.id}"},
             "labels": {"url": f"{self.base}/api/labels?task_id={task.id}"},
@@ -693,7 +716,9 @@ class _Handler(BaseHTTPRequestHandler):
         tasks = [task for task in self.fake.tasks.values() if task.project_id == project.id]
         self._send(200, {
             "url": f"{self.base}/api/projects/{project.id}", "id": project.id, "name": project.name,
-            "owner": project.owner.brief(self.base), "assignee": None, "guide_id": None, "bug_tracker": "",
+            "owner": project.owner.brief(self.base),
+            "assignee": project.assignee.brief(self.base) if project.assignee else None, "guide_id": None,
+            "bug_tracker": "",
             "task_subsets": sorted({task.subset for task in tasks if task.subset}),
             "created_date": project.created, "updated_date": project.created, "status": "annotation",
             "dimension": "2d" if tasks else None, "organization": None, "target_storage": None,
