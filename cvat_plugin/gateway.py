@@ -66,6 +66,7 @@ from cvat_plugin.gateway_jobs import TrainingService
 from cvat_plugin.gateway_preparations import Source
 from cvat_plugin.gateway_settings import GatewayConfigError, GatewaySettings, OptionError, check_options, settings_repr
 from cvat_plugin.gateway_webhooks import SIGNATURE_HEADER, handle_delivery, signature_ok
+from cvat_plugin.publish import replace_option
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +210,11 @@ class _Endpoints:
     async def publish_model(self, request: Request) -> JSONResponse:
         model_id = _model_id(request.path_params["model_id"])
         credentials = self._caller(request)
-        options = _parse_json(await _read_body(request, MAX_OPTIONS_BODY))
-        options = {} if options is None else options
-        if not isinstance(options, dict) or set(options) - {"replace"} or not isinstance(
-                options.get("replace", False), bool):
-            raise GatewayError(400, 'the body must be empty or {"replace": true|false} (true: unpublish the '
-                                    "task's other published versions once this one is ready)")
-        answer = await run_in_threadpool(self.service.publish_model, credentials, model_id,
-                                         replace=options.get("replace", False))
+        try:
+            replace = replace_option(_parse_json(await _read_body(request, MAX_OPTIONS_BODY)))
+        except ValueError as e:
+            raise GatewayError(400, str(e)) from None
+        answer = await run_in_threadpool(self.service.publish_model, credentials, model_id, replace=replace)
         return _json(answer, 202)
 
     async def unpublish_model(self, request: Request) -> JSONResponse:

@@ -50,6 +50,16 @@ class PublishError(Exception):
     """The model cannot be published (or unpublished); the message says what to do."""
 
 
+def replace_option(body: Any) -> bool:
+    """The ``replace`` of a publish request's body (empty, or ``{"replace": true|false}``), for the
+    gateway and the trainer alike; :class:`ValueError` naming the expected shape otherwise."""
+    body = {} if body is None else body
+    if not isinstance(body, dict) or set(body) - {"replace"} or not isinstance(body.get("replace", False), bool):
+        raise ValueError('the body must be empty or {"replace": true|false} (true: unpublish the other published '
+                         "versions of the task or project once this one is ready)")
+    return body.get("replace", False)
+
+
 @dataclass(frozen=True)
 class PublishSettings:
     """Where and how to publish; ``from_env`` reads the trainer's and the CLI's environment."""

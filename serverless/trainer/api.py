@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from cvat_plugin.publish import replace_option
 from cvat_plugin.trainer_auth import HOW_TO_SET, token_matches
 from detr.precision import resolve_precision
 from serverless.responses import RequestError
@@ -154,12 +155,11 @@ class TrainerApi:
 
     def publish_model(self, model_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         self.home.resolve(self.home.models, model_id, what="model id")
-        data = body()
-        data = {} if data is None else data
-        if not isinstance(data, dict) or not isinstance(data.get("replace", False), bool) or set(data) - {"replace"}:
-            raise RequestError('expected a JSON object such as {"replace": true} (replace: unpublish the task\'s '
-                               'other published versions once this one is ready)')
-        return 202, self._publisher().publish(model_id, replace=data.get("replace", False))
+        try:
+            replace = replace_option(body())
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        return 202, self._publisher().publish(model_id, replace=replace)
 
     def unpublish_model(self, model_id: str, *, query: Mapping[str, Any], body: Callable[[], Any]) -> Reply:
         self.home.resolve(self.home.models, model_id, what="model id")
