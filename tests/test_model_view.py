@@ -235,3 +235,21 @@ def test_the_trainer_serves_a_jobs_curve(tmp_path, monkeypatch):
         trainer.stop()
     assert status == 200 and [point["epoch"] for point in curve["epochs"]] == [1, 2]
     assert all("AP50" in point and "train_loss" in point for point in curve["epochs"])
+
+
+def test_replacing_a_projects_published_version_leaves_other_lines_alone(publishing_trainer, fake_nuclio):
+    """A project's versions form their own line: publishing one with replace unpublishes the project's other
+    version, never a task's."""
+    trainer, home = publishing_trainer
+    for version in (1, 2):
+        folder = add_model(home, f"project-5-v{version}", ["car", "person"], task_id=None, version=version)
+        card = json.loads((folder / "model.json").read_text())
+        (folder / "model.json").write_text(json.dumps({**card, "project_id": 5}))
+    for model_id in ("task-7-v1", "project-5-v1"):
+        assert trainer.call("POST", f"/models/{model_id}/publish")[0] == 202
+        assert wait_published(home, model_id)["function"]
+    assert trainer.call("POST", "/models/project-5-v2/publish", {"replace": True})[0] == 202
+    assert wait_published(home, "project-5-v2")["function"] == "detr-project-5-v2"
+    functions = {model_id: json.loads((home / "models" / model_id / "model.json").read_text())["function"]
+                 for model_id in ("task-7-v1", "project-5-v1", "project-5-v2")}
+    assert functions == {"task-7-v1": "detr-task-7-v1", "project-5-v1": None, "project-5-v2": "detr-project-5-v2"}

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 class ModelPublisher:
+    """Built only when the trainer has a Nuclio dashboard (``settings.enabled``)."""
+
     def __init__(self, settings: PublishSettings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
@@ -40,7 +42,6 @@ class ModelPublisher:
     def publish(self, model_id: str, *, replace: bool) -> dict[str, Any]:
         """Start publishing ``model_id``; with ``replace``, the task's other published versions are
         unpublished once it is ready. Answers at once; the model's card follows the deploy."""
-        self._require_enabled()
         entry = self._entry(model_id)
         with self._lock:
             if model_id in self._publishing:
@@ -55,7 +56,6 @@ class ModelPublisher:
 
     def unpublish(self, model_id: str) -> dict[str, Any]:
         """Remove the function serving ``model_id``; the model itself stays."""
-        self._require_enabled()
         entry = self._entry(model_id)
         if not entry.function:
             raise RequestError(f"model {model_id} is not published; there is nothing to unpublish", status=409)
@@ -88,19 +88,15 @@ class ModelPublisher:
             self.store.update_card(self.store.entry(model_id), publishing=None, publish_error=error)
 
     def _published_siblings(self, entry: ModelEntry) -> list[ModelEntry]:
-        """The task's other published versions."""
-        if entry.task_id is None:
+        """The other published versions of the same task (or project)."""
+        line = (entry.task_id, entry.project_id)
+        if line == (None, None):
             return []
         return [other for other in self.store.entries()
-                if other.task_id == entry.task_id and other.id != entry.id and other.function]
+                if (other.task_id, other.project_id) == line and other.id != entry.id and other.function]
 
     def _entry(self, model_id: str) -> ModelEntry:
         try:
             return self.store.entry(model_id)
         except ModelNotFound as e:
             raise RequestError(str(e), status=404) from None
-
-    def _require_enabled(self) -> None:
-        if not self.settings.enabled:
-            raise RequestError("this trainer cannot publish models: set NUCLIO_DASHBOARD_URL (e.g. "
-                               "http://nuclio:8070) in its function config and redeploy it", status=409)
