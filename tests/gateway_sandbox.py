@@ -24,10 +24,10 @@ from unittest import mock
 import requests
 import uvicorn
 
-from cvat_plugin.auth import LegacyToken
-from cvat_plugin.gateway import API_PREFIX, create_app
-from cvat_plugin.gateway_settings import GatewaySettings
-from cvat_plugin.nuclio import NuclioClient
+from cvat_plugin.cvat.auth import LegacyToken
+from cvat_plugin.gateway.app import API_PREFIX, create_app
+from cvat_plugin.gateway.settings import GatewaySettings
+from cvat_plugin.nuclio.client import NuclioClient
 from detr.config import TINY_MODEL
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_server import FakeCvat, Task, User

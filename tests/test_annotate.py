@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from cvat_plugin import cli
-from cvat_plugin.auth import LegacyToken
-from cvat_plugin.client import CvatClient
-from cvat_plugin.nuclio import NuclioClient
+from cvat_plugin.cli import exits
+from cvat_plugin.cvat.auth import LegacyToken
+from cvat_plugin.cvat.client import CvatClient
+from cvat_plugin.nuclio.client import NuclioClient
 from tests.fakes.cvat_tasks import make_frames
 from tests.fakes.trained_models import add_model
 
@@ -85,7 +86,7 @@ def label_id(task, name: str) -> int:
 def test_annotate_through_cvat_saves_the_task_labels_only(fake_cvat, fake_nuclio, alice, task, serverless):
     manual = len(task.shapes)
     code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "detr-fixed")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     auto = [shape for shape in task.shapes if shape.source == "auto"]
     # one "person" per frame but the deleted one; "bike" is not a task label and is dropped
     assert [(s.frame, s.label_id, s.points) for s in auto] == [
@@ -99,7 +100,7 @@ def test_annotate_through_cvat_saves_the_task_labels_only(fake_cvat, fake_nuclio
 def test_threshold_and_clear_existing_are_passed_to_cvat(fake_cvat, fake_nuclio, alice, task, serverless):
     code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "detr-fixed",
                               "--threshold", "0.7", "--clear-existing")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert all(shape.source == "auto" for shape in task.shapes) and len(task.shapes) == 3
     assert out == f"Task {task.id}: 3 shapes added by detr-fixed (3 in total)\n"
     assert {body["threshold"] for _, _, body in fake_nuclio.invocations} == {0.7}
@@ -108,11 +109,11 @@ def test_threshold_and_clear_existing_are_passed_to_cvat(fake_cvat, fake_nuclio,
 def test_a_model_id_stands_for_its_published_function(fake_cvat, alice, task, serverless, tmp_path):
     folder = add_model(tmp_path / "home", "task-7-v1", ["person", "bike"])
     code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1")
-    assert code == cli.EXIT_USAGE and "model task-7-v1 is not published: publish it with `cvat-detr publish" in err
+    assert code == exits.EXIT_USAGE and "model task-7-v1 is not published: publish it with `cvat-detr publish" in err
     card = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**card, "function": "detr-fixed"}))
     code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert "shapes added by detr-fixed" in out
 
 
@@ -120,17 +121,17 @@ def test_a_running_annotation_is_reported_clearly(fake_cvat, alice, task, server
     client = CvatClient(fake_cvat.url, LegacyToken(alice.token))
     running = client.start_auto_annotation(task.id, "detr-fixed")
     code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "detr-fixed")
-    assert code == cli.EXIT_ANNOTATE
+    assert code == exits.EXIT_ANNOTATE
     assert (f"an automatic annotation of task {task.id} is already running in CVAT (request {running['id']!r}, "
             f"model 'detr-fixed', queued); wait for it to finish, or cancel it") in err
 
 
 @pytest.mark.parametrize("case, code, message", [
-    ("unknown model", cli.EXIT_NOT_FOUND, "offers no model 'nope': publish it with `cvat-detr publish`"),
-    ("function fails", cli.EXIT_ANNOTATE, "failed: requests.exceptions.HTTPError: 400 Client Error"),
-    ("no common label", cli.EXIT_ANNOTATE, "none of the labels of 'detr-other' (cat, dog) is a label of task"),
-    ("serverless off", cli.EXIT_UNREACHABLE, "HTTP 503"),
-    ("missing task", cli.EXIT_NOT_FOUND, "does not exist"),
+    ("unknown model", exits.EXIT_NOT_FOUND, "offers no model 'nope': publish it with `cvat-detr publish`"),
+    ("function fails", exits.EXIT_ANNOTATE, "failed: requests.exceptions.HTTPError: 400 Client Error"),
+    ("no common label", exits.EXIT_ANNOTATE, "none of the labels of 'detr-other' (cat, dog) is a label of task"),
+    ("serverless off", exits.EXIT_UNREACHABLE, "HTTP 503"),
+    ("missing task", exits.EXIT_NOT_FOUND, "does not exist"),
 ])
 def test_annotation_errors(fake_cvat, alice, task, serverless, case, code, message):
     model, task_id = "detr-fixed", task.id
@@ -154,7 +155,7 @@ def test_annotate_locally_through_cvat_sdk(fake_cvat, alice, task, tmp_path):
     folder = add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
     code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local",
                               "--clear-existing")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert [(s.frame, s.label_id, s.source) for s in task.shapes] == [
         (frame, label_id(task, "person"), "auto") for frame in (0, 1, 3)]
     assert out == f"Task {task.id}: 3 shapes added by {folder / 'model.pt'} (3 in total)\n"
@@ -165,7 +166,7 @@ def test_annotate_locally_shows_progress(fake_cvat, alice, task, tmp_path):
     add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
     code, out, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local",
                               quiet=False)
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert "3 shapes added" in out
     assert "0/3 [" in err  # the bar over the 3 frames, drawn on our stderr
 
@@ -174,7 +175,7 @@ def test_annotate_locally_without_cvat_sdk_says_what_to_install(fake_cvat, alice
     add_model(tmp_path / "home", "task-7-v1", ["car", "person", "bike"], winner=1)
     monkeypatch.setitem(sys.modules, "cvat_sdk.auto_annotation", None)  # as if not installed
     code, _, err = annotate(fake_cvat, alice, "--task", str(task.id), "--model", "task-7-v1", "--local")
-    assert code == cli.EXIT_ANNOTATE
+    assert code == exits.EXIT_ANNOTATE
     assert "pip install 'cvat-detr[cvat]'" in err
 
 
@@ -184,5 +185,5 @@ def test_a_task_without_data_says_it_has_no_images(fake_cvat, alice, serverless,
     empty = fake_cvat.add_task("no data", owner=alice, labels=["person"], frames=[])
     code, _, err = annotate(fake_cvat, alice, "--task", str(empty.id),
                             *(["--model", "task-7-v1", "--local"] if local else ["--model", "detr-fixed"]))
-    assert code == cli.EXIT_DATA
+    assert code == exits.EXIT_DATA
     assert f"task {empty.id} ('no data') has no images: upload images or a video to it" in err

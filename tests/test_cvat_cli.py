@@ -12,6 +12,8 @@ import threading
 import pytest
 
 from cvat_plugin import cli
+from cvat_plugin.cli import exits
+from cvat_plugin.cli.options import redact_argv
 from tests.fakes.cvat_server import FakeCvat, Shape
 from tests.fakes.cvat_tasks import add_shapes_task, add_synthetic_task, make_frames
 
@@ -42,7 +44,7 @@ def test_export_builds_a_training_set(fake_cvat, alice, tmp_path):
     task = add_shapes_task(fake_cvat, alice, num_frames=8)
     code, out, err = run("export", "--task", str(task.id), "--out", str(tmp_path / "ds"),
                          *connection(fake_cvat, alice.token))
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert f"Training set: {tmp_path / 'ds'}" in out and "car:" in out
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["source"]["task_id"] == task.id and manifest["source"]["server_version"] == "2.42.0"
@@ -54,25 +56,25 @@ def test_credentials_from_the_environment(fake_cvat, alice, tmp_path, monkeypatc
     monkeypatch.setenv("CVAT_USERNAME", "alice")
     monkeypatch.setenv("CVAT_PASSWORD", "alice-password")
     code, _, err = run("export", "--task", str(task.id), "--out", str(tmp_path / "ds"), "--poll-interval", "0.001")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
 
 
 @pytest.mark.parametrize("case, code, message", [
-    ("no url", cli.EXIT_USAGE, "no CVAT address: pass --url or set CVAT_URL"),
-    ("no credentials", cli.EXIT_AUTH, "needs credentials"),
-    ("wrong token", cli.EXIT_AUTH, r"did not accept the API token \(CVAT said: Invalid token\.\); check --token"),
-    ("no access", cli.EXIT_AUTH, "no permission to read task"),
-    ("unknown task", cli.EXIT_NOT_FOUND, "task 999 does not exist"),
-    ("server down", cli.EXIT_UNREACHABLE, "cannot reach CVAT"),
-    ("server failing", cli.EXIT_UNREACHABLE, "HTTP 503 after 2 attempts"),
-    ("export failed", cli.EXIT_EXPORT, "failed to export task .*: worker crashed"),
-    ("truncated download", cli.EXIT_EXPORT, "arrived incomplete 2 times"),
-    ("empty task", cli.EXIT_DATA, r"task \d+ \('empty'\) has no images: upload images or a video to it"),
-    ("labels with no boxes", cli.EXIT_DATA, "has no boxes to train on"),
-    ("access token on 2.42", cli.EXIT_AUTH, "This server is CVAT 2.42.0, which has no personal access tokens: "
+    ("no url", exits.EXIT_USAGE, "no CVAT address: pass --url or set CVAT_URL"),
+    ("no credentials", exits.EXIT_AUTH, "needs credentials"),
+    ("wrong token", exits.EXIT_AUTH, r"did not accept the API token \(CVAT said: Invalid token\.\); check --token"),
+    ("no access", exits.EXIT_AUTH, "no permission to read task"),
+    ("unknown task", exits.EXIT_NOT_FOUND, "task 999 does not exist"),
+    ("server down", exits.EXIT_UNREACHABLE, "cannot reach CVAT"),
+    ("server failing", exits.EXIT_UNREACHABLE, "HTTP 503 after 2 attempts"),
+    ("export failed", exits.EXIT_EXPORT, "failed to export task .*: worker crashed"),
+    ("truncated download", exits.EXIT_EXPORT, "arrived incomplete 2 times"),
+    ("empty task", exits.EXIT_DATA, r"task \d+ \('empty'\) has no images: upload images or a video to it"),
+    ("labels with no boxes", exits.EXIT_DATA, "has no boxes to train on"),
+    ("access token on 2.42", exits.EXIT_AUTH, "This server is CVAT 2.42.0, which has no personal access tokens: "
                                             "use --token"),
-    ("not a CVAT server", cli.EXIT_NOT_FOUND, "does not answer as a CVAT server .*check --url / CVAT_URL"),
-    ("existing --out", cli.EXIT_USAGE, "already exists and is not empty: choose another folder, or pass "
+    ("not a CVAT server", exits.EXIT_NOT_FOUND, "does not answer as a CVAT server .*check --url / CVAT_URL"),
+    ("existing --out", exits.EXIT_USAGE, "already exists and is not empty: choose another folder, or pass "
                                        "--overwrite"),
 ])
 def test_bad_input_gives_a_clear_message_and_exit_code(fake_cvat, alice, tmp_path, other_server, case, code,
@@ -152,11 +154,11 @@ def other_server():
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
-    assert cli.main(["export", "--out", str(tmp_path)]) == cli.EXIT_USAGE  # --task missing
+    assert cli.main(["export", "--out", str(tmp_path)]) == exits.EXIT_USAGE  # --task missing
     assert "--task" in capsys.readouterr().err
     code, _, err = run("train", "--task", "1", "--local", "--url", "http://127.0.0.1:9", "--epochs", "0")
-    assert code == cli.EXIT_USAGE and "epochs=0 is invalid" in err
-    assert cli.main(["train", "--task", "1"]) == cli.EXIT_USAGE  # --local is required for now
+    assert code == exits.EXIT_USAGE and "epochs=0 is invalid" in err
+    assert cli.main(["train", "--task", "1"]) == exits.EXIT_USAGE  # --local is required for now
 
 
 def test_help_documents_exit_codes(capsys):
@@ -168,7 +170,7 @@ def test_help_documents_exit_codes(capsys):
 
 
 def test_secret_options_are_redacted():
-    assert cli.redact_argv(["--token", "abc", "--access-token=def", "--task", "1"]) == [
+    assert redact_argv(["--token", "abc", "--access-token=def", "--task", "1"]) == [
         "--token", "***", "--access-token=***", "--task", "1"]
 
 
@@ -185,7 +187,7 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
         "--model-preset", "tiny", "--epochs", "2", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
         "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--precision", "fp32",
     )
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     home = tmp_path / "home"
     (model_dir,) = (home / "models").iterdir()
     model = torch.load(model_dir / "model.pt", weights_only=True)
@@ -211,7 +213,7 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
     published detector's spec carry the project's labels."""
     import torch
 
-    from cvat_plugin.nuclio import NuclioClient
+    from cvat_plugin.nuclio.client import NuclioClient
     from tests.fakes.trained_models import base_config
 
     project = fake_cvat.add_project("shapes", owner=alice, labels=[{"name": "circle", "id": 40}, "square"])
@@ -224,7 +226,7 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
         "--model-preset", "tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "48", "--max-size", "64",
         "--num-workers", "0", "--device", "cpu", "--lr-backbone", "0", "--precision", "fp32",
     )
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     (model_dir,) = (tmp_path / "home" / "models").iterdir()
     assert model_dir.name.startswith(f"project{project.id}-")
     card = json.loads((model_dir / "model.json").read_text())
@@ -238,7 +240,7 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
 
     NuclioClient(fake_nuclio.url, poll_interval=0.0).deploy(base_config())
     code, out, err = run("publish", model_dir.name, "--nuclio-url", fake_nuclio.url, "--poll-interval", "0")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     (function,) = [f.config for f in fake_nuclio.functions.values() if f.name.startswith("detr-project")]
     annotations = function["metadata"]["annotations"]
     assert [label["name"] for label in json.loads(annotations["spec"])] == ["circle", "square"]
@@ -252,8 +254,8 @@ def test_export_a_project(fake_cvat, alice, tmp_path, capsys):
     add_shapes_task(fake_cvat, alice, num_frames=2, project=project, subset="Test", seed=2)
     code, out, err = run("export", "--project", str(project.id), "--out", str(tmp_path / "ds"),
                          *connection(fake_cvat, alice.token))
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert f"project {project.id}: 3 task(s); split by subsets, 2 test images held out" in out
     assert "images: 4 train, 2 val" in out
     code, _, _ = run("export", "--task", "1", "--project", str(project.id), "--out", str(tmp_path / "x"))
-    assert code == cli.EXIT_USAGE and "not allowed with argument" in capsys.readouterr().err
+    assert code == exits.EXIT_USAGE and "not allowed with argument" in capsys.readouterr().err

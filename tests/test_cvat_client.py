@@ -1,4 +1,4 @@
-"""cvat_plugin.client against the fake CVAT server: auth, versions, export flows, errors, retries."""
+"""cvat_plugin.cvat.client against the fake CVAT server: auth, versions, export flows, errors, retries."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from cvat_plugin.auth import AccessToken, BrowserSession, LegacyToken, PasswordCredentials, credentials_from
-from cvat_plugin.client import (
+from cvat_plugin.cvat.auth import AccessToken, BrowserSession, LegacyToken, PasswordCredentials, credentials_from
+from cvat_plugin.cvat.client import (
     AuthenticationError,
     CvatClient,
     CvatConnectionError,
@@ -324,7 +324,7 @@ def test_client_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, cvat_plugin.client, cvat_plugin.storage; print('torch' in sys.modules)"
+    code = "import sys, cvat_plugin.cvat.client, cvat_plugin.home.layout; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
 

@@ -1,4 +1,4 @@
-"""cvat_plugin.dataset: CVAT "COCO 1.0" exports made by the fake CVAT -> training sets."""
+"""cvat_plugin.cvat.dataset: CVAT "COCO 1.0" exports made by the fake CVAT -> training sets."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cvat_plugin.auth import LegacyToken
-from cvat_plugin.client import CvatClient
-from cvat_plugin.dataset import (
+from cvat_plugin.cvat.auth import LegacyToken
+from cvat_plugin.cvat.client import CvatClient
+from cvat_plugin.cvat.dataset import (
     DatasetError,
     build_training_set,
     clip_box,
@@ -20,8 +20,8 @@ from cvat_plugin.dataset import (
     export_task,
     rotated_extent,
 )
-from cvat_plugin.project_export import export_project
-from cvat_plugin.split import split_by_subsets, stratified_split, subset_role
+from cvat_plugin.cvat.project_export import export_project
+from cvat_plugin.cvat.split import split_by_subsets, stratified_split, subset_role
 from tests.fakes.cvat_server import FakeCvat, Shape, Tag
 from tests.fakes.cvat_tasks import add_shapes_task, make_frames
 

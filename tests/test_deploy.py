@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvat_plugin.gateway import API_PREFIX, DEFAULT_PORT
+from cvat_plugin.gateway.app import API_PREFIX, DEFAULT_PORT
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -184,7 +184,7 @@ def test_the_webhook_worker_may_reach_the_gateways_fixed_address():
 def test_the_gateway_image_runs_the_console_script():
     dockerfile = (DEPLOY / "Dockerfile.gateway").read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert re.search(r'^detr-gateway = "cvat_plugin.gateway:main"$', pyproject, re.MULTILINE)
+    assert re.search(r'^detr-gateway = "cvat_plugin.gateway.app:main"$', pyproject, re.MULTILINE)
     assert f'CMD ["detr-gateway", "--host", "0.0.0.0", "--port", "{DEFAULT_PORT}"]' in dockerfile
     assert f"{API_PREFIX}/health" in dockerfile
     ignored = (DEPLOY / "Dockerfile.gateway.dockerignore").read_text().splitlines()
@@ -203,7 +203,7 @@ def test_each_extra_installs_what_its_commands_import(extra, modules):
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     declared = {re.split(r"[<>=~! \[]", requirement, maxsplit=1)[0] for requirement in extras[extra]}
-    sources = "\n".join(path.read_text() for path in (REPO / "cvat_plugin").glob("*.py"))
+    sources = "\n".join(path.read_text() for path in (REPO / "cvat_plugin").rglob("*.py"))
     for module, distribution in modules.items():
         assert re.search(rf"^\s*(from|import) {module}\b", sources, re.MULTILINE), module
         assert distribution in declared, f"{distribution} is missing from the {extra!r} extra"

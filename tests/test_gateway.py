@@ -21,16 +21,16 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from cvat_plugin.auth import BrowserSession, ForwardedAuthorization
-from cvat_plugin.gateway import API_PREFIX
-from cvat_plugin.gateway import main as gateway_main
-from cvat_plugin.gateway_auth import check_csrf
-from cvat_plugin.gateway_errors import GatewayError
-from cvat_plugin.gateway_preparations import Preparation, PreparationStore
-from cvat_plugin.gateway_settings import AutoRetrain, GatewayConfigError, GatewaySettings, settings_repr
-from cvat_plugin.gateway_webhooks import signature_ok
-from cvat_plugin.storage import write_json_atomic
-from cvat_plugin.task_summary import summarize_task
+from cvat_plugin.cvat.auth import BrowserSession, ForwardedAuthorization
+from cvat_plugin.cvat.task_summary import summarize_task
+from cvat_plugin.gateway.app import API_PREFIX
+from cvat_plugin.gateway.app import main as gateway_main
+from cvat_plugin.gateway.auth import check_csrf
+from cvat_plugin.gateway.errors import GatewayError
+from cvat_plugin.gateway.preparations import Preparation, PreparationStore
+from cvat_plugin.gateway.settings import AutoRetrain, GatewayConfigError, GatewaySettings, settings_repr
+from cvat_plugin.gateway.webhooks import signature_ok
+from cvat_plugin.home.layout import write_json_atomic
 from tests.fakes.cvat_server import Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
 from tests.fakes.nuclio import TRAINER_TOKEN
@@ -844,7 +844,7 @@ def test_the_command_listens_on_localhost_unless_told(monkeypatch):
     monkeypatch.setenv("CVAT_URL", "http://cvat:8080")
     monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
     served = {}
-    monkeypatch.setattr("cvat_plugin.gateway.uvicorn.run", lambda app, **kwargs: served.update(kwargs))
+    monkeypatch.setattr("cvat_plugin.gateway.app.uvicorn.run", lambda app, **kwargs: served.update(kwargs))
     assert gateway_main([]) == 0
     assert served["host"] == "127.0.0.1"
 

@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from cvat_plugin.model_store import REPORT_IMAGES, ModelStore, keep_report, starting_weights
-from cvat_plugin.nuclio import NuclioClient
+from cvat_plugin.home.models import REPORT_IMAGES, ModelStore, keep_report, starting_weights
+from cvat_plugin.nuclio.client import NuclioClient
 from detr.synthetic import make_shapes_dataset
 from tests.fakes.trained_models import add_model, base_config
 from tests.gateway_sandbox import Sandbox, sandbox

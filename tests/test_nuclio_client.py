@@ -1,4 +1,4 @@
-"""cvat_plugin.nuclio against the fake Nuclio dashboard: deploy, update, list, delete, invoke, errors."""
+"""cvat_plugin.nuclio.client against the fake Nuclio dashboard: deploy, update, list, delete, invoke, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from cvat_plugin.nuclio import (
+from cvat_plugin.nuclio.client import (
     DashboardHTTPError,
     DashboardUnreachable,
     DeployError,

@@ -11,6 +11,7 @@ import math
 import pytest
 
 from cvat_plugin import cli
+from cvat_plugin.cli import exits
 from detr.config import ConfigError, ModelConfig, TrainConfig, option_rule, parse_option
 
 BOUNDED = [(config, f) for config in (ModelConfig, TrainConfig) for f in dataclasses.fields(config)
@@ -59,7 +60,7 @@ def test_whole_floats_count_as_whole_numbers():
 def test_cvat_detr_train_refuses_out_of_range_options_before_any_work(tmp_path, flags, message):
     out, err = io.StringIO(), io.StringIO()
     code = cli.main(["-q", "train", "--task", "1", "--local", "--home", str(tmp_path), *flags], stdout=out, stderr=err)
-    assert code == cli.EXIT_USAGE and message in err.getvalue()
+    assert code == exits.EXIT_USAGE and message in err.getvalue()
     assert not any(tmp_path.iterdir()), "nothing may be exported or written"
 
 
@@ -67,6 +68,6 @@ def test_the_gateway_reads_the_schema_without_importing_torch():
     import subprocess
     import sys
 
-    code = "import sys, cvat_plugin.gateway, cvat_plugin.gateway_settings; print('torch' in sys.modules)"
+    code = "import sys, cvat_plugin.gateway.app, cvat_plugin.gateway.settings; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cvat_plugin.model_store import ModelEntry, ModelNotFound, ModelStore
-from cvat_plugin.nuclio import FunctionNotFound, NuclioClient, check_function_name
-from cvat_plugin.publish import (
+from cvat_plugin.home.models import ModelEntry, ModelNotFound, ModelStore
+from cvat_plugin.nuclio.client import FunctionNotFound, NuclioClient, check_function_name
+from cvat_plugin.nuclio.publish import (
     PublishError,
     PublishSettings,
     display_name,

@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from cvat_plugin import cli
-from cvat_plugin.nuclio import NuclioClient
+from cvat_plugin.cli import exits
+from cvat_plugin.nuclio.client import NuclioClient
 from tests.fakes.trained_models import add_model, base_config
 
 LABELS = ["car", "person", "bike"]
@@ -47,19 +48,19 @@ def test_publish_list_update_and_unpublish(dashboard, home):
     add_model(home, "task-8-v1", ["tree"], task_id=8, task_name="forest")
 
     code, out, err = run("models")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     lines = out.splitlines()
     assert lines[0].split() == ["MODEL", "TASK", "AP", "AP50", "LABELS", "CREATED", "FUNCTION"]
     assert [line.split()[0] for line in lines[1:]] == ["task-8-v1", "task-7-v2", "task-7-v1"]  # newest first
     assert lines[3].split()[1:5] == ["7", "cars", "0.412", "0.613"] and lines[3].split()[-1] == "-"
 
     code, out, err = run("publish", "task-7-v1")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert out.startswith('Published detr-task-7-v1 (cpu): "DETR · cars v1 · mAP 0.412" serves model task-7-v1')
     code, out, _ = run("publish", "run-task-7-v2", "--device", "gpu")
-    assert code == cli.EXIT_OK and out.startswith("Published detr-task-7-v2 (gpu)")
+    assert code == exits.EXIT_OK and out.startswith("Published detr-task-7-v2 (gpu)")
     code, out, _ = run("publish", str(home / "models" / "task-7-v1"))
-    assert code == cli.EXIT_OK and out.startswith("Updated detr-task-7-v1 (cpu)")
+    assert code == exits.EXIT_OK and out.startswith("Updated detr-task-7-v1 (cpu)")
 
     code, out, _ = run("models", "--task", "7", "--json")
     rows = {row["id"]: row for row in json.loads(out)}
@@ -69,7 +70,7 @@ def test_publish_list_update_and_unpublish(dashboard, home):
     assert rows["task-7-v2"]["task_name"] == "cars" and rows["task-7-v2"]["version"] == 2
 
     code, out, err = run("unpublish", "detr-task-7-v1")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert out == "Removed function detr-task-7-v1 (model task-7-v1)\n"
     code, out, _ = run("models", "--json")
     functions = {row["id"]: row["function"] for row in json.loads(out)}
@@ -79,12 +80,12 @@ def test_publish_list_update_and_unpublish(dashboard, home):
 def test_models_reports_functions_missing_on_the_dashboard_and_models_stored_elsewhere(dashboard, home, tmp_path):
     add_model(home, "task-7-v1", LABELS)
     add_model(tmp_path / "other-home", "task-9-v1", LABELS, task_id=9)
-    assert run("publish", "task-7-v1")[0] == cli.EXIT_OK
-    assert run("publish", "task-9-v1", "--home", str(tmp_path / "other-home"))[0] == cli.EXIT_OK
+    assert run("publish", "task-7-v1")[0] == exits.EXIT_OK
+    assert run("publish", "task-9-v1", "--home", str(tmp_path / "other-home"))[0] == exits.EXIT_OK
     NuclioClient(dashboard.url).delete_function("detr-task-7-v1")
 
     code, out, _ = run("models")
-    assert code == cli.EXIT_OK
+    assert code == exits.EXIT_OK
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert rows["task-7-v1"].endswith("detr-task-7-v1 (missing on the dashboard)")
     assert rows["task-9-v1"].endswith("detr-task-9-v1 (model not in this DETR_HOME)")
@@ -93,9 +94,9 @@ def test_models_reports_functions_missing_on_the_dashboard_and_models_stored_els
 def test_models_without_a_dashboard_lists_the_cards(home):
     add_model(home, "task-7-v1", LABELS)
     code, out, _ = run("models")
-    assert code == cli.EXIT_OK and "task-7-v1" in out
+    assert code == exits.EXIT_OK and "task-7-v1" in out
     code, out, _ = run("models", "--task", "99")
-    assert code == cli.EXIT_OK and out.startswith("No models in ")
+    assert code == exits.EXIT_OK and out.startswith("No models in ")
 
 
 def closed_port_url() -> str:
@@ -105,17 +106,17 @@ def closed_port_url() -> str:
 
 
 @pytest.mark.parametrize("case, argv, code, message", [
-    ("no dashboard", ("publish", "task-7-v1"), cli.EXIT_USAGE, "no Nuclio dashboard address: pass --nuclio-url"),
-    ("unknown model", ("publish", "task-7-v9", "--nuclio-url", "http://127.0.0.1:9"), cli.EXIT_NOT_FOUND,
+    ("no dashboard", ("publish", "task-7-v1"), exits.EXIT_USAGE, "no Nuclio dashboard address: pass --nuclio-url"),
+    ("unknown model", ("publish", "task-7-v9", "--nuclio-url", "http://127.0.0.1:9"), exits.EXIT_NOT_FOUND,
      "no model, run or job 'task-7-v9'"),
-    ("bad device", ("publish", "task-7-v1", "--device", "tpu"), cli.EXIT_USAGE, "invalid choice: 'tpu'"),
-    ("unreachable", ("publish", "task-7-v1", "--nuclio-url", "CLOSED"), cli.EXIT_UNREACHABLE,
+    ("bad device", ("publish", "task-7-v1", "--device", "tpu"), exits.EXIT_USAGE, "invalid choice: 'tpu'"),
+    ("unreachable", ("publish", "task-7-v1", "--nuclio-url", "CLOSED"), exits.EXIT_UNREACHABLE,
      "cannot reach the Nuclio dashboard"),
-    ("no base function", ("publish", "task-7-v1", "--nuclio-url", "EMPTY"), cli.EXIT_PUBLISH,
+    ("no base function", ("publish", "task-7-v1", "--nuclio-url", "EMPTY"), exits.EXIT_PUBLISH,
      "'detr-r50-coco' is not deployed"),
-    ("missing function", ("unpublish", "detr-task-7-v9", "--nuclio-url", "EMPTY"), cli.EXIT_NOT_FOUND,
+    ("missing function", ("unpublish", "detr-task-7-v9", "--nuclio-url", "EMPTY"), exits.EXIT_NOT_FOUND,
      "not found in namespace 'nuclio'"),
-    ("not ours", ("unpublish", "detr-r50-coco"), cli.EXIT_PUBLISH, "not published by cvat-detr"),
+    ("not ours", ("unpublish", "detr-r50-coco"), exits.EXIT_PUBLISH, "not published by cvat-detr"),
 ])
 def test_errors_have_exit_codes_and_messages(dashboard, home, capsys, monkeypatch, case, argv, code, message):
     add_model(home, "task-7-v1", LABELS)
@@ -142,7 +143,7 @@ def test_models_show_gives_one_models_training_metrics_per_class_ap_and_report(h
     (folder / "report").mkdir()
     (folder / "report" / "samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     stdout, stderr = io.StringIO(), io.StringIO()
-    assert cli.main(["models", "show", "task-7-v2"], stdout=stdout, stderr=stderr) == cli.EXIT_OK, stderr.getvalue()
+    assert cli.main(["models", "show", "task-7-v2"], stdout=stdout, stderr=stderr) == exits.EXIT_OK, stderr.getvalue()
     lines = stdout.getvalue().splitlines()
     assert lines[0].startswith('Model task-7-v2 (task 7 "cars", version 2), created ')
     assert lines[1] == "  trained: from scratch, fast (resnet18), 20 epochs (best 18), images -"
@@ -154,11 +155,11 @@ def test_models_show_gives_one_models_training_metrics_per_class_ap_and_report(h
 
     code, out, _ = run("models", "show", "run-task-7-v2", "--json")  # found by the run that trained it too
     view = json.loads(out)
-    assert code == cli.EXIT_OK and view["id"] == "task-7-v2" and view["report"] == ["samples"]
-    assert run("models", "show")[0] == cli.EXIT_USAGE
+    assert code == exits.EXIT_OK and view["id"] == "task-7-v2" and view["report"] == ["samples"]
+    assert run("models", "show")[0] == exits.EXIT_USAGE
     code, _, err = run("models", "task-7-v2")
-    assert code == cli.EXIT_USAGE and "cvat-detr models show task-7-v2" in err
-    assert run("models", "show", "task-7-v9")[0] == cli.EXIT_NOT_FOUND
+    assert code == exits.EXIT_USAGE and "cvat-detr models show task-7-v2" in err
+    assert run("models", "show", "task-7-v9")[0] == exits.EXIT_NOT_FOUND
 
 
 def test_models_of_a_project(home):
@@ -168,7 +169,7 @@ def test_models_of_a_project(home):
     (folder / "model.json").write_text(json.dumps({**card, "project_id": 5, "project_name": "streets"}))
 
     code, out, err = run("models", "--project", "5")
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     (header, row) = out.splitlines()
     assert row.split()[:4] == ["project-5-v1", "project", "5", "streets"]
     code, out, _ = run("models", "--task", "7", "--json")

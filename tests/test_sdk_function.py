@@ -1,4 +1,4 @@
-"""cvat_plugin.sdk_function: the cvat-sdk auto-annotation interface over a trained model, and
+"""cvat_plugin.cvat.sdk_function: the cvat-sdk auto-annotation interface over a trained model, and
 cvat-sdk's own annotate_task driving it against the fake CVAT."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def model_folder(tmp_path):
 
 def load_function(**parameters):
     """What cvat-cli does with --function-module M -p NAME=TYPE:VALUE."""
-    module = importlib.import_module("cvat_plugin.sdk_function")
+    module = importlib.import_module("cvat_plugin.cvat.sdk_function")
     return module.create(**parameters)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cvat_plugin import cli
-from cvat_plugin.nuclio import NuclioClient
+from cvat_plugin.cli import exits
+from cvat_plugin.nuclio.client import NuclioClient
 from serverless.trainer import main as trainer_main
 from tests.fakes.cvat_tasks import add_synthetic_task
 from tests.fakes.nuclio import NuclioHttpServer
@@ -66,7 +67,7 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
         finally:
             runner = trainer.platform._get_handler_context(trainer_main.handler).user_data.runner
             runner.terminate(30)
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert f"Published as detr-task-{task.id}-v1" in out
     [job] = [json.loads(path.read_text()) for path in (home / "runs").glob("*/job.json")]
     assert job["state"] == "succeeded" and job["error"] is None, job
@@ -93,7 +94,7 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
     threshold = sorted(float(d["confidence"]) for d in detections)[len(detections) // 2]
     code, out, err = cvat_detr("annotate", "--task", str(task.id), "--model", job["model_id"], "--clear-existing",
                                "--threshold", f"{threshold:.4f}", *connection)
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     ids = {label["name"]: label["id"] for label in LABELS}
     expected = Counter()
     for index, frame_data in enumerate(task.frames):
@@ -107,11 +108,11 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    ((), cli.EXIT_USAGE, "pass --local to train in this process, or --trainer URL"),
-    (("--trainer", "http://127.0.0.1:9", "--pretrained", "detr.pth"), cli.EXIT_USAGE,
+    ((), exits.EXIT_USAGE, "pass --local to train in this process, or --trainer URL"),
+    (("--trainer", "http://127.0.0.1:9", "--pretrained", "detr.pth"), exits.EXIT_USAGE,
      "pass --weights coco|imagenet|scratch|previous instead"),
-    (("--local", "--publish"), cli.EXIT_USAGE, "--weights and --publish are for --trainer"),
-    (("--trainer", "http://127.0.0.1:9"), cli.EXIT_UNREACHABLE, "cannot reach the trainer"),
+    (("--local", "--publish"), exits.EXIT_USAGE, "--weights and --publish are for --trainer"),
+    (("--trainer", "http://127.0.0.1:9"), exits.EXIT_UNREACHABLE, "cannot reach the trainer"),
 ])
 def test_train_options_are_checked_before_any_work(fake_cvat, argv, code, message, monkeypatch):
     monkeypatch.delenv("DETR_TRAINER_URL", raising=False)
@@ -133,7 +134,7 @@ def test_a_job_the_trainer_refuses_is_reported(fake_cvat, tmp_path, monkeypatch)
                                      "--url", fake_cvat.url, "--token", alice.token, "--poll-interval", "0.01")
         finally:
             trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
-    assert code == cli.EXIT_TRAINING
+    assert code == exits.EXIT_TRAINING
     assert "training failed: the trainer refused POST" in err and "weights 'coco' need" in err
 
 
@@ -164,7 +165,7 @@ def test_a_project_is_trained_on_the_trainer_and_published_with_its_labels(fake_
                                        "--poll-interval", "0.01")
         finally:
             trainer.platform._get_handler_context(trainer_main.handler).user_data.runner.terminate(30)
-    assert code == cli.EXIT_OK, err
+    assert code == exits.EXIT_OK, err
     assert f"Published as detr-project-{project.id}-v1" in out
     [job] = [json.loads(path.read_text()) for path in (home / "runs").glob("*/job.json")]
     assert (job["project_id"], job["model_id"]) == (project.id, f"project-{project.id}-v1")

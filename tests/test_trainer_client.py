@@ -1,4 +1,4 @@
-"""cvat_plugin.trainer_client against scripted trainers served over real HTTP."""
+"""cvat_plugin.trainer.client against scripted trainers served over real HTTP."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from cvat_plugin.trainer_client import (
+from cvat_plugin.trainer.client import (
     TrainerClient,
     TrainerError,
     TrainerRequestError,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cvat_plugin.training.options import training_setup
+from cvat_plugin.training.weights import COCO_FILE, IMAGENET_FILES, available_weights
 from detr.config import TINY_MODEL
 from detr.synthetic import make_shapes_dataset
 from serverless.trainer import main
-from serverless.trainer.options import training_setup
-from serverless.trainer.weights import COCO_FILE, IMAGENET_FILES, available_weights
 from tests.fakes.nuclio import TRAINER_TOKEN, NuclioHttpServer, Platform, make_event, to_wire
 
 LABELS = ["circle", "square"]
@@ -320,7 +320,7 @@ def test_bad_requests_get_a_clear_4xx(trainer, home, method, path, body, status,
 
 
 def test_num_workers_is_capped_by_the_trainers_cpus(trainer, home, monkeypatch):
-    monkeypatch.setattr("serverless.trainer.options.cpu_count", lambda: 2)
+    monkeypatch.setattr("cvat_plugin.training.options.cpu_count", lambda: 2)
     status, error = trainer.call("POST", "/jobs", {"dataset_id": "task-7", "options": {**TINY_OPTIONS,
                                                                                       "num_workers": 3}})
     assert status == 400
@@ -342,7 +342,7 @@ def test_init_needs_detr_home(monkeypatch):
 
 
 def test_the_trainer_client_drives_the_real_function_over_http(home):
-    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+    from cvat_plugin.trainer.client import TrainerClient, TrainerRequestError
 
     with NuclioHttpServer(main.handler) as server:
         client = TrainerClient(server.url, token=TRAINER_TOKEN)
@@ -387,9 +387,9 @@ def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weig
 
 def test_the_best_metrics_follow_the_run_epoch_by_epoch(tmp_path):
     """A running job shows its best mAP so far (the dialog's "Best mAP"), not only once it ends."""
+    from cvat_plugin.home.jobs import Job, JobStore
+    from cvat_plugin.trainer.progress import JobProgress
     from detr import TrainEvent
-    from serverless.trainer.jobs import Job, JobStore
-    from serverless.trainer.progress import JobProgress
 
     store = JobStore(tmp_path)
     store.add(Job(id="j1", dataset_id="d1"))
@@ -468,7 +468,7 @@ def test_the_trainer_does_not_start_without_a_strong_token(home, monkeypatch, va
 
 
 def test_a_client_with_the_wrong_token_is_told_how_to_set_it(home):
-    from cvat_plugin.trainer_client import TrainerClient, TrainerRequestError
+    from cvat_plugin.trainer.client import TrainerClient, TrainerRequestError
 
     with NuclioHttpServer(main.handler) as server:
         try:
@@ -529,7 +529,7 @@ def test_a_cancel_up_to_the_models_registration_ends_cancelled_without_a_model(t
 
 def test_a_cancel_once_registration_began_is_refused_and_the_job_succeeds(trainer, home, monkeypatch):
     answers: list = []
-    _cancel_inside(trainer, monkeypatch, "serverless.trainer.models.ModelRegistry.register", answers)
+    _cancel_inside(trainer, monkeypatch, "cvat_plugin.training.models.ModelRegistry.register", answers)
     job = trainer.submit(options=TINY_OPTIONS)
     done = trainer.wait_final(job["id"])
     status, error = answers[0]
@@ -541,7 +541,8 @@ def test_a_cancel_once_registration_began_is_refused_and_the_job_succeeds(traine
 #: container is killed right after answering a cancel.
 KILLABLE_TRAINER = """
 import threading
-from serverless.trainer import main, runner
+from serverless.trainer import main
+from cvat_plugin.trainer import runner
 from tests.fakes.nuclio import NuclioHttpServer
 runner.JobRunner._should_stop = lambda self: False
 with NuclioHttpServer(main.handler) as server:
@@ -556,7 +557,7 @@ def test_a_sigkill_right_after_a_cancel_does_not_resume_the_job(home):
     import subprocess
     import sys
 
-    from cvat_plugin.trainer_client import TrainerClient
+    from cvat_plugin.trainer.client import TrainerClient
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process = subprocess.Popen([sys.executable, "-c", KILLABLE_TRAINER], env=env, stdout=subprocess.PIPE, text=True)
@@ -596,7 +597,7 @@ def _full_volume(monkeypatch) -> None:
     def no_space(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr("serverless.trainer.jobs.write_json_atomic", no_space)
+    monkeypatch.setattr("cvat_plugin.home.jobs.write_json_atomic", no_space)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
 
 

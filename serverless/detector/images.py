@@ -14,8 +14,8 @@ import warnings
 from PIL import Image
 from torch import Tensor
 
+from cvat_plugin.responses import RequestError
 from detr.images import decode_bytes
-from serverless.responses import RequestError
 
 #: Container formats accepted from callers (Pillow plugin names; JPEG includes multi-picture camera files).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")

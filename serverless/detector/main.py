@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cvat_plugin.responses import RequestError, error_response, json_object, json_response
 from detr import Detector
 from serverless.detector.request import REQUEST_EXAMPLE, parse_request, to_cvat_shapes
-from serverless.responses import RequestError, error_response, json_object, json_response
 
 #: Size of the blank frame used to warm the model up (CVAT frames are often 720p or larger).
 WARMUP_SHAPE = (720, 1280, 3)

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import numpy as np
 from torch import Tensor
 
+from cvat_plugin.responses import RequestError, json_type
 from serverless.detector.images import decode_image
-from serverless.responses import RequestError, json_type
 
 REQUEST_EXAMPLE = '{"image": "<base64 of a JPEG/PNG frame>", "threshold": 0.5}'
 

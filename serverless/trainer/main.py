@@ -12,15 +12,15 @@ import os
 import sys
 from typing import Any
 
-from cvat_plugin.model_store import ModelStore
-from cvat_plugin.publish import PublishSettings, success_hook
-from cvat_plugin.trainer_auth import TrainerTokenError, token_from_env
-from serverless.responses import RequestError, error_response, json_body, json_response
-from serverless.trainer.api import TrainerApi
-from serverless.trainer.jobs import JobStore
-from serverless.trainer.publishing import ModelPublisher
-from serverless.trainer.runner import JobRunner
-from serverless.trainer.storage import DetrHome
+from cvat_plugin.home.jobs import JobStore
+from cvat_plugin.home.models import ModelStore
+from cvat_plugin.home.volume import DetrHome
+from cvat_plugin.nuclio.publish import PublishSettings, success_hook
+from cvat_plugin.responses import RequestError, error_response, json_body, json_response
+from cvat_plugin.trainer.api import TrainerApi
+from cvat_plugin.trainer.auth import TrainerTokenError, token_from_env
+from cvat_plugin.trainer.publishing import ModelPublisher
+from cvat_plugin.trainer.runner import JobRunner
 
 logger = logging.getLogger(__name__)
 

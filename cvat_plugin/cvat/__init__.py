@@ -1,0 +1,1 @@
+"""Talking to CVAT: its REST API (client, auth), datasets exported from it, and annotations sent back."""

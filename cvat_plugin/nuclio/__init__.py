@@ -1,0 +1,1 @@
+"""Talking to Nuclio: its dashboard API, and publishing a model as a detector function."""
