@@ -14,10 +14,17 @@ import yaml
 from detr.official import COCO_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-DETECTORS = [ROOT / "function.yaml", ROOT / "serverless/detector/function-gpu.yaml"]
-TRAINERS = [ROOT / "serverless/trainer/function.yaml", ROOT / "serverless/trainer/function-gpu.yaml"]
+KUBE = ROOT / "deploy/kubernetes/functions"
+DETECTORS = [ROOT / "function.yaml", ROOT / "serverless/detector/function-gpu.yaml", KUBE / "detector.yaml",
+             KUBE / "detector-gpu.yaml"]
+TRAINERS = [ROOT / "serverless/trainer/function.yaml", ROOT / "serverless/trainer/function-gpu.yaml",
+            KUBE / "trainer.yaml", KUBE / "trainer-gpu.yaml"]
 ALL = DETECTORS + TRAINERS
-GPU = [path for path in ALL if path.name == "function-gpu.yaml"]
+#: GPU variant -> its CPU variant (same platform).
+CPU_VARIANT = {ROOT / "serverless/detector/function-gpu.yaml": ROOT / "function.yaml",
+               ROOT / "serverless/trainer/function-gpu.yaml": ROOT / "serverless/trainer/function.yaml",
+               KUBE / "detector-gpu.yaml": KUBE / "detector.yaml", KUBE / "trainer-gpu.yaml": KUBE / "trainer.yaml"}
+GPU = list(CPU_VARIANT)
 
 #: nuclio pkg/processor/runtime/python: the runtimes 1.14 builds (wheels for 3.9 - 3.11 only).
 RUNTIMES = ("python:3.9", "python:3.10", "python:3.11")
@@ -40,7 +47,7 @@ def go_duration_s(text: str) -> float:
 
 
 def env(config: dict) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in config["spec"].get("env", [])}
+    return {item["name"]: item["value"] for item in config["spec"].get("env", []) if "value" in item}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(ROOT)))
@@ -62,8 +69,9 @@ def test_nuclio_rules(path):
     triggers = spec["triggers"].values()
     for trigger in triggers:
         assert "maxWorkers" not in trigger and trigger["numWorkers"] >= 1
-    restart = spec["platform"]["attributes"]["restartPolicy"]
-    assert restart["name"] == "always" and restart["maximumRetryCount"] >= 1
+    if KUBE not in path.parents:  # on kube, the Deployment restarts the pod
+        restart = spec["platform"]["attributes"]["restartPolicy"]
+        assert restart["name"] == "always" and restart["maximumRetryCount"] >= 1
 
     home = env(config)["DETR_HOME"]
     mounts = [v["volumeMount"]["mountPath"] for v in spec["volumes"]]
@@ -113,9 +121,23 @@ def test_trainer_runs_jobs_in_one_long_lived_worker(path):
 
 @pytest.mark.parametrize("gpu", GPU, ids=lambda p: str(p.relative_to(ROOT)))
 def test_gpu_variants_differ_from_cpu_ones_only_where_the_device_matters(gpu):
-    cpu = ROOT / "function.yaml" if gpu.parent.name == "detector" else gpu.with_name("function.yaml")
-    expected, variant = load(cpu), copy.deepcopy(load(gpu))
-    variant["spec"].pop("resources")
+    expected, variant = load(CPU_VARIANT[gpu]), copy.deepcopy(load(gpu))
+    resources = variant["spec"].pop("resources")
+    assert resources["limits"]["nvidia.com/gpu"] >= 1
+    # The CPU variant's resources (kube: CPU and memory) are the GPU variant's without the GPUs.
+    for part in ("requests", "limits"):
+        resources.get(part, {}).pop("nvidia.com/gpu", None)
+    assert {part: values for part, values in resources.items() if values} == expected["spec"].pop("resources", {})
+    # On kube, GPU functions go to GPU nodes, and the multi-node backend runs GPU workers.
+    for key in ("nodeSelector", "tolerations"):
+        assert (key in variant["spec"]) == (KUBE in gpu.parents)
+        variant["spec"].pop(key, None)
+    for item in variant["spec"]["env"]:
+        if item["name"] == "DETR_KUBE_GPUS_PER_NODE":
+            assert int(item["value"]) >= 1
+            item["value"] = "0"
+        elif item["name"] == "DETR_KUBE_IMAGE":
+            item["value"] = item["value"].removesuffix("-gpu")
     variant["spec"]["description"] = expected["spec"]["description"]
     build = variant["spec"]["build"]
     assert build["image"] == expected["spec"]["build"]["image"] + "-gpu"
