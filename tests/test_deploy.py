@@ -31,22 +31,55 @@ echo "docker $*" >> "$TOOL_LOG"
 [ "$1" = "ps" ] && echo nuclio-nuclio-detr-trainer
 exit 0
 """
+#: kubectl: namespace "cvat" exists (others do not), the gateway's Service has an address, `apply -f -`
+#: records what it was given.
+FAKE_KUBECTL = """#!/usr/bin/env bash
+echo "kubectl $*" >> "$TOOL_LOG"
+case "$1 $2" in
+    "get namespace") [ "$3" = cvat ] ;;
+    "get service") printf 10.96.0.42 ;;
+    "create secret") echo "kind: Secret (from $*)" ;;
+    "apply -f") cat >> "$TOOL_LOG" ;;
+esac
+"""
+#: python3 that runs the renderer with this test's interpreter (which has PyYAML), or one without PyYAML.
+FAKE_PYTHON = f"""#!/usr/bin/env bash
+exec {sys.executable} "$@"
+"""
+PYTHON_WITHOUT_YAML = """#!/usr/bin/env bash
+exit 1
+"""
+TOOLS = {"nuctl": FAKE_NUCTL, "docker": FAKE_DOCKER, "kubectl": FAKE_KUBECTL, "python3": FAKE_PYTHON}
+#: The system's commands the script may find, without the tools it drives: only stand-ins ever run.
+_SYSTEM_BIN: list[Path] = []
 
 
-def run_script(tmp_path: Path, *args: str, tools: tuple[str, ...] = ("nuctl", "docker")) -> tuple[int, str, list[str]]:
+@pytest.fixture(scope="module", autouse=True)
+def _system_bin(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("system-bin")
+    for directory in (Path("/usr/bin"), Path("/bin")):
+        for command in directory.iterdir():
+            hidden = command.name in ("kubectl", "nuctl", "docker", "helm") or command.name.startswith("python")
+            if not hidden and not (folder / command.name).exists():
+                (folder / command.name).symlink_to(command)
+    _SYSTEM_BIN[:] = [folder]
+
+
+def run_script(tmp_path: Path, *args: str, tools: tuple[str, ...] = ("nuctl", "docker"),
+               env: dict[str, str] | None = None, fakes: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for name, text in (("nuctl", FAKE_NUCTL), ("docker", FAKE_DOCKER)):
+    for name, text in {**TOOLS, **(fakes or {})}.items():
         if name in tools:
             (bin_dir / name).write_text(text)
             (bin_dir / name).chmod(0o755)
     log = tmp_path / "tools.log"
     log.write_text("")
-    # Only the stand-ins and the basic utilities: no real docker or nuctl is ever run.
-    path = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
-    env = {"PATH": path, "TOOL_LOG": str(log), "HOME": str(tmp_path)}
-    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=60)
+    # Only the stand-ins and the basic utilities: no real docker, nuctl or kubectl is ever run.
+    path = os.pathsep.join([str(bin_dir), *map(str, _SYSTEM_BIN)])
+    env = {"PATH": path, "TOOL_LOG": str(log), "HOME": str(tmp_path), **(env or {})}
+    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=60)
     return result.returncode, result.stdout, log.read_text().splitlines()
 
 
@@ -135,6 +168,89 @@ def test_wrong_use_is_explained(tmp_path, args, tools, code, message):
     returncode, output, commands = run_script(tmp_path, *args, tools=tools)
     assert returncode == code and message in output
     assert not [command for command in commands if command.startswith("nuctl deploy")]
+
+
+K8S_TOOLS = ("nuctl", "docker", "kubectl", "python3")
+
+
+def k8s_settings(tmp_path: Path, text: str = "kubernetes: {registry: registry.example.com/detr}\n") -> dict[str, str]:
+    (tmp_path / "cluster.yaml").write_text(text)
+    return {"DETR_K8S_SETTINGS": str(tmp_path / "cluster.yaml"), "DETR_K8S_DIR": str(tmp_path / "k8s")}
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_k8s_deploys_into_cvats_namespace_with_the_token_in_a_secret(tmp_path, device):
+    cvat = tmp_path / "cvat"
+    (cvat / "cvat-ui" / "plugins").mkdir(parents=True)
+    (cvat / "Dockerfile.ui").write_text("FROM scratch\n")
+    code, output, commands = run_script(tmp_path, "k8s", device, str(cvat), tools=K8S_TOOLS, env=k8s_settings(tmp_path))
+
+    assert code == 0, output
+    out, registry, variant = tmp_path / "k8s", "registry.example.com/detr", "-gpu" if device == "gpu" else ""
+    trainer = yaml.safe_load((out / f"functions/trainer{variant}.yaml").read_text())
+    image = {"name": "DETR_KUBE_IMAGE", "value": f"{registry}/cvat.detr.trainer:latest{variant}"}
+    assert image in trainer["spec"]["env"], "the image nuctl pushes"
+    token_file = tmp_path / ".config" / "cvat-detr" / "trainer-token"
+    token = token_file.read_text()
+    kube = "--platform kube --namespace cvat"
+    expected = [
+        "kubectl get namespace cvat",
+        f"kubectl create secret generic detr-trainer-token --namespace cvat --from-file=token={token_file} "
+        f"--dry-run=client -o yaml",
+        f"docker build -f {REPO}/deploy/Dockerfile.gateway -t {registry}/cvat.detr.gateway:latest {REPO}",
+        f"docker push {registry}/cvat.detr.gateway:latest",
+        f"kubectl apply --namespace cvat -f {out}/manifests/",
+        f"nuctl get project cvat {kube}", f"nuctl create project cvat {kube}",
+        f"nuctl get project detr {kube}", f"nuctl create project detr {kube}",
+        f"nuctl deploy --project-name cvat --path {REPO} --file {out}/functions/detector{variant}.yaml {kube} "
+        f"--registry {registry}",
+        f"nuctl deploy --project-name detr --path {REPO} --file {out}/functions/trainer{variant}.yaml {kube} "
+        f"--registry {registry}",
+        f"nuctl get function {kube}",
+        f"docker build -f {cvat}/Dockerfile.ui --build-arg CLIENT_PLUGINS=plugins/detr "
+        f"-t {registry}/cvat/ui:v2.42.0-detr {cvat}",
+        f"docker push {registry}/cvat/ui:v2.42.0-detr",
+        "kubectl get service detr-gateway --namespace cvat -o jsonpath={.spec.clusterIP}",
+    ]
+    # `kubectl create secret ... | kubectl apply -f -` run at once: their order in the log varies.
+    assert [command for command in commands if command.split()[0] in ("kubectl", "nuctl", "docker")
+            and command != "kubectl apply -f -"] == expected
+    assert "kubectl apply -f -" in commands[1:3]
+    assert "kind: Secret (from create secret generic detr-trainer-token" in "\n".join(commands)
+    assert token not in "\n".join(commands) and token not in output, "the token goes by file, never on a command line"
+    assert (cvat / "cvat-ui/plugins/detr/src/ts/index.tsx").is_file() and not (cvat / ".env").exists()
+    assert f"--reuse-values \\\n    -f {out}/cvat-values.yaml" in output
+    assert "smokescreen.opts=--allow-address=10.96.0.42" in output
+
+
+def test_k8s_renders_the_clusters_settings(tmp_path):
+    settings = k8s_settings(tmp_path, "kubernetes: {namespace: cvat, registry: r.example.com, run_registry: "
+                                      "registry.internal:5000, trainer: {gpus: 4}}\n")
+    code, output, commands = run_script(tmp_path, "k8s", "gpu", tools=K8S_TOOLS, env=settings)
+
+    assert code == 0, output
+    trainer = yaml.safe_load((tmp_path / "k8s/functions/trainer-gpu.yaml").read_text())
+    assert trainer["spec"]["resources"]["limits"]["nvidia.com/gpu"] == 4
+    deploys = [command for command in commands if command.startswith("nuctl deploy")]
+    assert len(deploys) == 2 and all(c.endswith("--registry r.example.com --run-registry registry.internal:5000")
+                                     for c in deploys)
+    assert not any("Dockerfile.ui" in command for command in commands), "the UI image needs CVAT_DIR"
+
+
+@pytest.mark.parametrize("tools, settings, fakes, message", [
+    (K8S_TOOLS, "kubernetes: {namespace: cvat}\n", {}, "no image registry: set kubernetes.registry in a settings file"),
+    (K8S_TOOLS, "kubernetes: {namespace: other, registry: r.example.com}\n", {},
+     "namespace other not found: install CVAT's Helm chart there first"),
+    (K8S_TOOLS, "kubernetes: {trainer: {gpus: 99}}\n", {}, "'kubernetes.trainer.gpus' must be a GPU count, 1 to 16"),
+    (("nuctl", "docker", "python3"), "", {}, "kubectl is not installed"),
+    (K8S_TOOLS, "", {"python3": PYTHON_WITHOUT_YAML}, "python3 with PyYAML is needed to render the Kubernetes files"),
+    (("docker", "kubectl", "python3"), "", {}, "nuctl is not installed: download the release matching CVAT's Nuclio"),
+])
+def test_k8s_wrong_setup_is_explained(tmp_path, tools, settings, fakes, message):
+    code, output, commands = run_script(tmp_path, "k8s", "gpu", tools=tools, env=k8s_settings(tmp_path, settings),
+                                        fakes=fakes)
+    assert code == 1 and message in output, output
+    assert not [command for command in commands if command.split()[:2] in (["nuctl", "deploy"], ["kubectl", "apply"])]
 
 
 def _compose() -> dict:
