@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cvat_plugin.home.models import ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.nuclio.client import FunctionNotFound, NuclioClient, check_function_name
@@ -22,6 +23,7 @@ from cvat_plugin.nuclio.publish import (
 from tests.fakes.trained_models import CONTAINER_HOME, add_model, base_config
 
 LABELS = ["car", "person", "bike"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -153,6 +155,39 @@ def test_gpu_or_cpu_as_asked(fake_nuclio, home, base_gpu, device, expected):
     limits = (nuclio.get_function("detr-task-7-v1")["spec"].get("resources") or {}).get("limits") or {}
     assert limits.get("nvidia.com/gpu") == expected
     assert publication.device == ("gpu" if expected else "cpu")
+
+
+def test_on_kubernetes_published_detectors_get_the_base_detectors_claim_and_gpu_nodes(fake_nuclio, home):
+    # The base detector as `nuctl deploy --platform kube` sends it: the shared volume is a ReadWriteMany
+    # claim, the GPU is requested on GPU nodes. The fake runs handlers, so it gets a stand-in one.
+    config = yaml.safe_load((ROOT / "deploy/kubernetes/functions/detector-gpu.yaml").read_text())
+    config["spec"]["handler"] = "tests.fakes.nuclio_dashboard:echo_handler"
+    config["spec"]["build"]["path"] = "."
+    namespace = config["metadata"]["namespace"]
+    nuclio = NuclioClient(fake_nuclio.url, namespace=namespace, poll_interval=0.0)
+    nuclio.deploy(config)
+    add_model(home, "task-7-v1", LABELS)
+    add_model(home, "task-7-v2", LABELS, version=2)
+    store = ModelStore(home)
+
+    assert publish(store.entry("task-7-v1"), nuclio=nuclio, store=store).device == "gpu"
+    base, function = nuclio.get_function("detr-r50-coco"), nuclio.get_function("detr-task-7-v1")
+    spec = function["spec"]
+    assert function["metadata"]["namespace"] == namespace and fake_nuclio.builds == ["detr-r50-coco"]
+    assert spec["volumes"] == base["spec"]["volumes"] == [{
+        "volume": {"name": "detr-home", "persistentVolumeClaim": {"claimName": "detr-home"}},
+        "volumeMount": {"name": "detr-home", "mountPath": CONTAINER_HOME}}]
+    env = {item["name"]: item["value"] for item in spec["env"]}
+    assert env["DETR_MODEL"] == f"{CONTAINER_HOME}/models/task-7-v1/model.pt", "on the claim, as the trainer wrote it"
+    for key in ("resources", "nodeSelector", "tolerations", "readinessTimeoutSeconds"):
+        assert spec[key] == base["spec"][key], key
+    assert spec["resources"]["requests"]["nvidia.com/gpu"] == 1
+
+    publish(store.entry("task-7-v2"), nuclio=nuclio, store=store, device="cpu")
+    cpu = nuclio.get_function("detr-task-7-v2")["spec"]
+    assert cpu["volumes"] == base["spec"]["volumes"]
+    assert cpu["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}, \
+        "a CPU version asks for no GPU at all, neither requested nor limited"
 
 
 def test_publishing_without_the_base_function_says_how_to_deploy_it(fake_nuclio, home):
