@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Deploy DETR into a running CVAT, the way CVAT's serverless/deploy_cpu.sh and deploy_gpu.sh deploy
 # its functions:
 #   deploy/deploy.sh cpu|gpu [CVAT_DIR]       CVAT on Docker (compose): Nuclio's local platform
@@ -35,7 +36,7 @@ set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NETWORK="${DETR_NETWORK:-cvat_cvat}"
 CONFIG_HOME="${XDG_CONFIG_HOME:-$HOME/.config}/cvat-detr"
-# shellcheck source=deploy/deploy.env
+# shellcheck source=deploy.env
 . "$REPO_DIR/deploy/deploy.env"
 
 usage() {
@@ -112,7 +113,7 @@ if [ "$platform" = kube ]; then
     echo "Rendering the Kubernetes files into $k8s_dir..."
     (cd "$REPO_DIR" && python3 -m deploy.render "${render_args[@]}") || fail "the settings in \
 ${DETR_K8S_SETTINGS:-(defaults)} did not render; fix what the line above names"
-    # shellcheck source=deploy/deploy.env
+    # shellcheck source=deploy.env
     . "$k8s_dir/deploy.env"
     [ -n "$k8s_registry" ] || fail "no image registry: set kubernetes.registry in a settings file (e.g. \
 'kubernetes: {registry: registry.example.com/detr}') and give it as DETR_K8S_SETTINGS; nuctl pushes the function \
@@ -122,15 +123,15 @@ CVAT's Helm chart there first (with nuclio.enabled: true), or set kubernetes.nam
     detector_config="$k8s_dir/functions/detector$variant.yaml"
     trainer_config="$k8s_dir/functions/trainer$variant.yaml"
     nuctl_platform=(--platform kube --namespace "$k8s_namespace")
-    nuctl_images=(--registry "$k8s_registry")
+    nuctl_deploy_args=(--registry "$k8s_registry")
     if [ -n "$k8s_run_registry" ]; then
-        nuctl_images+=(--run-registry "$k8s_run_registry")
+        nuctl_deploy_args+=(--run-registry "$k8s_run_registry")
     fi
 else
     detector_config="$REPO_DIR/$detector_config"
     trainer_config="$REPO_DIR/$trainer_config"
     nuctl_platform=(--platform local)
-    nuctl_images=(--platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}")
+    nuctl_deploy_args=(--platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}")
 fi
 
 token_file="${DETR_TRAINER_TOKEN_FILE:-$CONFIG_HOME/trainer-token}"
@@ -150,7 +151,7 @@ deploy_function() {
     local project="$1" config="$2"
     echo "Deploying $config in project $project..."
     nuctl deploy --project-name "$project" --path "$REPO_DIR" --file "$config" "${nuctl_platform[@]}" \
-        "${nuctl_images[@]}" "${@:3}"
+        "${nuctl_deploy_args[@]}" "${@:3}"
 }
 
 # CVAT_DIR's UI with the plugin compiled in, as image $1.

@@ -69,16 +69,23 @@ def _inline(value: Any) -> str | None:
         return "{}" if not value else None
     if isinstance(value, (list, tuple)):
         return "[]" if not value else None
-    if isinstance(value, str) and "\n" in value:
+    if _as_block(value):
         return None
     return _scalar(value)
 
 
+def _as_block(value: Any) -> bool:
+    """Multi-line strings are literal blocks, unless their first line is indented (that needs an
+    indentation indicator) or they hold carriage returns: those stay quoted."""
+    return isinstance(value, str) and "\n" in value and not value[:1].isspace() and "\r" not in value
+
+
 def _block_string(value: str, depth: int) -> Iterator[str]:
-    indicator = "|" if value.endswith("\n") and not value.endswith("\n\n") else "|-"
-    yield indicator
-    for line in value.removesuffix("\n").split("\n"):
-        yield f"{INDENT * depth}{line}".rstrip()
+    # Chomping: "|-" drops the final newline, "|" keeps one, "|+" keeps them all.
+    body = value.removesuffix("\n")
+    yield "|-" if body == value else "|+" if body.endswith("\n") else "|"
+    for line in body.split("\n"):
+        yield f"{INDENT * depth}{line}" if line else ""
 
 
 def _value_lines(head: str, value: Any, depth: int) -> Iterator[str]:

@@ -35,6 +35,8 @@ def test_rendered_yaml_reads_back_as_the_data_it_was_written_from():
         Key("first", "a comment", "on two lines", gap=True): {"empty": {}, "none": [], "flag": "true", "n": 7},
         "text": "line one\nline two\n",
         "no_newline": "a\nb",
+        "kept": "trailing spaces  \n\nand blank lines\n\n",
+        "indented": "  first line indented\nsecond\n",
         "quoted": ["yes", "1.0", "a: b", "-c", "${X:-1}", "Host(`h`) && PathPrefix(`/p/`)", "", None, False, 1.5],
         "items": [Item({Key("k", "comment on the first key"): 1, "l": [1, [2, 3]]}, "item comment"), {"only": "x"}],
     }
