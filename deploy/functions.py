@@ -143,6 +143,8 @@ def _placement(kind: str, platform: str, gpu: bool, settings: Mapping[str, Any])
         placement["tolerations"] = nodes["tolerations"]
     placement[Key("readinessTimeoutSeconds", "Pulling the image onto a node can take minutes")] = \
         kube["readiness_timeout_s"]
+    if kube["pull_secret"]:
+        placement["imagePullSecrets"] = kube["pull_secret"]
     return placement
 
 

@@ -84,6 +84,8 @@ def gateway(settings: Mapping[str, Any]) -> list[dict]:
         }],
         "volumes": [{"name": volume, "persistentVolumeClaim": {"claimName": volume}}],
     }
+    if kube["pull_secret"]:
+        pod["imagePullSecrets"] = [{"name": kube["pull_secret"]}]
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(GATEWAY, settings, GATEWAY),
         "spec": {

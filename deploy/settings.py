@@ -91,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
         # Where images are pushed (nuctl --registry, docker push) and, if different, pulled from
         "registry": "",
         "run_registry": "",
+        # The Secret (type docker-registry) the functions and the gateway pull with, if the registry needs one
+        "pull_secret": "",
         # A ReadWriteMany claim: the trainer, the detectors and the gateway may run on different nodes
         "storage": {"class_name": "", "size": "100Gi"},
         # The /detr/ route: CVAT's host and ingress class (the chart's ingress.hostname and ingress.className)
@@ -153,6 +155,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kubernetes.storage.size": (_QUANTITY.fullmatch, "a Kubernetes quantity such as 100Gi"),
     "kubernetes.trainer.shm_size": (_QUANTITY.fullmatch, "a Kubernetes quantity such as 8Gi"),
     "kubernetes.ingress.host": (_DNS_NAME.fullmatch, "CVAT's host name (the chart's ingress.hostname)"),
+    "kubernetes.pull_secret": (lambda v: not v or _DNS_NAME.fullmatch(v), "a Secret's name, or empty"),
     "kubernetes.gateway_ip": (_IP.fullmatch, "an IPv4 address in the cluster's service range, or empty"),
     "kubernetes.trainer.gpus": (_between(1, 16), "a GPU count, 1 to 16"),
     "kubernetes.detector.gpus": (_between(1, 16), "a GPU count, 1 to 16"),

@@ -61,7 +61,8 @@ def as_deployment(config: dict) -> dict:
                  "ports": [{"name": "http", "containerPort": names.FUNCTION_PORT}]}
     pod = {"containers": [{k: v for k, v in container.items() if v is not None}],
            "volumes": [v["volume"] for v in spec["volumes"]], "nodeSelector": spec.get("nodeSelector"),
-           "tolerations": spec.get("tolerations"), "serviceAccountName": spec.get("serviceAccount")}
+           "tolerations": spec.get("tolerations"), "serviceAccountName": spec.get("serviceAccount"),
+           "imagePullSecrets": [{"name": spec["imagePullSecrets"]}] if "imagePullSecrets" in spec else None}
     deployment = {"replicas": spec.get("minReplicas", 1), "selector": {"matchLabels": labels},
                   "strategy": spec.get("deploymentStrategy"),
                   "template": {"metadata": {"labels": labels}, "spec": {k: v for k, v in pod.items() if v is not None}}}
@@ -103,7 +104,7 @@ def test_the_schema_check_catches_misspelt_and_mistyped_fields(change):
 
 def test_overridden_settings_still_pass_the_schemas():
     settings = names.merge({"kubernetes": {
-        "registry": "registry.example.com/detr", "gateway_ip": "10.96.40.40",
+        "registry": "registry.example.com/detr", "gateway_ip": "10.96.40.40", "pull_secret": "registry-login",
         "storage": {"class_name": "nfs-client", "size": "1Ti"},
         "ingress": {"host": "cvat.example.com", "class_name": "traefik", "tls_secret": "cvat-tls",
                     "annotations": {"traefik.ingress.kubernetes.io/router.entrypoints": "websecure"}},
@@ -116,10 +117,12 @@ def test_overridden_settings_still_pass_the_schemas():
     kubernetes_validate.validate(as_deployment(config), K8S_VERSION, strict=True)
     assert config["spec"]["resources"] == {"requests": {"nvidia.com/gpu": 4},
                                            "limits": {"memory": "200Gi", "nvidia.com/gpu": 4}}
+    assert config["spec"]["imagePullSecrets"] == "registry-login", "Nuclio's field is the Secret's name"
 
     deployment, service, ingress = yaml.safe_load_all(render.dump_all(kubernetes.gateway(settings), []))
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.example.com/detr/cvat.detr.gateway:latest"
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-login"}]
     assert service["spec"]["clusterIP"] == "10.96.40.40"
     assert ingress["spec"]["ingressClassName"] == "traefik"
     assert ingress["spec"]["tls"] == [{"hosts": ["cvat.example.com"], "secretName": "cvat-tls"}]
