@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import yaml
+from deploy import yamltext
 
 # --- the code's contract (not settings) --------------------------------------------------------------
 
@@ -179,8 +179,8 @@ def load(path: Optional[Path] = None) -> dict[str, Any]:
     if path is None:
         return merge({})
     try:
-        overrides = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        overrides = yamltext.read(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yamltext.YAMLError) as e:
         raise SettingsError(f"cannot read the settings file {path}: {e}") from e
     if overrides is None:
         overrides = {}

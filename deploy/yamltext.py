@@ -1,18 +1,36 @@
-"""YAML text with comments, for the deployment files an admin reads: PyYAML parses and quotes,
-but its dumper drops comments, so this writes block YAML itself and lets PyYAML quote each scalar.
+"""YAML for the deployment files, read and written with ruamel.yaml, which keeps the comments an
+admin reads.
 
-A mapping key may be a :class:`Key` and a list item an :class:`Item`: both carry comment lines
-written above them (and a blank line before, with ``gap``). Multi-line strings become literal
+The builders mark comments in plain data: a mapping key may be a :class:`Key` and a list item an
+:class:`Item`, both carrying comment lines written above them (and a blank line before, with
+``gap``). :func:`dump` turns that data into ruamel's commented types, placing each comment at the
+column of what it describes (ruamel's comment API asks for it), and multi-line strings into literal
 blocks. ``yaml.safe_load(dump(data))`` equals ``plain(data)``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+import io
+from typing import Any, Sequence
 
-import yaml
+try:
+    from ruamel.yaml import YAML, YAMLError
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.nodes import ScalarNode
+    from ruamel.yaml.representer import SafeRepresenter
+    from ruamel.yaml.resolver import VersionedResolver
+    from ruamel.yaml.scalarstring import LiteralScalarString
+except ModuleNotFoundError:
+    raise SystemExit("deploy/render.py needs the Python package ruamel.yaml: pip install 'ruamel.yaml>=0.19'") from None
 
-INDENT = "  "
+__all__ = ["Key", "Item", "YAMLError", "plain", "dump", "dump_all", "read"]
+
+#: Nested mappings and list dashes are indented by this much under their key; a list item's content
+#: starts this much after its dash.
+INDENT = 2
+_STR = "tag:yaml.org,2002:str"
+#: YAML 1.1's reading of plain scalars, as Kubernetes, Nuclio and PyYAML read them.
+_YAML_1_1 = VersionedResolver(version=(1, 1))
 
 
 class Key(str):
@@ -45,85 +63,71 @@ def plain(data: Any) -> Any:
     return data
 
 
+def read(text: str) -> Any:
+    """The YAML document ``text`` as plain Python data (YAML 1.2: only true and false are booleans)."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def dump(data: dict, header: Sequence[str] = ()) -> str:
     """The document ``data`` (a mapping) as block YAML, after the ``header`` comment lines."""
-    lines = [_comment(line) for line in header]
-    lines.extend(_mapping(data, 0))
-    return "\n".join(lines) + "\n"
+    return dump_all([data], header)
 
 
-def _comment(text: str, indent: str = "") -> str:
-    return f"{indent}# {text}".rstrip() if text else f"{indent}#"
+def dump_all(documents: Sequence[dict], header: Sequence[str] = ()) -> str:
+    """The ``documents`` (mappings) as a YAML stream, the ``header`` comment lines before the first."""
+    commented = [_commented(document, 0) for document in documents]
+    if header and commented:
+        # An empty header line stays a bare "#", so the header reads as one comment.
+        commented[0].yaml_set_start_comment("\n".join(line or "#" for line in header))
+    stream = io.StringIO()
+    _writer().dump_all(commented, stream)
+    return stream.getvalue()
 
 
-def _scalar(value: Any) -> str:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, allow_unicode=True)
-        return text.removesuffix("\n").removesuffix("\n...")
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as a YAML scalar")
+def _writer() -> YAML:
+    yaml = YAML()
+    yaml.indent(mapping=INDENT, sequence=2 * INDENT, offset=INDENT)
+    yaml.width = 1 << 30  # long lines (shell commands, URLs) stay on one line
+    yaml.representer.add_representer(str, _represent_str)
+    yaml.representer.add_representer(type(None), SafeRepresenter.represent_none)
+    return yaml
 
 
-def _inline(value: Any) -> str | None:
-    """The one-line form of ``value`` after ``key:`` or ``-``, or None for a nested block."""
+def _represent_str(representer: Any, value: str) -> ScalarNode:
+    """Quotes too what YAML 1.1 reads as something else ("yes", "on", "0777", "12:30"); ruamel
+    writes YAML 1.2, where those are plain strings, but Kubernetes, Nuclio and PyYAML read 1.1."""
+    style = "'" if _YAML_1_1.resolve(ScalarNode, value, (True, False)) != _STR else None
+    return representer.represent_scalar(_STR, value, style=style)
+
+
+def _commented(value: Any, column: int) -> Any:
+    """``value`` as ruamel's types, with its comments at ``column``, where its keys or dashes start."""
     if isinstance(value, dict):
-        return "{}" if not value else None
+        mapping = CommentedMap()
+        for key, item in value.items():
+            mapping[str(key)] = _commented(item, column + INDENT)
+            if isinstance(key, Key):
+                _comment_before(mapping, str(key), ["", *key.comment] if key.gap else key.comment, column)
+        return mapping
     if isinstance(value, (list, tuple)):
-        return "[]" if not value else None
-    if _as_block(value):
-        return None
-    return _scalar(value)
+        sequence = CommentedSeq()
+        for index, item in enumerate(value):
+            sequence.append(_commented(item.value if isinstance(item, Item) else item, column + INDENT))
+            if isinstance(item, Item):
+                _comment_before(sequence, index, item.comment, column)
+        return sequence
+    if isinstance(value, str) and _literal(value):
+        return LiteralScalarString(value)
+    return value
 
 
-def _as_block(value: Any) -> bool:
-    """Multi-line strings are literal blocks, unless their first line is indented (that needs an
-    indentation indicator) or they hold carriage returns: those stay quoted."""
-    return isinstance(value, str) and "\n" in value and not value[:1].isspace() and "\r" not in value
+def _comment_before(container: CommentedMap | CommentedSeq, key: Any, lines: Sequence[str], column: int) -> None:
+    """Comment ``lines`` above ``key`` of ``container`` (an empty line is a blank line)."""
+    if lines:
+        container.yaml_set_comment_before_after_key(key, before="\n".join(lines), indent=column)
 
 
-def _block_string(value: str, depth: int) -> Iterator[str]:
-    # Chomping: "|-" drops the final newline, "|" keeps one, "|+" keeps them all.
-    body = value.removesuffix("\n")
-    yield "|-" if body == value else "|+" if body.endswith("\n") else "|"
-    for line in body.split("\n"):
-        yield f"{INDENT * depth}{line}" if line else ""
-
-
-def _value_lines(head: str, value: Any, depth: int) -> Iterator[str]:
-    """``head`` (``key:`` or ``-``) followed by ``value`` nested at ``depth``."""
-    inline = _inline(value)
-    if inline is not None:
-        yield f"{head} {inline}"
-    elif isinstance(value, str):
-        indicator, *body = _block_string(value, depth)
-        yield f"{head} {indicator}"
-        yield from body
-    else:
-        yield head
-        yield from (_mapping(value, depth) if isinstance(value, dict) else _sequence(value, depth))
-
-
-def _mapping(data: dict, depth: int) -> Iterator[str]:
-    indent = INDENT * depth
-    for key, value in data.items():
-        if isinstance(key, Key):
-            if key.gap:
-                yield ""
-            yield from (_comment(line, indent) for line in key.comment)
-        yield from _value_lines(f"{indent}{_scalar(str(key))}:", value, depth + 1)
-
-
-def _sequence(items: Sequence[Any], depth: int) -> Iterator[str]:
-    indent = INDENT * depth
-    for item in items:
-        if isinstance(item, Item):
-            yield from (_comment(line, indent) for line in item.comment)
-            item = item.value
-        if isinstance(item, dict) and item:
-            # The first key shares the dash's line; the others (and comments) line up under it.
-            dashed = False
-            for line in _mapping(item, depth + 1):
-                if not dashed and line.strip() and not line.lstrip().startswith("#"):
-                    line, dashed = f"{indent}- {line.lstrip()}", True
-                yield line
-        else:
-            yield from _value_lines(f"{indent}-", item, depth + 1)
+def _literal(value: str) -> bool:
+    """Multi-line strings are literal blocks, unless they hold a character a block cannot keep
+    (ruamel writes any string marked literal as one, and a carriage return would become a newline)."""
+    return "\n" in value and value.replace("\n", "").isprintable()

@@ -4,13 +4,15 @@ written, and a settings file overrides only what it names, checked and bounded."
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from deploy import render
 from deploy import settings as names
-from deploy.yamltext import Item, Key, dump, plain
+from deploy.yamltext import Item, Key, dump, dump_all, plain, read
 
 
 def test_every_checked_in_deployment_file_is_the_renderers_output():
@@ -37,13 +39,39 @@ def test_rendered_yaml_reads_back_as_the_data_it_was_written_from():
         "no_newline": "a\nb",
         "kept": "trailing spaces  \n\nand blank lines\n\n",
         "indented": "  first line indented\nsecond\n",
-        "quoted": ["yes", "1.0", "a: b", "-c", "${X:-1}", "Host(`h`) && PathPrefix(`/p/`)", "", None, False, 1.5],
-        "items": [Item({Key("k", "comment on the first key"): 1, "l": [1, [2, 3]]}, "item comment"), {"only": "x"}],
+        "leading_newline": "\nafter an empty line",
+        "carriage_return": "a\r\nb\n",
+        "tab": "a\tb\nc",
+        "quoted": ["yes", "on", "No", "y", "12:30", "0777", "0o17", "0x1F", "1_000", ".inf", "null", "~", "=",
+                   "1.0", "a: b", "-c", "#c", "a #b", "${X:-1}", "Host(`h`) && PathPrefix(`/p/`)", "", "é",
+                   None, False, 1.5],
+        Key("items", gap=True): [Item({Key("k", "comment on the first key"): 1, "l": [1, [2, 3]]}, "item comment"),
+                                 {"only": "x"}],
     }
-    text = dump(data, ["header"])
-    assert text.startswith("# header\n\n# a comment\n# on two lines\nfirst:\n")
+    text = dump(data, ["header", "", "more"])
+    assert text.startswith("# header\n#\n# more\n\n# a comment\n# on two lines\nfirst:\n")
+    # Read back as YAML 1.1 (PyYAML, like Kubernetes and Nuclio) and as YAML 1.2 (ruamel.yaml).
     assert yaml.safe_load(text) == plain(data)
-    assert "items:\n  # item comment\n    # comment on the first key\n  - k: 1\n" in text
+    assert read(text) == plain(data)
+    assert "\n\nitems:\n  # item comment\n  -\n    # comment on the first key\n    k: 1\n" in text
+    # Quoted where YAML 1.1 (Kubernetes and Nuclio read it, with Go's yaml.v2) reads a bool or a number.
+    assert "\n  - 'yes'\n  - 'on'\n  - 'No'\n  - 'y'\n  - '12:30'\n  - '0777'\n" in text
+    assert "\n  - null\n" in text
+
+
+def test_documents_are_separated_and_only_the_first_has_the_header():
+    text = dump_all([{Key("a", "about a"): 1}, {"b": [Item(2, "about 2")]}], ["header"])
+    assert text == "# header\n# about a\na: 1\n---\nb:\n  # about 2\n  - 2\n"
+    assert list(yaml.safe_load_all(text)) == [{"a": 1}, {"b": [2]}]
+
+
+def test_without_ruamel_yaml_the_renderer_says_what_to_install():
+    blocked = ("import runpy, sys; sys.modules['ruamel'] = None; sys.argv = ['render', '--check']; "
+               "runpy.run_module('deploy.render', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", blocked], cwd=render.REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == "deploy/render.py needs the Python package ruamel.yaml: pip install 'ruamel.yaml>=0.19'\n"
 
 
 def test_a_settings_file_overrides_what_it_names(tmp_path):
@@ -58,6 +86,20 @@ def test_a_settings_file_overrides_what_it_names(tmp_path):
     assert names.DEFAULTS["kubernetes"]["namespace"] == "cvat", "the defaults are not changed"
     assert names.image_ref(settings, "cvat.detr.gateway:latest") == \
         "registry.example.com:5000/detr/cvat.detr.gateway:latest"
+
+
+def test_settings_read_as_yaml_1_2_are_written_for_yaml_1_1_readers(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("kubernetes:\n  ingress: {annotations: {nginx.ingress.kubernetes.io/proxy-buffering: on}}\n"
+                    "  gpu_nodes: {node_selector: {gpu: yes}}\n")
+    out = tmp_path / "out"
+    assert render.main(["--settings", str(path), "--out", str(out)]) == 0
+    gateway = (out / "manifests/gateway.yaml").read_text()
+    assert "nginx.ingress.kubernetes.io/proxy-buffering: 'on'\n" in gateway
+    ingress = list(yaml.safe_load_all(gateway))[2]
+    assert ingress["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/proxy-buffering": "on"}
+    trainer = yaml.safe_load((out / "functions/trainer-gpu.yaml").read_text())
+    assert trainer["spec"]["nodeSelector"] == {"gpu": "yes"}
 
 
 @pytest.mark.parametrize("text, message", [
