@@ -25,7 +25,7 @@
 # the helm upgrade that gives CVAT that UI image. Names come from deploy/deploy.env (rendered too).
 #
 # Needs docker, and nuctl of the same version as CVAT's Nuclio dashboard; on Kubernetes also kubectl
-# (pointed at CVAT's cluster) and python3 with PyYAML. Environment:
+# (pointed at CVAT's cluster) and python3 with ruamel.yaml. Environment:
 #   DETR_NETWORK            CVAT's compose network (default cvat_cvat)
 #   CVAT_VERSION            tag of CVAT's images (default dev, as in CVAT's docker-compose.yml)
 #   DETR_TRAINER_TOKEN_FILE where the trainer's token is kept (default ~/.config/cvat-detr/trainer-token)
@@ -92,8 +92,8 @@ else
     need_nuctl "the image tag of the nuclio dashboard Deployment in CVAT's namespace"
     command -v kubectl >/dev/null || fail "kubectl is not installed: install it and point it at CVAT's cluster \
 (https://kubernetes.io/docs/tasks/tools/)"
-    python3 -c 'import yaml' 2>/dev/null || fail "python3 with PyYAML is needed to render the Kubernetes files: \
-pip install pyyaml (or apt-get install python3-yaml)"
+    python3 -c 'import ruamel.yaml' 2>/dev/null || fail "python3 with ruamel.yaml is needed to render the Kubernetes \
+files: pip install 'ruamel.yaml>=0.19'"
 fi
 
 # The whole build path goes into the function images: deploy from a clean checkout.

@@ -42,12 +42,13 @@ case "$1 $2" in
     "apply -f") cat >> "$TOOL_LOG" ;;
 esac
 """
-#: python3 that runs the renderer with this test's interpreter (which has PyYAML), or one without PyYAML.
+#: python3 that runs the renderer with this test's interpreter (which has ruamel.yaml), or the same
+#: interpreter without its site-packages, so without ruamel.yaml.
 FAKE_PYTHON = f"""#!/usr/bin/env bash
 exec {sys.executable} "$@"
 """
-PYTHON_WITHOUT_YAML = """#!/usr/bin/env bash
-exit 1
+PYTHON_WITHOUT_RUAMEL = f"""#!/usr/bin/env bash
+exec {sys.executable} -S "$@"
 """
 TOOLS = {"nuctl": FAKE_NUCTL, "docker": FAKE_DOCKER, "kubectl": FAKE_KUBECTL, "python3": FAKE_PYTHON}
 #: The system's commands the script may find, without the tools it drives: only stand-ins ever run.
@@ -244,7 +245,7 @@ def test_k8s_renders_the_clusters_settings(tmp_path):
      "namespace other not found: install CVAT's Helm chart there first"),
     (K8S_TOOLS, "kubernetes: {trainer: {gpus: 99}}\n", {}, "'kubernetes.trainer.gpus' must be a GPU count, 1 to 16"),
     (("nuctl", "docker", "python3"), "", {}, "kubectl is not installed"),
-    (K8S_TOOLS, "", {"python3": PYTHON_WITHOUT_YAML}, "python3 with PyYAML is needed to render the Kubernetes files"),
+    (K8S_TOOLS, "", {"python3": PYTHON_WITHOUT_RUAMEL}, "python3 with ruamel.yaml is needed to render the Kubernetes"),
     (("docker", "kubectl", "python3"), "", {}, "nuctl is not installed: download the release matching CVAT's Nuclio"),
 ])
 def test_k8s_wrong_setup_is_explained(tmp_path, tools, settings, fakes, message):
