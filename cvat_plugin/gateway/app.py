@@ -309,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="detr-gateway", description="Serve the DETR gateway (the Train DETR plugin's API and CVAT's webhook) "
                                          "under /detr/api. Configuration comes from the environment: see "
-                                         "cvat_plugin/gateway_settings.py or the README.")
+                                         "cvat_plugin/gateway/settings.py or the README.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 for every interface, as the gateway's container "
                              "does (default: %(default)s)")
