@@ -103,7 +103,7 @@ class GatewaySettings:
     service_credentials: Optional[Credentials] = None
     auto_retrain: AutoRetrain = AutoRetrain()
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
-    """Trainer options sent with every job; the dialog's options from the request override them."""
+    """DETR_TRAIN_DEFAULTS: options of every job (checked at start as requests are); a request's own override them."""
     workers: int = DEFAULT_WORKERS
     export_poll_interval: float = 1.0
     """Seconds between two polls of a running CVAT export."""
