@@ -3,14 +3,18 @@
 Every file the project writes stores these as plain JSON dicts (``to_dict``), and
 ``from_dict`` rejects unknown keys by name, so a typo never passes silently.
 CLI flags and trainer job options map onto the same fields: defaults live here only, and so do
-the bounds of every numeric field (``bounds`` in a field's metadata), which the trainer, the
-gateway and ``cvat-detr`` all check through :func:`parse_option`. Bounds are closed intervals
-wide enough for any sensible run and tight enough that no request can exhaust the machine.
+the bounds of every numeric field and the choices of every closed string field (``bounds`` and
+``choices`` in a field's metadata). :func:`config_options` describes each field as an
+:class:`Option`, whose ``parse`` is the one check of a value that the engine, the trainer, the
+gateway and ``cvat-detr`` all apply (``cvat_plugin.training.schema`` builds the whole vocabulary
+from it). Bounds are closed intervals wide enough for any sensible run and tight enough that no
+request can exhaust the machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ ARCHITECTURES = ("detr", "fast")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 #: Extra backbones of the fast architecture: torchvision ImageNet networks far cheaper than a ResNet-18.
 LIGHT_BACKBONES = ("regnet_x_400mf", "regnet_x_800mf")
+BACKBONE_NORMS = ("frozen", "batch")
 SCHEDULES = ("step", "cosine")
 CLASSIFIERS = ("softmax", "sigmoid")
 CROSS_ATTENTIONS = ("deformable", "global")
@@ -39,12 +44,15 @@ _C = TypeVar("_C", bound="_ConfigBase")
 Bounds = tuple[float, float]
 
 
-def _field(default: Any, help: str = "", bounds: Optional[Bounds] = None) -> Any:
+def _field(default: Any, help: str = "", bounds: Optional[Bounds] = None,
+           choices: Optional[tuple[str, ...]] = None) -> Any:
     """A dataclass field whose help text also serves the CLI flag generated from it; a numeric field
-    gives its ``bounds`` (lowest, highest), both allowed."""
+    gives its ``bounds`` (lowest, highest), both allowed, and a closed string field its ``choices``."""
     metadata: dict[str, Any] = {"help": help}
     if bounds is not None:
         metadata["bounds"] = bounds
+    if choices is not None:
+        metadata["choices"] = choices
     return field(default=default, metadata=metadata)
 
 
@@ -52,16 +60,89 @@ class ConfigError(ValueError):
     """A configuration value is invalid or unknown."""
 
 
+class OptionError(ConfigError):
+    """An option's value is not one it takes, or no option has that name. The message names the
+    option, the value and what the option takes (``option 'epochs' must be a whole number from 1 to
+    10000, got 0``); every entry point shows it unchanged."""
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its JSON ``kind`` (integer, number, boolean or string), its default, the closed
+    ``bounds`` of a number or the ``choices`` of a string, and one line of help. ``section`` says
+    where it belongs (``train`` and ``model`` for the config fields; other vocabularies add theirs)."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str = ""
+    section: str = "train"
+    bounds: Optional[Bounds] = None
+    choices: Optional[tuple[str, ...]] = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: model options travel in the job's ``model`` object."""
+        return f"model option {self.name!r}" if self.section == "model" else f"option {self.name!r}"
+
+    @property
+    def rule(self) -> str:
+        """What it takes, in words: ``a whole number from 1 to 10000``, ``one of step, cosine``..."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "boolean":
+            return "true or false"
+        if self.kind in ("integer", "number") and self.bounds is not None:
+            what = "a whole number" if self.kind == "integer" else "a finite number"
+            return f"{what} from {_number(self.bounds[0])} to {_number(self.bounds[1])}"
+        return f"a {self.kind}"
+
+    def parse(self, value: Any) -> Any:
+        """``value`` checked against the kind, bounds and choices (whole floats become ints where ints
+        are due). Raises :class:`OptionError` ``<label> must be <rule>, got <value>``."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind == "boolean":
+            ok = isinstance(value, bool)
+        elif self.kind in ("integer", "number"):
+            low, high = self.bounds if self.bounds is not None else (-math.inf, math.inf)
+            # Python compares ints of any size with floats exactly; ``float(10**400)`` would overflow.
+            ok = number and (isinstance(value, int) or math.isfinite(value)) and low <= value <= high
+            if ok and self.kind == "integer":
+                ok = isinstance(value, int) or float(value).is_integer()
+                value = int(value) if ok else value
+        else:
+            ok = isinstance(value, str) and (self.choices is None or value in self.choices)
+        if not ok:
+            raise OptionError(f"{self.label} must be {self.rule}, got {value!r}")
+        return value
+
+
+def value_kind(default: Any) -> str:
+    """The JSON kind of a field's values, from its default."""
+    if isinstance(default, bool):
+        return "boolean"
+    if isinstance(default, int):
+        return "integer"
+    return "number" if isinstance(default, float) else "string"
+
+
+@functools.cache
+def config_options(config_class: type) -> tuple[Option, ...]:
+    """Each field of a config dataclass as an :class:`Option` (in field order)."""
+    return tuple(
+        Option(f.name, value_kind(f.default), f.default, f.metadata.get("help", ""), config_class._section,
+               f.metadata.get("bounds"), f.metadata.get("choices"))
+        for f in dataclasses.fields(config_class)
+    )
+
+
 def option_rule(config_class: type, name: str) -> str:
     """What a field takes, in words: ``a whole number from 1 to 10000``, ``true or false``..."""
-    f = {f.name: f for f in dataclasses.fields(config_class)}[name]
-    if isinstance(f.default, bool):
-        return "true or false"
-    if isinstance(f.default, (int, float)):
-        kind = "a whole number" if isinstance(f.default, int) else "a finite number"
-        low, high = f.metadata["bounds"]
-        return f"{kind} from {_number(low)} to {_number(high)}"
-    return "a string" if isinstance(f.default, str) else f"a {type(f.default).__name__}"
+    return {option.name: option for option in config_options(config_class)}[name].rule
 
 
 def cpu_count() -> int:
@@ -69,45 +150,24 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
 def parse_option(config_class: type, name: str, value: Any) -> Any:
-    """A JSON value for a config field, checked against the field's type and bounds: whole floats
-    become ints where ints are due. Raises :class:`ConfigError` ``'<name>' must be <rule>, got <value>``."""
-    default = {f.name: f.default for f in dataclasses.fields(config_class)}[name]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        bounds = {f.name: f for f in dataclasses.fields(config_class)}[name].metadata["bounds"]
-        # Python compares ints of any size with floats exactly; ``float(10**400)`` would overflow.
-        ok = number and (isinstance(value, int) or math.isfinite(value)) and bounds[0] <= value <= bounds[1]
-        if ok and isinstance(default, int):
-            ok = isinstance(value, int) or float(value).is_integer()
-            value = int(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{name!r} must be {option_rule(config_class, name)}, got {value!r}")
-    return value
+    """A JSON value for a config field, checked by its :class:`Option`; raises :class:`OptionError`."""
+    return {option.name: option for option in config_options(config_class)}[name].parse(value)
 
 
 class _ConfigBase:
     _section = "config"
 
-    def _check_bounds(self) -> None:
-        """Every numeric field within its bounds (and finite): the first check of ``__post_init__``."""
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if "bounds" in f.metadata:
-                value = getattr(self, f.name)
-                try:
-                    parse_option(type(self), f.name, value)
-                except ConfigError:
-                    _check(False, self._section, f.name, value, f"must be {option_rule(type(self), f.name)}")
+    def _check_fields(self) -> None:
+        """Every field of its kind, numbers within their bounds (and finite), closed strings one of
+        their choices: the first check of ``__post_init__``."""
+        for option in config_options(type(self)):
+            value = getattr(self, option.name)
+            try:
+                option.parse(value)
+            except OptionError:
+                rule = f"choose one of {', '.join(option.choices)}" if option.choices else f"must be {option.rule}"
+                _check(False, self._section, option.name, value, rule)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -147,15 +207,19 @@ class ModelConfig(_ConfigBase):
         "'detr': the official DETR (loads the COCO checkpoints); 'fast': the fast-converging DETR for "
         "random-init and ImageNet-backbone starts on small data (multi-scale, dense auxiliary head, "
         "two-stage queries, deformable decoder with box refinement).",
+        choices=ARCHITECTURES,
     )
     backbone: str = _field(
         "resnet50",
         "torchvision backbone: resnet18, resnet34, resnet50 or resnet101; the fast architecture also "
         "takes regnet_x_400mf and regnet_x_800mf.",
+        choices=BACKBONES + LIGHT_BACKBONES,
     )
     dilation: bool = _field(False, "DC5 variant: dilate the last ResNet stage instead of striding it.")
     backbone_norm: str = _field(
-        "frozen", "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init)."
+        "frozen",
+        "'frozen' batch norm (right for pretrained backbones) or trainable 'batch' norm (random init).",
+        choices=BACKBONE_NORMS,
     )
     hidden_dim: int = _field(256, "Transformer width d.", bounds=(8, 2048))
     nheads: int = _field(8, "Attention heads.", bounds=(1, 64))
@@ -183,40 +247,26 @@ class ModelConfig(_ConfigBase):
     cross_attention: str = _field(
         "deformable",
         "Fast: the decoder's cross-attention, 'deformable' (a few points around each query's box) or 'global'.",
+        choices=CROSS_ATTENTIONS,
     )
     aux_loss: bool = _field(True, "Predict boxes after every decoder layer during training (deep supervision).")
     classifier: str = _field(
         "softmax",
         "'softmax' over K classes + no-object (official DETR; the head has K+1 "
         "outputs) or 'sigmoid' per class with focal loss (K outputs; needs a new class head).",
+        choices=CLASSIFIERS,
     )
 
     def __post_init__(self) -> None:
-        self._check_bounds()
+        self._check_fields()
         s = self._section
-        _check(
-            self.architecture in ARCHITECTURES,
-            s,
-            "architecture",
-            self.architecture,
-            f"choose one of {', '.join(ARCHITECTURES)}",
-        )
         fast = self.architecture == "fast"
-        backbones = BACKBONES + LIGHT_BACKBONES if fast else BACKBONES
         _check(
-            self.backbone in backbones,
+            fast or self.backbone not in LIGHT_BACKBONES,
             s,
             "backbone",
             self.backbone,
-            f"choose one of {', '.join(backbones)}"
-            + ("" if fast else f" ({', '.join(LIGHT_BACKBONES)} need architecture='fast')"),
-        )
-        _check(
-            self.backbone_norm in ("frozen", "batch"),
-            s,
-            "backbone_norm",
-            self.backbone_norm,
-            "choose 'frozen' or 'batch'",
+            f"{', '.join(LIGHT_BACKBONES)} need architecture='fast'; with 'detr' choose one of {', '.join(BACKBONES)}",
         )
         _check(
             self.hidden_dim > 0 and self.nheads > 0 and self.hidden_dim % self.nheads == 0,
@@ -233,16 +283,6 @@ class ModelConfig(_ConfigBase):
             f"needs a bottleneck ResNet (resnet50 or resnet101); torchvision's {self.backbone} cannot dilate",
         )
         _check(self.hidden_dim % 2 == 0, s, "hidden_dim", self.hidden_dim, "must be even (sine position encoding)")
-        _check(
-            self.classifier in CLASSIFIERS, s, "classifier", self.classifier, f"choose one of {', '.join(CLASSIFIERS)}"
-        )
-        _check(
-            self.cross_attention in CROSS_ATTENTIONS,
-            s,
-            "cross_attention",
-            self.cross_attention,
-            f"choose one of {', '.join(CROSS_ATTENTIONS)}",
-        )
         if fast:
             rule = "the fast architecture's scores are IoU-aware sigmoids; use 'sigmoid'"
             _check(self.classifier == "sigmoid", s, "classifier", self.classifier, rule)
@@ -282,7 +322,7 @@ class TrainConfig(_ConfigBase):
         1e-5, "Learning rate of ResNet stages 2-4; 0 freezes the whole backbone.", bounds=(0.0, 1.0)
     )
     weight_decay: float = _field(1e-4, "AdamW weight decay.", bounds=(0.0, 1.0))
-    schedule: str = _field("step", "'step' (x0.1 at lr_drop of the epochs) or 'cosine'.")
+    schedule: str = _field("step", "'step' (x0.1 at lr_drop of the epochs) or 'cosine'.", choices=SCHEDULES)
     lr_drop: float = _field(
         2 / 3, "Fraction of the epochs after which the 'step' schedule drops the learning rate.", bounds=(0.01, 1.0)
     )
@@ -292,6 +332,7 @@ class TrainConfig(_ConfigBase):
         "auto",
         "'auto' (bf16 where the hardware runs it natively: CUDA, or a CPU with AVX512-BF16/AMX; else fp32), "
         "'fp32' or 'bf16'.",
+        choices=PRECISIONS,
     )
     ema_decay: float = _field(
         0.0, "Exponential moving average of the weights; 0 turns it off, 0.9998 is typical.", bounds=(0.0, 0.99999)
@@ -345,10 +386,8 @@ class TrainConfig(_ConfigBase):
     device: str = _field("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
 
     def __post_init__(self) -> None:
-        self._check_bounds()
+        self._check_fields()
         s = self._section
-        _check(self.schedule in SCHEDULES, s, "schedule", self.schedule, f"choose one of {', '.join(SCHEDULES)}")
-        _check(self.precision in PRECISIONS, s, "precision", self.precision, f"choose one of {', '.join(PRECISIONS)}")
         _check(
             self.max_size > self.image_size,
             s,

@@ -17,6 +17,9 @@ multi-scale training only slows it down), and for random init a backbone that le
 as the rest with trainable batch norm. From random init the fast architecture trains at lr 1e-3
 (5e-4 reached AP50 0.45 instead of 0.60 after two epochs) with a short warm-up. ``auto`` picks ``small-data`` below
 ``SMALL_DATA_IMAGES`` training images. Settings passed explicitly always win over a recipe's.
+
+This module loads no torch (the gateway and ``cvat-detr`` check options with it before any training);
+reading a dataset's or a model file's contents imports what it needs when called.
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import model_config_of
 from .config import FAST_MODEL, TINY_MODEL, ConfigError, ModelConfig, TrainConfig
-from .data import VAL_SUBSETS
 
 RECIPES = ("auto", "default", "small-data")
 #: What the starting weights give: nothing, an ImageNet backbone, or a whole detector.
@@ -174,6 +175,8 @@ def check_settings(
 
 def count_training_images(data: str | Path, val_fraction: float = 0.15) -> int:
     """Training images a dataset will give, from its annotation files alone (no image is read)."""
+    from .data import VAL_SUBSETS
+
     path = Path(data)
     counts: dict[str, int] = {}
     try:
@@ -197,6 +200,8 @@ def count_training_images(data: str | Path, val_fraction: float = 0.15) -> int:
 def starting_point(pretrained: str | None, backbone_weights: str | None) -> tuple[str, ModelConfig | None]:
     """The kind of start (``STARTS``) that ``fit``'s weight arguments make, and the model
     configuration stored in ``pretrained`` when it is one of our model files."""
+    from .checkpoint import model_config_of
+
     if pretrained:
         return "checkpoint", model_config_of(pretrained)
     return ("imagenet" if backbone_weights else "scratch"), None

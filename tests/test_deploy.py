@@ -3,6 +3,9 @@ that the compose override, the Dockerfile and the function configs agree on path
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -11,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from cvat_plugin.gateway.app import API_PREFIX, DEFAULT_PORT
@@ -313,12 +317,64 @@ def test_the_gateway_image_runs_the_console_script():
         assert f"!{source}/" in ignored or f"!{source}" in ignored, source
 
 
+def _instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out."""
+    lines = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
+    return [" ".join(part.strip() for part in instruction.split("\\\n")).strip()
+            for instruction in re.split(r"\n(?=[A-Z]+ )", "\n".join(lines)) if instruction.strip()]
+
+
+def _distribution(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=~! \[;]", name, maxsplit=1)[0]).lower()
+
+
+def test_the_gateway_image_installs_exactly_the_gateway_extra_and_no_torch(tmp_path):
+    """The package without its dependencies (the training engine's: PyTorch), plus the `gateway` extra as
+    pyproject.toml lists it, read while the image builds: one list of what the gateway needs."""
+    instructions = _instructions((DEPLOY / "Dockerfile.gateway").read_text())
+    assert "torch" not in " ".join(instructions).lower()
+    runs = [instruction.removeprefix("RUN ") for instruction in instructions if instruction.startswith("RUN ")]
+    installs = [part.strip() for run in runs for part in run.split("&&") if "pip install" in part]
+    assert installs == ["pip install -r /tmp/gateway-requirements.txt", "pip install --no-deps ."]
+    # The Dockerfile's own command, run here on pyproject.toml, gives exactly the extra.
+    reader = next(run for run in runs if "tomllib" in run).split("&&")[0]
+    command = reader.replace("> /tmp/gateway-requirements.txt", f"> {tmp_path / 'requirements.txt'}")
+    assert command.startswith("python -c ")
+    subprocess.run(["sh", "-c", sys.executable + command.removeprefix("python")], cwd=REPO, check=True, timeout=60)
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gateway"]
+    assert (tmp_path / "requirements.txt").read_text().splitlines() == extra
+    assert not {"torch", "torchvision"} & {_distribution(requirement) for requirement in extra}
+
+
+def test_the_gateway_extra_lists_every_distribution_the_gateway_imports():
+    """Every third-party module the gateway's code imports (at the top or in a function), found from the
+    modules that starting the gateway loads, comes from a distribution of the `gateway` extra."""
+    code = ("import json, sys, cvat_plugin.gateway.app; print(json.dumps(sorted(m.__file__ for m in "
+            "list(sys.modules.values()) if m.__name__.split('.')[0] in ('cvat_plugin', 'detr') and m.__file__)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    files = json.loads(result.stdout)
+    modules = set()
+    for file in files:
+        for node in ast.walk(ast.parse(Path(file).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "cvat_plugin", "detr"}
+    assert {"starlette", "uvicorn", "datumaro", "requests", "platformdirs"} <= third_party
+    assert not {"torch", "torchvision"} & third_party
+    owners = importlib.metadata.packages_distributions()
+    needed = {module: {_distribution(owner) for owner in owners[module]} for module in third_party}
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gateway"]
+    declared = {_distribution(requirement) for requirement in extra}
+    assert {module: sorted(owners) for module, owners in needed.items() if not owners & declared} == {}
+
+
 @pytest.mark.parametrize("extra, modules", [("cvat", {"datumaro": "datumaro", "cvat_sdk": "cvat-sdk"}),
                                             ("gateway", {"datumaro": "datumaro", "starlette": "starlette"})])
 def test_each_extra_installs_what_its_commands_import(extra, modules):
     """`pip install -e ".[cvat]"` as the README says is enough for export, train and annotate --local."""
-    import tomllib
-
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     declared = {re.split(r"[<>=~! \[]", requirement, maxsplit=1)[0] for requirement in extras[extra]}
     sources = "\n".join(path.read_text() for path in (REPO / "cvat_plugin").rglob("*.py"))

@@ -31,6 +31,7 @@ from cvat_plugin.gateway.preparations import Preparation, PreparationStore
 from cvat_plugin.gateway.settings import AutoRetrain, GatewayConfigError, GatewaySettings, settings_repr
 from cvat_plugin.gateway.webhooks import signature_ok
 from cvat_plugin.home.layout import write_json_atomic
+from cvat_plugin.training.options import training_setup
 from tests.fakes.cvat_server import Task, User
 from tests.fakes.cvat_tasks import add_synthetic_task
 from tests.fakes.nuclio import TRAINER_TOKEN
@@ -114,8 +115,7 @@ def test_summary_counts_the_tasks_boxes_and_offers_what_the_trainer_can_do(box):
                                    "metrics; annotate more frames"]
     # The trainer has no baked weights and no dashboard: only 'scratch', and publishing off.
     assert summary["weights_options"] == ["scratch"]
-    assert summary["defaults"] == {"epochs": 1, "image_size": 128, "weights": "scratch", "val_fraction": 0.15,
-                                   "publish": False}
+    assert "defaults" not in summary  # GET /options has them, for every task alike
     assert summary["publish_unavailable"].startswith("this trainer cannot publish models (it has no Nuclio dashboard)")
 
     frames = box.cvat.tasks[box.task.id].frames
@@ -188,6 +188,43 @@ def test_cvat_decides_who_may_see_a_task(box, caller, status, reason):
         assert reason in error_of(answer), (method, path)
         assert bob.token not in answer.text
     assert exports(box) == 0
+
+
+def test_the_options_show_the_schema_with_the_sites_defaults(box):
+    answer = Browser(box, box.alice).get("/options")
+    assert answer.status_code == 200, answer.text
+    options = {item["name"]: item for item in answer.json()["options"]}
+    # DETR_TRAIN_DEFAULTS (the sandbox's tiny training) over the schema's defaults; limits from detr.config.
+    assert {name: options[name]["default"] for name in ("epochs", "image_size", "weights", "val_fraction",
+                                                         "publish")} == {
+        "epochs": 1, "image_size": 128, "weights": "scratch", "val_fraction": 0.15, "publish": True}
+    assert (options["image_size"]["minimum"], options["image_size"]["maximum"]) == (32, 4096)
+    assert options["hidden_dim"] == {**options["hidden_dim"], "section": "model", "default": 128}
+    assert options["weights"]["choices"] == ["coco", "imagenet", "scratch", "previous"]
+    assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("caller, status, reason", [
+    ("nobody", 401, "CVAT said: Authentication credentials were not provided"),
+    ("expired session", 401, "CVAT said: Authentication credentials were not provided"),
+    ("wrong API token", 401, "CVAT said: Invalid token"),
+    ("another user's API token", 200, None),
+])
+def test_cvat_decides_who_may_read_the_options(box, caller, status, reason):
+    """Any user CVAT knows, as for the other reads; the options say nothing about a task."""
+    bob = box.cvat.add_user("bob", "bob-password")
+    cookies, headers = {}, {}
+    if caller == "expired session":
+        cookies = {"sessionid": "0" * 32, "csrftoken": "1" * 32}
+    elif caller == "wrong API token":
+        headers["Authorization"] = "Token " + "0" * 40
+    elif caller == "another user's API token":
+        headers["Authorization"] = f"Token {bob.token}"
+    answer = requests.get(f"{box.api}/options", headers=headers, cookies=cookies, timeout=30)
+    assert answer.status_code == status, answer.text
+    if reason:
+        assert reason in error_of(answer)
+    assert box.cvat.count("GET", r"/api/users/self") == 1
 
 
 def test_an_api_token_works_like_a_session(box):
@@ -296,8 +333,10 @@ def test_path_tricks_are_refused_before_anything_reaches_cvat(box, path, status,
     ({"epochs": 100000}, "option 'epochs' must be a whole number from 1 to 10000, got 100000"),
     ({"epochs": 10**400}, "option 'epochs' must be a whole number from 1 to 10000, got 1000"),
     ({"image_size": 1e9}, "option 'image_size' must be a whole number from 32 to 4096, got 1000000000.0"),
-    ({"epoch": 3}, "unknown option 'epoch'; known options: epochs, image_size, weights, val_fraction, publish"),
-    ({"val_fraction": 1.5}, "option 'val_fraction' must be a fraction between 0 and 1"),
+    ({"epoch": 3}, "unknown option 'epoch'; known options: weights, recipe, model_preset, model, epochs, "),
+    ({"val_fraction": 1.5}, "option 'val_fraction' must be a finite number from 0.01 to 0.5, got 1.5"),
+    ({"image_size": 2000, "max_size": 1500}, "train config: max_size=1500 is invalid; must be > image_size=2000"),
+    ({"model": {"num_queries": 0}}, "model option 'num_queries' must be a whole number from 1 to 3000, got 0"),
     ({"weights": "imagenet21k"}, "option 'weights' must be one of coco, imagenet, scratch, previous"),
     ({"publish": "yes"}, "option 'publish' must be true or false"),
     ([1, 2], "the body must be a JSON object of training options"),
@@ -315,7 +354,7 @@ def test_bad_options_are_refused_before_the_export(box, body, message):
 @pytest.mark.parametrize("text, message", [
     (b'{"epochs": Infinity}', "option 'epochs' must be a whole number from 1 to 10000, got inf"),
     (b'{"image_size": NaN}', "option 'image_size' must be a whole number from 32 to 4096, got nan"),
-    (b'{"val_fraction": NaN}', "option 'val_fraction' must be a fraction between 0 and 1"),
+    (b'{"val_fraction": NaN}', "option 'val_fraction' must be a finite number from 0.01 to 0.5, got nan"),
 ])
 def test_non_finite_numbers_are_refused(box, text, message):
     browser = Browser(box, box.alice)
@@ -520,9 +559,14 @@ def test_a_failed_preparation_is_a_failed_job_with_the_reason(box):
 
 def test_the_trainer_gets_the_dialogs_choices_over_the_site_defaults(box):
     service = box.gateway.server.config.app.state.service
-    options = {"epochs": 7, "image_size": 2000, "weights": "scratch", "val_fraction": 0.2, "publish": False}
-    assert service.trainer_options(options) == {**box.settings.trainer_defaults, "epochs": 7, "image_size": 2000,
-                                                "max_size": 3333, "weights": "scratch"}
+    options = {"epochs": 7, "image_size": 2000, "weights": "scratch", "val_fraction": 0.2, "publish": False,
+               "model": {"num_queries": 10}}
+    chosen = service.trainer_options(options)
+    site = dict(box.settings.trainer_defaults)
+    del site["max_size"]  # 192, which the chosen image size reaches: the trainer gives 2000 px a cap that fits
+    assert chosen == {**site, "epochs": 7, "image_size": 2000, "weights": "scratch",
+                      "model": {**site["model"], "num_queries": 10}}
+    assert training_setup(chosen).train_options["max_size"] == 3333
     assert service.trainer_options({**options, "image_size": 128})["max_size"] == 192  # DETR_TRAIN_DEFAULTS'
 
 
@@ -801,8 +845,8 @@ def test_settings_from_the_environment():
         "DETR_TRAIN_DEFAULTS": '{"epochs": 30, "batch_size": 4, "publish": false}', "DETR_GATEWAY_WORKERS": "3",
     })
     assert settings.auto_retrain.covers(7) and not settings.auto_retrain.covers(4)
-    assert settings.dialog_defaults == {"epochs": 30, "image_size": 800, "weights": "coco", "val_fraction": 0.15,
-                                        "publish": False}
+    assert settings.job_defaults == {"epochs": 30, "image_size": 800, "weights": "coco", "val_fraction": 0.15,
+                                     "publish": False}
     assert settings.trainer_defaults == {"epochs": 30, "batch_size": 4}
     assert settings.workers == 3 and str(settings.home) == "/var/lib/detr"
     for text in (repr(settings), settings_repr(settings)):
@@ -820,7 +864,17 @@ def test_settings_from_the_environment():
                                                                         "CVAT_ACCESS_TOKEN, CVAT_TOKEN"),
     ({"DETR_AUTO_RETRAIN_PROJECTS": "3;7"}, "DETR_AUTO_RETRAIN_PROJECTS='3;7' is not valid"),
     ({"DETR_TRAIN_DEFAULTS": "{epochs: 3}"}, "DETR_TRAIN_DEFAULTS is not valid JSON"),
-    ({"DETR_TRAIN_DEFAULTS": '{"epochs": 0}'}, "DETR_TRAIN_DEFAULTS option 'epochs' must be a whole number"),
+    ({"DETR_TRAIN_DEFAULTS": '{"epochs": 0}'}, "DETR_TRAIN_DEFAULTS: option 'epochs' must be a whole number"),
+    # A typo, in a trainer option or a model option, stops the gateway rather than every training after its export.
+    ({"DETR_TRAIN_DEFAULTS": '{"bach_size": 4}'}, "DETR_TRAIN_DEFAULTS: unknown option 'bach_size'; known options: "
+                                                  "weights, recipe, model_preset, model, epochs, batch_size, "),
+    ({"DETR_TRAIN_DEFAULTS": '{"model": {"num_quries": 50}}'}, "DETR_TRAIN_DEFAULTS: unknown model option "
+                                                               "'num_quries'; known model options: num_classes, "),
+    ({"DETR_TRAIN_DEFAULTS": '{"schedule": "linear"}'}, "DETR_TRAIN_DEFAULTS: option 'schedule' must be one of "
+                                                        "step, cosine, got 'linear'"),
+    ({"DETR_TRAIN_DEFAULTS": '{"image_size": 900, "max_size": 800}'}, "DETR_TRAIN_DEFAULTS: train config: "
+                                                                      "max_size=800 is invalid; must be > "
+                                                                      "image_size=900"),
     ({"DETR_GATEWAY_WORKERS": "two"}, "DETR_GATEWAY_WORKERS must be a whole number, got 'two'"),
     ({"CVAT_USERNAME": "bot"}, "CVAT service account: a password is needed for user 'bot'"),
     ({"DETR_TRAINER_TOKEN": ""}, "DETR_TRAINER_TOKEN is not set, and the DETR gateway needs it"),
@@ -837,6 +891,17 @@ def test_the_command_refuses_to_start_without_its_settings(monkeypatch, capsys):
     monkeypatch.setenv("DETR_TRAINER_URL", "http://trainer:8080")
     assert gateway_main([]) == 2
     assert "detr-gateway: CVAT_URL must be set" in capsys.readouterr().err
+
+
+def test_the_command_refuses_to_start_with_a_typo_in_the_training_defaults(monkeypatch, capsys):
+    for name, value in BASE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DETR_TRAIN_DEFAULTS", '{"epochz": 30}')
+    served = []
+    monkeypatch.setattr("cvat_plugin.gateway.app.uvicorn.run", lambda app, **kwargs: served.append(app))
+    assert gateway_main([]) == 2 and served == []
+    assert "detr-gateway: DETR_TRAIN_DEFAULTS: unknown option 'epochz'; known options: weights, recipe, " \
+           "model_preset, model, epochs," in capsys.readouterr().err
 
 
 def test_the_command_listens_on_localhost_unless_told(monkeypatch):

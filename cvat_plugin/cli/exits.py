@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 from cvat_plugin.cvat.annotate import (
@@ -26,6 +27,7 @@ from cvat_plugin.nuclio.client import (
 from cvat_plugin.nuclio.publish import (
     PublishError,
 )
+from detr.config import ConfigError, OptionError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,9 +60,6 @@ EXIT_CODES_HELP = f"""exit codes:
 environment: CVAT_URL, CVAT_ACCESS_TOKEN, CVAT_TOKEN, CVAT_USERNAME, CVAT_PASSWORD, DETR_HOME,
   DETR_TRAINER_URL, NUCLIO_DASHBOARD_URL, NUCLIO_NAMESPACE, DETR_BASE_FUNCTION, DETR_PUBLISH_DEVICE"""
 
-MODEL_PRESETS = ("auto", "detr-r50", "tiny", "fast", "fast-light", "fast-r50")
-SECRET_OPTIONS = ("--access-token", "--token", "--password")
-
 
 class UsageError(Exception):
     """The command line is wrong; the message names the option to fix."""
@@ -79,10 +78,11 @@ class JobNotFound(Exception):
 def exit_code(error: BaseException) -> Optional[int]:
     """The exit code of an error the commands expect (its message says what to do); None for a bug."""
     from cvat_plugin.trainer.client import TrainerError, TrainerUnavailable
-    from detr import ConfigError, TrainingError
-    from detr import DatasetError as EngineDatasetError
 
-    if isinstance(error, UsageError):
+    # The engine's errors come from modules that load torch: only a command that ran them can raise them.
+    TrainingError = _loaded("detr.train", "TrainingError")
+    EngineDatasetError = _loaded("detr.data", "DatasetError")
+    if isinstance(error, (UsageError, OptionError)):
         return EXIT_USAGE
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return EXIT_AUTH
@@ -110,3 +110,10 @@ def exit_code(error: BaseException) -> Optional[int]:
 FAILURES = {EXIT_TRAINING: "training failed", EXIT_PUBLISH: "publishing failed"}
 
 
+class _NeverRaised(Exception):
+    """Stands for an error class whose module never ran."""
+
+
+def _loaded(module: str, name: str) -> type[BaseException]:
+    """``module.name`` if that module was imported, without importing it (and torch) otherwise."""
+    return getattr(sys.modules.get(module), name, _NeverRaised)

@@ -4,7 +4,6 @@ the trainer function."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from cvat_plugin.cli.exits import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from cvat_plugin.cli.jobs import follow_job, report_job
 from cvat_plugin.cli.options import (
     add_home_option,
+    add_option_flag,
     add_source_options,
     add_split_options,
     export_source,
@@ -31,11 +31,15 @@ from cvat_plugin.cli.options import (
 from cvat_plugin.home.layout import Storage, copy_atomic, write_json_atomic
 from cvat_plugin.home.models import keep_report
 from cvat_plugin.progress import ProgressReporter
+from cvat_plugin.training.options import training_setup
+from cvat_plugin.training.schema import MODEL, option, options_in
+from detr.config import OptionError
 
 logger = logging.getLogger(__name__)
 
+#: Model options the flags leave out: the training set's labels set the number of classes.
+UNFLAGGED = ("num_classes",)
 
-MODEL_PRESETS = ("auto", "detr-r50", "tiny", "fast", "fast-light", "fast-r50")
 
 class ExportCommand:
     description = ("Export a CVAT task or project (COCO 1.0 with images) and build its training set: images/, "
@@ -66,9 +70,6 @@ class TrainCommand:
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        from detr.config import BACKBONES, LIGHT_BACKBONES, TrainConfig
-        from detr.recipes import RECIPES
-
         add_source_options(parser)
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--local", action="store_true", help="train in this process")
@@ -77,52 +78,30 @@ class TrainCommand:
                                 "shared volume and $DETR_TRAINER_TOKEN its token (default: $DETR_TRAINER_URL)")
         add_home_option(parser)
         add_split_options(parser)
-        model = parser.add_argument_group("model")
-        model.add_argument("--model-preset", choices=MODEL_PRESETS, default="auto",
-                           help="auto: detr-r50 from a DETR checkpoint, fast-r50 from ImageNet weights, fast from "
-                                "scratch; detr-r50: the official DETR-R50; fast: the fast-converging DETR "
-                                "(ResNet-18, trains in CPU minutes); fast-light: fast on RegNetX-400MF; fast-r50: "
-                                "fast on ResNet-50; tiny: a small official DETR (default: %(default)s)")
-        model.add_argument("--recipe", choices=RECIPES, default="auto",
-                           help="default: the official DETR recipe; small-data: trainable norms, warm-up + cosine, "
-                                "one input scale; auto: small-data below 2000 training images "
-                                "(default: %(default)s)")
-        model.add_argument("--backbone", choices=BACKBONES + LIGHT_BACKBONES, help="override the preset's backbone")
-        model.add_argument("--num-queries", type=int, help="override the preset's number of object queries")
-        model.add_argument("--pretrained", help="official DETR checkpoint or a model.pt of ours (file or URL) to "
+        # The flag table: one flag per option of the schema (cvat_plugin.training.schema), with its help,
+        # range and choices; --val-fraction comes with the split options.
+        start = parser.add_argument_group("recipe and model (unset model options: the preset's)")
+        for name in ("recipe", "model_preset"):
+            add_option_flag(start, option(name), default=option(name).default)
+        start.add_argument("--pretrained", help="official DETR checkpoint or a model.pt of ours (file or URL) to "
                                                 "fine-tune from")
-        model.add_argument("--backbone-weights", help="torchvision ImageNet weights of the backbone (file) to start "
+        start.add_argument("--backbone-weights", help="torchvision ImageNet weights of the backbone (file) to start "
                                                       "from")
+        for model_option in options_in("model"):
+            if model_option.name not in UNFLAGGED:
+                add_option_flag(start, model_option, unset="the preset's")
         remote = parser.add_argument_group("trainer function (--trainer)")
-        remote.add_argument("--weights", help="starting point on the trainer: coco (official DETR-R50), imagenet, "
-                                              "scratch or previous (the newest model of the task or project) "
-                                              "(default: the trainer's)")
-        remote.add_argument("--publish", action=argparse.BooleanOptionalAction, default=None,
-                            help="serve the model as a CVAT detector when the job succeeds (default: the trainer "
-                                 "publishes when it has a Nuclio dashboard)")
-        train = parser.add_argument_group("training (detr.TrainConfig fields)")
-        for f in dataclasses.fields(TrainConfig):
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(f.default, bool):
-                train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                   help=f"(default: {f.default})")
-            else:
-                train.add_argument(flag, dest=f.name, type=type(f.default), default=None,
-                                   help=f"(default: {f.default})")
+        add_option_flag(remote, option("weights"), unset="the trainer's")
+        add_option_flag(remote, option("publish"), unset="the trainer publishes when it has a Nuclio dashboard")
+        train = parser.add_argument_group("training (detr.TrainConfig fields; unset: the recipe's, else the default)")
+        for train_option in options_in("train"):
+            add_option_flag(train, train_option)
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
-        from detr import ConfigError, TrainConfig
-        from detr.recipes import check_settings, count_training_images, plan_training, starting_point
+        from detr.recipes import count_training_images, plan_training, starting_point
 
         # Check every option before any work starts.
-        train_options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                         if getattr(args, f.name) is not None}
-        model_options = {k: v for k, v in (("backbone", args.backbone), ("num_queries", args.num_queries)) if v}
-        try:
-            check_settings(recipe=args.recipe, preset=args.model_preset, model_overrides=model_options,
-                           train_overrides=train_options)
-        except ConfigError as e:
-            raise UsageError(str(e)) from e
+        train_options, model_options = _checked_options(args)
         if args.pretrained and args.backbone_weights:
             raise UsageError("pass either --pretrained or --backbone-weights, not both")
         if not args.local and not args.trainer:
@@ -170,6 +149,20 @@ class TrainCommand:
               file=stdout)
         print(f"Run: {run_dir}", file=stdout)
         return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK
+
+
+def _checked_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The train and model options the flags set: each flag was checked as it was parsed, here they are
+    checked together as the trainer checks them (``training_setup``); the CLI exits 2 with its message."""
+    train = {o.name: getattr(args, o.name) for o in options_in("train") if getattr(args, o.name) is not None}
+    model = {o.name: getattr(args, o.name) for o in options_in("model")
+             if o.name not in UNFLAGGED and getattr(args, o.name) is not None}
+    try:
+        setup = training_setup({**train, "recipe": args.recipe, "model_preset": args.model_preset,
+                                **({MODEL: model} if model else {})})
+    except OptionError as e:
+        raise UsageError(str(e)) from e
+    return setup.train_options, setup.model_options
 
 
 def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 DATASET_FORMAT = "cvat-detr/dataset"
 DATASET_FORMAT_VERSION = 1
 DEFAULT_VAL_FRACTION = 0.15
+#: The validation share's range: at least 1 % held out, and never more validation than training images.
+VAL_FRACTION_BOUNDS = (0.01, 0.5)
 #: Below these, the manifest warns that the model will be weak.
 MIN_BOXES_PER_LABEL = 10
 MIN_IMAGES = 50
@@ -304,8 +306,10 @@ def build_from_parts(
 ) -> dict:
     """One training set from the exports of one task or of a project's tasks, which share ``labels``;
     as ``build_training_set`` otherwise."""
-    if not 0 < val_fraction < 1:
-        raise DatasetError(f"val_fraction={val_fraction!r} is invalid; use a fraction in (0, 1) such as 0.15")
+    low, high = VAL_FRACTION_BOUNDS
+    if not low <= val_fraction <= high:
+        raise DatasetError(f"val_fraction={val_fraction!r} is invalid; use a fraction from {low:g} to {high:g} such "
+                           f"as {DEFAULT_VAL_FRACTION:g}")
     out_dir = Path(out_dir)
     pbar = pbar or NullProgressReporter()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:

@@ -5,9 +5,13 @@ API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what hap
 
     GET  /health                 {"status", "version", "trainer", "cvat", "cvat_version", "preparing", "webhooks",
                                   "auto_retrain"}
+    GET  /options                {"options": [{"name", "section", "type", "default", "minimum"?, "maximum"?,
+                                  "choices"?, "help"}]}: the training options (``cvat_plugin.training.schema``),
+                                  defaults after DETR_TRAIN_DEFAULTS
     GET  /tasks/{id}/summary     {"task": {"id", "name", "frames"}, "labels": [{"id", "name", "boxes"}],
-                                  "annotated_frames", "warnings", "defaults", "weights_options"}
-    POST /tasks/{id}/train       {"epochs", "image_size", "weights", "val_fraction", "publish"} (each optional)
+                                  "annotated_frames", "warnings", "weights_options", "publish_unavailable"}
+    POST /tasks/{id}/train       {<option>: <value>, ...} (each optional; model options in "model"), e.g.
+                                 {"epochs", "image_size", "weights", "val_fraction", "publish"}
                                  -> 202 job in state "preparing"; 409 {"error", "job"} while the task trains
     GET  /projects/{id}/summary  as a task's, with "project": {"id", "name", "frames", "tasks"} for "task"
     POST /projects/{id}/train    as a task's: trains on all the project's tasks (their subsets split them)
@@ -30,8 +34,8 @@ the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway.p
 
 Every request except ``/health`` and the webhook is authorized by CVAT: the caller's credentials
 (its session cookie, or its ``Authorization`` header) are forwarded to ``GET /api/tasks/{id}``
-(``/api/projects/{id}``), and the gateway acts only if CVAT lets the caller see the task (project);
-the export runs as the caller.
+(``/api/projects/{id}``; ``/api/users/self`` for ``/options``), and the gateway acts only if CVAT lets
+the caller see the task (project); the export runs as the caller.
 CVAT's 401/403/404 pass through. POSTs made with a session must carry ``X-CSRFToken``. The
 gateway stores no user credential and logs none. Configuration: ``cvat_plugin.gateway.settings``.
 
@@ -64,9 +68,10 @@ from cvat_plugin.gateway.auth import caller_credentials, check_csrf
 from cvat_plugin.gateway.errors import GatewayError
 from cvat_plugin.gateway.jobs import TrainingService
 from cvat_plugin.gateway.preparations import Source
-from cvat_plugin.gateway.settings import GatewayConfigError, GatewaySettings, OptionError, check_options, settings_repr
+from cvat_plugin.gateway.settings import GatewayConfigError, GatewaySettings, settings_repr
 from cvat_plugin.gateway.webhooks import SIGNATURE_HEADER, handle_delivery, signature_ok
 from cvat_plugin.nuclio.publish import replace_option
+from detr.config import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +163,9 @@ class _Endpoints:
     async def health(self, request: Request) -> JSONResponse:
         return _json(await run_in_threadpool(self.service.health))
 
+    async def options(self, request: Request) -> JSONResponse:
+        return _json(await run_in_threadpool(self.service.options, self._caller(request)))
+
     async def summary(self, request: Request) -> JSONResponse:
         source = _source(request)
         return _json(await run_in_threadpool(self.service.summary, self._caller(request), source))
@@ -171,7 +179,7 @@ class _Endpoints:
         if not isinstance(options, dict):
             raise GatewayError(400, 'the body must be a JSON object of training options such as {"epochs": 50}')
         try:
-            options = check_options(options)
+            options = self.service.check_options(options)
         except OptionError as e:
             raise GatewayError(400, str(e)) from None
         return _json(await run_in_threadpool(self.service.start, credentials, source, options), 202)
@@ -244,7 +252,7 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     """Starlette's own 404/405 (no such route), in our JSON shape."""
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
-        message = (f"no such path {request.url.path!r}; the DETR API serves {API_PREFIX}/tasks/<id>/summary, "
+        message = (f"no such path {request.url.path!r}; the DETR API serves {API_PREFIX}/options, /tasks/<id>/summary, "
                    f"/tasks/<id>/train, /projects/<id>/summary, /projects/<id>/train, /jobs, /jobs/<id>, "
                    f"/jobs/<id>/metrics, /jobs/<id>/cancel, /models, /models/<id>, /models/<id>/report/<image>, "
                    f"/models/<id>/publish, /models/<id>/unpublish and /health")
@@ -272,6 +280,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     api = [
         Route("/health", endpoints.health, methods=["GET"]),
+        Route("/options", endpoints.options, methods=["GET"]),
         Route("/tasks/{task_id}/summary", endpoints.summary, methods=["GET"]),
         Route("/tasks/{task_id}/train", endpoints.train, methods=["POST"]),
         Route("/projects/{project_id}/summary", endpoints.summary, methods=["GET"]),
@@ -300,7 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="detr-gateway", description="Serve the DETR gateway (the Train DETR plugin's API and CVAT's webhook) "
                                          "under /detr/api. Configuration comes from the environment: see "
-                                         "cvat_plugin/gateway_settings.py or the README.")
+                                         "cvat_plugin/gateway/settings.py or the README.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 for every interface, as the gateway's container "
                              "does (default: %(default)s)")

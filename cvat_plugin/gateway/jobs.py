@@ -12,7 +12,6 @@ ready.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,20 +35,18 @@ from cvat_plugin.gateway.preparations import (
     Source,
     new_preparation_id,
 )
-from cvat_plugin.gateway.settings import WEIGHTS, GatewaySettings
+from cvat_plugin.gateway.settings import GATEWAY_OPTIONS, GatewaySettings
 from cvat_plugin.home.jobs import utc_now
 from cvat_plugin.home.layout import Storage, new_id
 from cvat_plugin.home.models import REPORT_IMAGES, ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.trainer.client import TrainerClient, TrainerError, TrainerRequestError
-from detr.config import TrainConfig
+from cvat_plugin.training.options import training_setup
+from cvat_plugin.training.schema import MODEL, WEIGHTS, options_json, parse_options
 
 logger = logging.getLogger(__name__)
 
 #: Trainer job states that hold the task: a second training gets 409 (``interrupted`` resumes by itself).
 ACTIVE_STATES = ("queued", "running", "interrupted")
-#: ``detr.TrainConfig``'s cap of the longer image side, and its ratio to the default shorter side (1333 / 800).
-DEFAULT_MAX_SIZE = TrainConfig.max_size
-MAX_SIZE_RATIO = TrainConfig.max_size / TrainConfig.image_size
 #: Why 'Publish when done' is off when the trainer has no Nuclio dashboard.
 CANNOT_PUBLISH = ("this trainer cannot publish models (it has no Nuclio dashboard): train without publishing, or "
                   "ask a CVAT admin to set NUCLIO_DASHBOARD_URL in the trainer's function config")
@@ -115,8 +112,24 @@ class TrainingService:
 
     # --- reads ----------------------------------------------------------------------------------
 
+    def options(self, credentials: Optional[Credentials]) -> dict[str, Any]:
+        """The option schema with DETR_TRAIN_DEFAULTS as defaults, for a caller CVAT knows."""
+        with self.cvat(credentials) as client:
+            try:
+                client.get_self()
+            except CvatError as e:
+                raise from_cvat(e, action="read the training options", credentials=credentials) from e
+        return {"options": options_json(self.settings.train_defaults)}
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """A request's options, each checked, then together with DETR_TRAIN_DEFAULTS as the trainer will
+        check them: a mistake is refused before the export. Raises ``OptionError``."""
+        parsed = parse_options(options)
+        training_setup(self.trainer_options({**self.settings.job_defaults, **parsed}))
+        return parsed
+
     def summary(self, credentials: Optional[Credentials], source: Source) -> dict[str, Any]:
-        """The task's (or project's) counts and warnings, and the dialog's defaults and weight choices."""
+        """The task's (or project's) counts and warnings, and the starting weights it can train from."""
         with self.cvat(credentials) as client:
             if source.kind == "task":
                 task = authorize_task(client, source.id)
@@ -134,11 +147,10 @@ class TrainingService:
                         for task in tasks])
             except CvatError as e:
                 raise from_cvat(e, action=f"read {source}", credentials=credentials) from e
-        defaults, choices, problem, publish_unavailable = self.dialog_choices(source)
+        _, choices, problem, publish_unavailable = self.dialog_choices(source)
         if problem:
             summary["warnings"].append(problem)
-        return {**summary, "defaults": defaults, "weights_options": choices,
-                "publish_unavailable": publish_unavailable}
+        return {**summary, "weights_options": choices, "publish_unavailable": publish_unavailable}
 
     def dialog_choices(self, source: Source) -> tuple[dict[str, Any], list[str], Optional[str], Optional[str]]:
         """The task's (or project's) default options and weight choices, as far as the trainer can serve them, a
@@ -156,7 +168,7 @@ class TrainingService:
     def _choices(self, source: Source, health: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Defaults and weight choices given the trainer's health: only weights it has (``previous``
         once the task or project has a model), and no publishing when it cannot publish."""
-        defaults = self.settings.dialog_defaults
+        defaults = self.settings.job_defaults
         has_model = self.has_model(source)
         choices = [w for w in health.get("weights", WEIGHTS) if w in WEIGHTS and (w != "previous" or has_model)]
         if defaults["weights"] not in choices and choices:
@@ -383,13 +395,15 @@ class TrainingService:
                 self._cancel_events.pop(prep_id, None)
 
     def trainer_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The job's trainer options: DETR_TRAIN_DEFAULTS with the dialog's choices; the longer side's
-        cap grows with a large image size (TrainConfig requires max_size > image_size)."""
-        trainer_options = {**self.settings.trainer_defaults, "epochs": options["epochs"],
-                           "image_size": options["image_size"], "weights": options["weights"]}
-        if trainer_options["image_size"] >= trainer_options.get("max_size", DEFAULT_MAX_SIZE):
-            trainer_options["max_size"] = math.ceil(trainer_options["image_size"] * MAX_SIZE_RATIO)
-        return trainer_options
+        """The job's trainer options: DETR_TRAIN_DEFAULTS overridden by the job's own (model options one by
+        one), less those the gateway handles itself. A default ``max_size`` that the job's ``image_size``
+        reaches is left out, so that the trainer gives the image size a cap that fits."""
+        chosen = {key: value for key, value in options.items() if key not in GATEWAY_OPTIONS}
+        defaults = dict(self.settings.trainer_defaults)
+        if "max_size" not in chosen and chosen.get("image_size", 0) >= defaults.get("max_size", float("inf")):
+            del defaults["max_size"]
+        model = {**defaults.get(MODEL, {}), **chosen.get(MODEL, {})}
+        return {**defaults, **chosen, **({MODEL: model} if model else {})}
 
     def _check_capabilities(self, source: Source, options: Mapping[str, Any], health: Mapping[str, Any]) -> None:
         """Refuse before any export what the trainer would refuse after it."""

@@ -58,7 +58,7 @@ class Preparation:
     """None for a project's training (``project_id`` is set)."""
     dataset_id: str
     options: dict[str, Any]
-    """The dialog's options (``epochs``, ``image_size``, ``weights``, ``val_fraction``, ``publish``)."""
+    """The job's options (``cvat_plugin.training.schema``), always with ``settings.JOB_DEFAULTS``' ones."""
     state: str = "preparing"
     """``preparing``, then ``submitted``, ``failed`` or ``cancelled``."""
     error: Optional[str] = None

@@ -20,8 +20,9 @@
     The service account for webhook-started work (webhooks carry no user). Never used for browser
     requests: those act with the caller's own CVAT session.
 ``DETR_TRAIN_DEFAULTS``
-    A JSON object of training options for every job: trainer options such as ``batch_size``, and
-    the dialog's defaults ``epochs``, ``image_size``, ``weights``, ``val_fraction``, ``publish``.
+    A JSON object of training options for every job, any of ``cvat_plugin.training.schema`` (e.g.
+    ``{"epochs": 30, "batch_size": 4, "model": {"num_queries": 50}}``); a request's options override
+    them, and ``GET /options`` shows them as the defaults. A typo or a bad value stops the gateway at start.
 ``DETR_GATEWAY_WORKERS``
     How many trainings may be in preparation (export + training set) at once; default 2.
 """
@@ -36,54 +37,22 @@ from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from cvat_plugin.cvat.auth import Credentials, credentials_from, redact_url
-from cvat_plugin.cvat.dataset import DEFAULT_VAL_FRACTION
 from cvat_plugin.home.layout import detr_home
 from cvat_plugin.trainer.auth import TrainerTokenError, token_from_env
-from detr.config import ConfigError, TrainConfig, parse_option
+from cvat_plugin.training.options import training_setup
+from cvat_plugin.training.schema import option, options_in, parse_options
+from detr.config import OptionError
 
-#: The dialog's options and their defaults; ``epochs`` and ``image_size`` are ``detr.TrainConfig``'s.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "epochs": TrainConfig.epochs, "image_size": TrainConfig.image_size, "weights": "coco",
-    "val_fraction": DEFAULT_VAL_FRACTION, "publish": True,
-}
-#: Starting points the trainer knows (``serverless/trainer/options.py``), best first.
-WEIGHTS = ("coco", "imagenet", "scratch", "previous")
-#: The dialog's options that are ``detr.TrainConfig`` fields: checked against its bounds.
-TRAIN_OPTIONS = ("epochs", "image_size")
+#: The options every preparation records, from the request, DETR_TRAIN_DEFAULTS or the schema: the
+#: gateway acts on ``weights``, ``val_fraction`` and ``publish`` itself, and a preparing job shows them all.
+JOB_DEFAULTS = ("epochs", "image_size", "weights", "val_fraction", "publish")
 #: Options the gateway uses itself rather than passing to the trainer.
-GATEWAY_OPTIONS = ("val_fraction", "publish")
+GATEWAY_OPTIONS = tuple(o.name for o in options_in("gateway"))
 DEFAULT_WORKERS = 2
 
 
 class GatewayConfigError(ValueError):
     """A setting is missing or wrong; the message names the variable and how to fix it."""
-
-
-class OptionError(ValueError):
-    """A training option is wrong; the message names it, the rule and the value."""
-
-
-def check_options(options: Mapping[str, Any], *, where: str = "option") -> dict[str, Any]:
-    """Validate the dialog's options (any subset of ``DEFAULT_OPTIONS``); returns them unchanged."""
-    unknown = [key for key in options if key not in DEFAULT_OPTIONS]
-    if unknown:
-        raise OptionError(f"unknown {where} {unknown[0]!r}; known options: {', '.join(DEFAULT_OPTIONS)}")
-    for name in TRAIN_OPTIONS:
-        if name in options:
-            try:
-                parse_option(TrainConfig, name, options[name])
-            except ConfigError as e:
-                raise OptionError(f"{where} {e}") from None
-    if "weights" in options and options["weights"] not in WEIGHTS:
-        raise OptionError(f"{where} 'weights' must be one of {', '.join(WEIGHTS)}, got {options['weights']!r}")
-    if "val_fraction" in options:
-        value = options["val_fraction"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise OptionError(f"{where} 'val_fraction' must be a fraction between 0 and 1 such as 0.15, "
-                              f"got {value!r}")
-    if "publish" in options and not isinstance(options["publish"], bool):
-        raise OptionError(f"{where} 'publish' must be true or false, got {options['publish']!r}")
-    return dict(options)
 
 
 @dataclass(frozen=True)
@@ -134,7 +103,7 @@ class GatewaySettings:
     service_credentials: Optional[Credentials] = None
     auto_retrain: AutoRetrain = AutoRetrain()
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
-    """Trainer options sent with every job; the dialog's options from the request override them."""
+    """DETR_TRAIN_DEFAULTS: options of every job (checked at start as requests are); a request's own override them."""
     workers: int = DEFAULT_WORKERS
     export_poll_interval: float = 1.0
     """Seconds between two polls of a running CVAT export."""
@@ -146,11 +115,11 @@ class GatewaySettings:
                 raise GatewayConfigError(f"{name}={url!r} is not a URL: give it in full, e.g. http://cvat_server:8080")
         if self.workers < 1:
             raise GatewayConfigError(f"DETR_GATEWAY_WORKERS must be at least 1, got {self.workers}")
-        try:
-            check_options({k: v for k, v in self.train_defaults.items() if k in DEFAULT_OPTIONS},
-                          where="DETR_TRAIN_DEFAULTS option")
+        try:  # as every request will be checked, and as the trainer checks them: before any export
+            parse_options(self.train_defaults)
+            training_setup(self.trainer_defaults)
         except OptionError as e:
-            raise GatewayConfigError(str(e)) from None
+            raise GatewayConfigError(f"DETR_TRAIN_DEFAULTS: {e}") from None
         if self.auto_retrain.enabled and not self.webhook_secret:
             raise GatewayConfigError("DETR_AUTO_RETRAIN_PROJECTS is set but DETR_WEBHOOK_SECRET is not: set the "
                                      "secret you gave CVAT's webhook, so that only CVAT can start trainings")
@@ -160,9 +129,9 @@ class GatewaySettings:
                                      "can see and export the projects' tasks")
 
     @property
-    def dialog_defaults(self) -> dict[str, Any]:
-        """The options the dialog starts from: built-in defaults, overridden by DETR_TRAIN_DEFAULTS."""
-        return {key: self.train_defaults.get(key, value) for key, value in DEFAULT_OPTIONS.items()}
+    def job_defaults(self) -> dict[str, Any]:
+        """The ``JOB_DEFAULTS`` options of a job that does not set them: DETR_TRAIN_DEFAULTS', else the schema's."""
+        return {name: self.train_defaults.get(name, option(name).default) for name in JOB_DEFAULTS}
 
     @property
     def trainer_defaults(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from cvat_plugin.trainer.publishing import ModelPublisher
 from cvat_plugin.trainer.runner import CHECKPOINT_FILE, JobRunner
 from cvat_plugin.training.options import REQUEST_EXAMPLE, parse_job_request, training_setup
 from cvat_plugin.training.weights import available_weights, starting_point
+from detr.config import OptionError
 from detr.precision import resolve_precision
 
 Reply = tuple[int, Any]
@@ -80,6 +81,8 @@ class TrainerApi:
                 raise RequestError(f"{method} is not allowed on {path}; use {allowed}", status=405)
             try:
                 return routes[method](*match.groups(), query=query, body=body)
+            except OptionError as e:  # a wrong training option: its message as the gateway and the CLI give it
+                raise RequestError(str(e)) from e
             except OSError as e:  # the volume: full (507) or unwritable (503), said in JSON
                 raise self.home.write_error(e, writing=f"the job files of {method} {path}") from e
         raise RequestError(

@@ -1,29 +1,26 @@
-"""Validation of ``POST /jobs`` bodies.
+"""Validation of ``POST /jobs`` bodies, and the engine settings a job's options make.
 
-Training options are the fields of :class:`detr.TrainConfig` (so names, defaults and bounds live
-in one place, ``detr.config``) plus job-level options: ``weights`` (the starting point), ``recipe`` (auto,
-default or small-data, see :mod:`detr.recipes`), ``model_preset`` and ``model`` (fields of
-:class:`detr.ModelConfig` overriding the preset). Options given explicitly beat the recipe's.
-Anything else is rejected by name before a job is created, and so is any number outside its
-bounds, with the option and its range named; ``num_workers`` is capped by this machine's CPUs too.
+A job's options are the ``job``, ``model`` and ``train`` options of the one option schema
+(``cvat_plugin.training.schema``): ``weights`` (the starting point), ``recipe`` (auto, default or
+small-data, see :mod:`detr.recipes`), ``model_preset``, ``model`` (fields of :class:`detr.ModelConfig`
+overriding the preset) and the fields of :class:`detr.TrainConfig`. Options given explicitly beat
+the recipe's. A wrong option raises :class:`detr.config.OptionError` naming it, its value and what it
+takes, before a job is created; ``num_workers`` is capped by this machine's CPUs too.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from cvat_plugin.responses import RequestError, json_type
-from detr.config import ConfigError, ModelConfig, TrainConfig, cpu_count, parse_option
-from detr.recipes import MODEL_PRESETS, RECIPES, check_settings, plan_training, resolve_preset
+from cvat_plugin.training.schema import MODEL, TRAINER_SECTIONS, WEIGHTS, option, options_in, parse_options
+from detr.config import ConfigError, ModelConfig, OptionError, TrainConfig, cpu_count
+from detr.recipes import MODEL_PRESETS, check_settings, plan_training, resolve_preset
 
-#: Starting points: the official COCO checkpoint, an ImageNet backbone, random init, or the
-#: newest model trained on the same task.
-WEIGHTS = ("coco", "imagenet", "scratch", "previous")
-DEFAULT_WEIGHTS = "coco"
+__all__ = ["WEIGHTS", "JobRequest", "TrainingSetup", "parse_job_request", "training_setup"]
 
-JOB_OPTIONS = ("weights", "recipe", "model_preset", "model")
 REQUEST_KEYS = ("dataset_id", "task_id", "project_id", "options", "resume_from", "publish")
 REQUEST_EXAMPLE = '{"dataset_id": "task-7", "task_id": 7, "options": {"epochs": 50}, "publish": true}'
 
@@ -48,7 +45,8 @@ class TrainingSetup:
     recipe: str
     model_preset: str
     train_options: dict[str, Any]
-    """The TrainConfig fields the options set explicitly (they override the recipe's and a resumed run's)."""
+    """The TrainConfig fields the options set explicitly, and the ``max_size`` a large ``image_size`` brings
+    (they override the recipe's and a resumed run's)."""
     model_options: dict[str, Any]
     """The ModelConfig fields the options set explicitly (they override the preset's and the recipe's)."""
 
@@ -72,7 +70,8 @@ class TrainingSetup:
 
 
 def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
-    """Check a ``POST /jobs`` body; raises :class:`RequestError` (400) naming what is wrong."""
+    """Check a ``POST /jobs`` body; raises :class:`RequestError` (400) naming a wrong field, and
+    :class:`OptionError` (the trainer answers 400 with it too) naming a wrong option."""
     unknown = [key for key in body if key not in REQUEST_KEYS]
     if unknown:
         raise RequestError(f"unknown field {unknown[0]!r}; a job request has {', '.join(REQUEST_KEYS)}")
@@ -93,8 +92,8 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
     resume_from = body.get("resume_from")
     if resume_from is not None and not isinstance(resume_from, str):
         raise RequestError(f"field 'resume_from' must be a job id, got a JSON {json_type(resume_from)}")
-    training_setup(options)
-    _check_workers(options.get("num_workers"))
+    setup = training_setup(options)
+    _check_workers(setup.train_options.get("num_workers"))
     return JobRequest(
         dataset_id=body["dataset_id"], task_id=task_id, options=dict(options),
         resume_from=resume_from, publish=publish, project_id=project_id,
@@ -102,56 +101,33 @@ def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
 
 
 def training_setup(options: Mapping[str, Any]) -> TrainingSetup:
-    """Turn job options into engine configs; raises :class:`RequestError` (400) on bad options."""
-    train_fields = _fields(TrainConfig)
-    known = list(JOB_OPTIONS) + list(train_fields)
-    for key in options:
-        if key not in known:
-            raise RequestError(f"unknown option {key!r}; known options: {', '.join(known)}")
-    weights = options.get("weights", DEFAULT_WEIGHTS)
-    if weights not in WEIGHTS:
-        raise RequestError(f"option 'weights' must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    recipe = options.get("recipe", "auto")
-    if recipe not in RECIPES:
-        raise RequestError(f"option 'recipe' must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    preset = options.get("model_preset", "auto")
-    if preset != "auto" and preset not in MODEL_PRESETS:
-        raise RequestError(
-            f"option 'model_preset' must be one of auto, {', '.join(MODEL_PRESETS)}, got {preset!r}"
-        )
-    train = _parse(TrainConfig, {key: value for key, value in options.items() if key in train_fields},
-                   prefix="option")
-    model = options.get("model") or {}
-    if model:
-        if not isinstance(model, dict):
-            raise RequestError(f"option 'model' must be a JSON object of model settings, got {json_type(model)}")
-        model_fields = _fields(ModelConfig)
-        unknown = [key for key in model if key not in model_fields]
-        if unknown:
-            raise RequestError(
-                f"unknown model option {unknown[0]!r}; known model options: {', '.join(model_fields)}"
-            )
-        model = _parse(ModelConfig, model, prefix="model option")
-    setup = TrainingSetup(weights=weights, recipe=recipe, model_preset=preset, train_options=train,
-                          model_options=model)
+    """Turn job options into engine settings; raises :class:`OptionError` naming the first wrong option,
+    or the setting that the options together make invalid."""
+    parsed = parse_options(options, sections=TRAINER_SECTIONS)
+    train = {o.name: parsed[o.name] for o in options_in("train") if o.name in parsed}
+    setup = TrainingSetup(
+        weights=parsed.get("weights", option("weights").default),
+        recipe=parsed.get("recipe", option("recipe").default),
+        model_preset=parsed.get("model_preset", option("model_preset").default),
+        train_options=_with_max_size(train),
+        model_options=parsed.get(MODEL, {}),
+    )
     try:
-        check_settings(recipe=recipe, preset=preset, model_overrides=model, train_overrides=train)
+        check_settings(recipe=setup.recipe, preset=setup.model_preset, model_overrides=setup.model_options,
+                       train_overrides=setup.train_options)
     except ConfigError as e:
-        raise RequestError(f"invalid option: {e}") from e
+        raise OptionError(str(e)) from e
     return setup
 
 
-def _fields(config_class: type) -> dict[str, Any]:
-    """Field name -> default value of a config dataclass."""
-    return {f.name: f.default for f in dataclasses.fields(config_class)}
-
-
-def _parse(config_class: type, values: Mapping[str, Any], *, prefix: str) -> dict[str, Any]:
-    """Each value checked against its config field's type and bounds (``detr.config.parse_option``)."""
-    try:
-        return {key: parse_option(config_class, key, value) for key, value in values.items()}
-    except ConfigError as e:
-        raise RequestError(f"{prefix} {e}") from None
+def _with_max_size(train: dict[str, Any]) -> dict[str, Any]:
+    """``max_size`` must exceed ``image_size`` (``detr.TrainConfig``): an ``image_size`` that reaches
+    the default cap, given without a ``max_size``, brings its own, in the default proportion (1333 to
+    800), so that choosing a large image size alone is enough."""
+    image_size = train.get("image_size")
+    if image_size is None or "max_size" in train or image_size < TrainConfig.max_size:
+        return train
+    return {**train, "max_size": math.ceil(image_size * TrainConfig.max_size / TrainConfig.image_size)}
 
 
 def _check_workers(num_workers: int | None) -> None:
@@ -159,5 +135,5 @@ def _check_workers(num_workers: int | None) -> None:
     to a halt; the engine caps them too, this tells the caller."""
     cpus = cpu_count()
     if num_workers is not None and num_workers > cpus:
-        raise RequestError(f"option 'num_workers' must be a whole number from 0 to {cpus} (this trainer's CPUs), "
-                           f"got {num_workers!r}")
+        raise OptionError(f"option 'num_workers' must be a whole number from 0 to {cpus} (this trainer's CPUs), "
+                          f"got {num_workers!r}")

@@ -1,7 +1,7 @@
 import { createGatewayClient } from '../src/ts/api';
 import { GatewayError } from '../src/ts/errors';
 import { fakeFetch, html, json } from './fake-fetch';
-import { makeJob, makeSummary } from './fixtures';
+import { makeJob, makeOptionSchema, makeSummary } from './fixtures';
 import { Source } from '../src/ts/gateway-types';
 
 const TASK: Source = { kind: 'task', id: 42 };
@@ -31,6 +31,14 @@ describe('gateway client', () => {
         expect(call.headers['Content-Type']).toBe('application/json');
         expect(call.init.credentials).toBe('same-origin');
         expect(call.body).toEqual(options);
+    });
+
+    it('reads the training options of the gateway', async () => {
+        const fetchImpl = fakeFetch({ 'GET /options': json(200, { options: makeOptionSchema() }) });
+        const options = await createGatewayClient({ fetchImpl }).getOptions();
+
+        expect(options.find((option) => option.name === 'epochs')).toMatchObject({ minimum: 1, maximum: 10000, default: 50 });
+        expect(fetchImpl.calls.map((call) => call.route)).toEqual(['GET /options']);
     });
 
     it('lists a task’s jobs and escapes job ids in paths', async () => {
@@ -98,7 +106,7 @@ describe('gateway client', () => {
 
         expect((await client.getSummary(project)).project?.name).toBe('streets');
         expect(await client.listJobs(project)).toEqual([]);
-        await client.startTraining(project, makeSummary().defaults);
+        await client.startTraining(project, { epochs: 5, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: true });
         expect(fetchImpl.calls.map((call) => call.route)).toEqual(
             ['GET /projects/7/summary', 'GET /jobs?project=7', 'POST /projects/7/train']);
     });

@@ -1,5 +1,5 @@
 /** Gateway payloads as the Gateway API and Job contracts define them, with overridable fields. */
-import { Job, ModelVersion, TaskSummary } from '../src/ts/gateway-types';
+import { Job, ModelVersion, OptionSpec, TaskSummary } from '../src/ts/gateway-types';
 
 export function makeJob(overrides: Partial<Job> = {}): Job {
     return {
@@ -37,10 +37,23 @@ export function makeSummary(overrides: Partial<TaskSummary> = {}): TaskSummary {
         ],
         annotated_frames: 96,
         warnings: ["label 'bicycle' has only 4 boxes; the model will hardly learn it (aim for 10 or more)"],
-        defaults: { epochs: 50, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: true },
         weights_options: ['coco', 'imagenet', 'scratch', 'previous'],
         ...overrides,
     };
+}
+
+/** `GET /options` as the gateway answers it: the dialog's options, and two it does not show. */
+export function makeOptionSchema(overrides: Record<string, Partial<OptionSpec>> = {}): OptionSpec[] {
+    const options: OptionSpec[] = [
+        { name: 'weights', section: 'job', type: 'string', default: 'coco', choices: ['coco', 'imagenet', 'scratch', 'previous'], help: 'Starting point.' },
+        { name: 'num_queries', section: 'model', type: 'integer', default: null, minimum: 1, maximum: 3000, help: 'Object queries.' },
+        { name: 'epochs', section: 'train', type: 'integer', default: 50, minimum: 1, maximum: 10000, help: 'Passes over the training images.' },
+        { name: 'image_size', section: 'train', type: 'integer', default: 800, minimum: 32, maximum: 4096, help: 'Shortest side.' },
+        { name: 'lr', section: 'train', type: 'number', default: 0.0001, minimum: 1e-7, maximum: 1, help: 'Learning rate.' },
+        { name: 'val_fraction', section: 'gateway', type: 'number', default: 0.15, minimum: 0.01, maximum: 0.5, help: 'Validation share.' },
+        { name: 'publish', section: 'gateway', type: 'boolean', default: true, help: 'Serve the best model.' },
+    ];
+    return options.map((option) => ({ ...option, ...overrides[option.name] }));
 }
 
 export function makeModel(overrides: Partial<ModelVersion> = {}): ModelVersion {

@@ -1,8 +1,12 @@
 import { describePhase, formatEta, formatMetric } from '../src/ts/format';
+import { GatewayError } from '../src/ts/errors';
 import {
-    checkEpochs, checkImageSize, checkValPercent, checkWeights, toFormValues, toTrainOptions,
+    checkEpochs, checkImageSize, checkValPercent, checkWeights, dialogOptions, taskDefaults, toFormValues, toTrainOptions,
 } from '../src/ts/options';
-import { makeJob } from './fixtures';
+import { makeJob, makeOptionSchema, makeSummary } from './fixtures';
+
+/** The limits the gateway sends (detr.config's bounds; the validation share in percent). */
+const { epochs: EPOCHS, imageSize: IMAGE_SIZE, valPercent: VAL_PERCENT } = dialogOptions(makeOptionSchema());
 
 describe('time left in words', () => {
     it.each([
@@ -37,12 +41,13 @@ describe('job phase', () => {
 
 describe('option checks', () => {
     it.each([
-        [checkEpochs(null), /Enter the number of epochs: a whole number from 1 to 1000/],
-        [checkEpochs(0), /The number of epochs must be a whole number from 1 to 1000 \(got 0\)/],
-        [checkEpochs(2.5), /got 2.5/],
-        [checkImageSize(4000), /image size in pixels must be .* 128 to 2048 \(got 4000\).*shorter side/],
-        [checkValPercent(70), /validation share must be from 1 % to 50 % .*\(got 70 %\)/],
-        [checkValPercent(undefined), /Enter the validation share/],
+        [checkEpochs(null, EPOCHS), /Enter the number of epochs: a whole number from 1 to 10000/],
+        [checkEpochs(0, EPOCHS), /The number of epochs must be a whole number from 1 to 10000 \(got 0\)/],
+        [checkEpochs(2.5, EPOCHS), /got 2.5/],
+        [checkImageSize(5000, IMAGE_SIZE), /image size in pixels must be .* 32 to 4096 \(got 5000\).*shorter side/],
+        [checkImageSize(1400, { min: 32, max: 1024 }), /from 32 to 1024 \(got 1400\)/],
+        [checkValPercent(70, VAL_PERCENT), /validation share must be from 1 % to 50 % .*\(got 70 %\)/],
+        [checkValPercent(undefined, VAL_PERCENT), /Enter the validation share/],
         [checkWeights('previous', ['coco', 'scratch']), /"previous" are not available here; choose one of: coco, scratch/],
         [checkWeights(null, ['coco']), /Choose the starting weights/],
     ])('rejects bad input with a fix (%#)', (problem, message) => {
@@ -50,7 +55,8 @@ describe('option checks', () => {
     });
 
     it('accepts values inside the limits', () => {
-        expect([checkEpochs(1), checkEpochs(1000), checkImageSize(800), checkValPercent(15)]).toEqual([null, null, null, null]);
+        expect([checkEpochs(1, EPOCHS), checkEpochs(10000, EPOCHS), checkImageSize(1400, IMAGE_SIZE), checkValPercent(15, VAL_PERCENT)])
+            .toEqual([null, null, null, null]);
         expect(checkWeights('coco', ['coco'])).toBeNull();
     });
 
@@ -58,5 +64,26 @@ describe('option checks', () => {
         const options = { epochs: 5, image_size: 800, weights: 'coco' as const, val_fraction: 0.15, publish: true };
         expect(toFormValues(options).val_percent).toBe(15);
         expect(toTrainOptions(toFormValues(options))).toEqual(options);
+    });
+
+    it('takes the dialog’s limits and defaults from the gateway’s options', () => {
+        const dialog = dialogOptions(makeOptionSchema({ epochs: { default: 30, maximum: 200 } }));
+        expect(dialog.epochs).toEqual({ min: 1, max: 200 });
+        expect(dialog.valPercent).toEqual({ min: 1, max: 50 });
+        expect(dialog.defaults).toEqual({ epochs: 30, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: true });
+    });
+
+    it('refuses a gateway that does not describe one of the dialog’s options', () => {
+        const schema = makeOptionSchema().filter((option) => option.name !== 'image_size');
+        expect(() => dialogOptions(schema)).toThrow(GatewayError);
+        expect(() => dialogOptions(schema)).toThrow(/does not describe the training option 'image_size'/);
+        expect(() => dialogOptions(makeOptionSchema({ epochs: { maximum: undefined } }))).toThrow(/'epochs'/);
+    });
+
+    it('follows the site’s defaults as far as the task can', () => {
+        const { defaults } = dialogOptions(makeOptionSchema());
+        expect(taskDefaults(defaults, makeSummary())).toEqual(defaults);
+        const limited = makeSummary({ weights_options: ['scratch', 'previous'], publish_unavailable: 'no dashboard' });
+        expect(taskDefaults(defaults, limited)).toEqual({ ...defaults, weights: 'scratch', publish: false });
     });
 });

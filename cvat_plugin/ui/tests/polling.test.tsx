@@ -17,7 +17,7 @@ function scriptedClient(answer: (call: number) => Job | Error): GatewayClient & 
     });
     const unused = vi.fn(() => Promise.reject(new Error('not used in polling')));
     return {
-        getJob, times, getSummary: unused, startTraining: unused, listJobs: unused, cancelJob: unused,
+        getJob, times, getOptions: unused, getSummary: unused, startTraining: unused, listJobs: unused, cancelJob: unused,
         getJobMetrics: unused, listModels: unused, getModel: unused, publishModel: unused, unpublishModel: unused,
         reportImageUrl: () => '',
     };

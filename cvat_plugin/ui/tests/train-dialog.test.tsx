@@ -6,7 +6,7 @@ import { createGatewayClient } from '../src/ts/api';
 import { TrainDialog } from '../src/ts/train-dialog';
 import { fakeFetch, html, json } from './fake-fetch';
 import { findButton, getButton, queryButton } from './buttons';
-import { makeJob, makeModel, makeSummary } from './fixtures';
+import { makeJob, makeModel, makeOptionSchema, makeSummary } from './fixtures';
 
 function renderDialog(routes: Parameters<typeof fakeFetch>[0], onClose = () => undefined): ReturnType<typeof fakeFetch> {
     const fetchImpl = fakeFetch(routes);
@@ -14,10 +14,12 @@ function renderDialog(routes: Parameters<typeof fakeFetch>[0], onClose = () => u
     return fetchImpl;
 }
 
-const noJobs = { 'GET /jobs?task=42': json(200, { jobs: [] }) };
+const options = json(200, { options: makeOptionSchema() });
+/** No jobs yet, and the gateway's training options. */
+const noJobs = { 'GET /jobs?task=42': json(200, { jobs: [] }), 'GET /options': options };
 
 describe('Train DETR dialog', () => {
-    it('prefills the form from the summary defaults and shows its warnings before starting', async () => {
+    it('prefills the form with the gateway’s defaults and shows the task’s warnings before starting', async () => {
         renderDialog({ 'GET /tasks/42/summary': json(200, makeSummary()), ...noJobs });
 
         expect(await screen.findByLabelText('Epochs')).toHaveValue('50');
@@ -52,7 +54,7 @@ describe('Train DETR dialog', () => {
         await user.clear(await screen.findByLabelText('Epochs'));
         await user.click(getButton('Start training'));
 
-        expect(await screen.findByText('Enter the number of epochs: a whole number from 1 to 1000.')).toBeInTheDocument();
+        expect(await screen.findByText('Enter the number of epochs: a whole number from 1 to 10000.')).toBeInTheDocument();
         expect(fetchImpl.calls.map((call) => call.method)).not.toContain('POST');
     });
 
@@ -112,10 +114,7 @@ describe('Train DETR dialog', () => {
     it('disables publishing with the reason when the trainer cannot publish', async () => {
         const reason = 'This trainer cannot publish models: it has no Nuclio dashboard.';
         renderDialog({
-            'GET /tasks/42/summary': json(200, makeSummary({
-                defaults: { epochs: 50, image_size: 800, weights: 'coco', val_fraction: 0.15, publish: false },
-                publish_unavailable: reason,
-            })),
+            'GET /tasks/42/summary': json(200, makeSummary({ publish_unavailable: reason })),
             ...noJobs,
         });
 
@@ -139,6 +138,89 @@ describe('Train DETR dialog', () => {
         expect(screen.queryByText(/the trainer has no 'coco' weights/)).not.toBeInTheDocument();
     });
 
+    it.each([
+        ['4096 px starts as typed', 4096, 1400],
+        ['1333 px starts at that maximum', 1333, 1333],
+    ])('takes the limits from the gateway: 1400 px with a maximum of %s', async (_, maximum, sent) => {
+        const user = userEvent.setup();
+        const queued = makeJob({ state: 'queued', epoch: 0, step: 0, progress: 0, loss: null, metrics: {}, eta_s: null });
+        const fetchImpl = renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            'GET /jobs?task=42': json(200, { jobs: [] }),
+            'GET /options': json(200, { options: makeOptionSchema({ image_size: { maximum, default: 640 } }) }),
+            'POST /tasks/42/train': json(202, queued),
+            'GET /jobs/job-1': json(200, queued),
+        });
+        const size = await screen.findByLabelText('Image size');
+        expect(size).toHaveValue('640');
+        await user.clear(size);
+        await user.type(size, '1400');
+        await user.click(getButton('Start training'));  // the field keeps to the gateway's range as it loses focus
+
+        expect(await screen.findByText('Queued: waiting for the trainer to start this job')).toBeInTheDocument();
+        expect(fetchImpl.calls.find((call) => call.method === 'POST')?.body).toMatchObject({ image_size: sent });
+    });
+
+    it('starts from weights the task has when the site’s default is not among them', async () => {
+        renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary({ weights_options: ['scratch', 'previous'] })),
+            ...noJobs,
+        });
+        expect(await screen.findByText(/^scratch: Random initialisation/)).toBeInTheDocument();
+    });
+
+    it('says it is loading the options and offers no start until they are there', async () => {
+        let answer: (response: Response) => void = () => undefined;
+        const pending = new Promise<Response>((resolve) => {
+            answer = resolve;
+        });
+        const fetchImpl = renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            'GET /jobs?task=42': json(200, { jobs: [] }),
+            'GET /options': () => pending,
+        });
+        expect(await screen.findByText('Loading the training options…')).toBeInTheDocument();
+        expect(screen.queryByLabelText('Epochs')).not.toBeInTheDocument();
+        expect(getButton('Start training')).toBeDisabled();
+
+        act(() => answer(json(200, { options: makeOptionSchema() })));
+        expect(await screen.findByLabelText('Epochs')).toHaveValue('50');
+        expect(getButton('Start training')).toBeEnabled();
+        expect(fetchImpl.calls.map((call) => call.method)).not.toContain('POST');
+    });
+
+    it('says why the options did not load, sends nothing, and retries', async () => {
+        const user = userEvent.setup();
+        let optionsAnswer = json(503, { error: 'the DETR gateway is restarting' });
+        const fetchImpl = renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            'GET /jobs?task=42': json(200, { jobs: [] }),
+            'GET /options': () => optionsAnswer.clone(),
+        });
+        expect(await screen.findByText('The training options could not be loaded, so training cannot start yet.'))
+            .toBeInTheDocument();
+        expect(screen.getByText(/The DETR service is not available right now \(HTTP 503\)/)).toBeInTheDocument();
+        expect(screen.getByText('96 of 120 frames annotated, 309 boxes:')).toBeInTheDocument();
+        expect(getButton('Start training')).toBeDisabled();
+        expect(fetchImpl.calls.map((call) => call.method)).not.toContain('POST');
+
+        optionsAnswer = json(200, { options: makeOptionSchema() });
+        await user.click(getButton('Retry'));
+        expect(await screen.findByLabelText('Epochs')).toHaveValue('50');
+        expect(fetchImpl.calls.filter((call) => call.route === 'GET /options')).toHaveLength(2);
+    });
+
+    it('says so when the gateway does not describe an option the dialog needs', async () => {
+        const older = makeOptionSchema().filter((option) => option.name !== 'val_fraction');
+        renderDialog({
+            'GET /tasks/42/summary': json(200, makeSummary()),
+            'GET /jobs?task=42': json(200, { jobs: [] }),
+            'GET /options': json(200, { options: older }),
+        });
+        expect(await screen.findByText(/does not describe the training option 'val_fraction'/)).toBeInTheDocument();
+        expect(getButton('Start training')).toBeDisabled();
+    });
+
     it('closes when the browser goes back to the previous page', async () => {
         const onClose = vi.fn();
         renderDialog({ 'GET /tasks/42/summary': json(200, makeSummary()), ...noJobs }, onClose);
@@ -154,6 +236,7 @@ describe('Train DETR dialog', () => {
         const fetchImpl = renderDialog({
             'GET /tasks/42/summary': json(200, makeSummary()),
             'GET /jobs?task=42': json(200, { jobs: [running, finished] }),
+            'GET /options': options,
             'GET /jobs/job-3': json(200, running),
         });
 
@@ -167,6 +250,7 @@ describe('Train DETR dialog', () => {
         renderDialog({
             'GET /tasks/42/summary': json(200, makeSummary()),
             'GET /jobs?task=42': json(200, { jobs: [finished] }),
+            'GET /options': options,
         });
 
         expect(await screen.findByText(/Last run succeeded on .* and was published as detr-task-42-v1\./)).toBeInTheDocument();

@@ -5,7 +5,7 @@
  */
 import { errorFromResponse, networkError } from './errors';
 import {
-    EpochPoint, Job, ModelList, ModelVersion, ReportImage, Source, TaskSummary, TrainOptions,
+    EpochPoint, Job, ModelList, ModelVersion, OptionSpec, ReportImage, Source, TaskSummary, TrainOptions,
 } from './gateway-types';
 
 /** Fixed, same-origin: CVAT's UI build passes no custom settings to plugins. */
@@ -14,6 +14,8 @@ export const API_BASE = '/detr/api';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export interface GatewayClient {
+    /** The training options: types, limits, choices, help and the site's defaults. */
+    getOptions(): Promise<OptionSpec[]>;
     getSummary(source: Source): Promise<TaskSummary>;
     startTraining(source: Source, options: TrainOptions): Promise<Job>;
     /** The task's (or project's) jobs, newest first. */
@@ -87,6 +89,7 @@ export function createGatewayClient({ baseUrl = API_BASE, fetchImpl }: ClientOpt
     const model = (modelId: string): string => `/models/${encodeURIComponent(modelId)}`;
 
     return {
+        getOptions: async () => (await request<{ options: OptionSpec[] }>('GET', '/options')).options,
         getSummary: (source) => request<TaskSummary>('GET', `${path(source)}/summary`),
         startTraining: (source, options) => request<Job>('POST', `${path(source)}/train`, options),
         listJobs: async (source) => {

@@ -43,7 +43,7 @@ export interface Job {
     finished: string | null;
 }
 
-/** Body of `POST /tasks/{id}/train`; also the summary's `defaults`. */
+/** Body of `POST /tasks/{id}/train`: the options the dialog sets (the gateway takes any option of `GET /options`). */
 export interface TrainOptions {
     epochs: number;
     image_size: number;
@@ -79,10 +79,27 @@ export interface TaskSummary {
     labels: LabelSummary[];
     annotated_frames: number;
     warnings: string[];
-    defaults: TrainOptions;
+    /** The starting weights this task can train from (the trainer's, and `previous` once it has a model). */
     weights_options: Weights[];
     /** Why the trainer cannot publish (the switch is disabled), or null when it can. */
     publish_unavailable?: string | null;
+}
+
+/**
+ * One training option of `GET /options`: the gateway's one option schema, with the site's defaults
+ * (DETR_TRAIN_DEFAULTS). Numbers have `minimum` and `maximum` (both allowed), closed strings `choices`.
+ */
+export interface OptionSpec {
+    name: string;
+    /** job, model (sent in the body's `model` object), train or gateway. */
+    section: string;
+    type: 'integer' | 'number' | 'boolean' | 'string';
+    /** Null where a model preset or the trainer decides. */
+    default: unknown;
+    minimum?: number;
+    maximum?: number;
+    choices?: string[];
+    help: string;
 }
 
 /** One epoch of a job's curves (`GET /jobs/{id}/metrics`); validation values only on evaluated epochs. */

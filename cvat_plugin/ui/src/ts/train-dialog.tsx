@@ -1,6 +1,7 @@
 /**
  * The Train DETR modal, for a task or a project. On open it loads the summary and the jobs: a queued
  * or running job is shown at once (so closing and reopening loses nothing), otherwise the parameters form.
+ * The training options' limits and defaults load beside them (`GET /options`); the form waits for them.
  * Its Models tab, one click away, shows the trained versions.
  */
 import React, { useCallback, useEffect, useState } from 'react';
@@ -10,6 +11,7 @@ import { GatewayClient } from './api';
 import { asGatewayError, GatewayError } from './errors';
 import { isActive, Job, Source, summarySubject, TaskSummary, TrainOptions } from './gateway-types';
 import { ModelsView } from './models-view';
+import { dialogOptions, OptionsState } from './options';
 import { TrainForm } from './train-form';
 import { TrainingJob } from './training-job';
 
@@ -31,6 +33,8 @@ export function TrainDialog({ source, client, onClose }: Props): JSX.Element {
     const [view, setView] = useState<View>({ kind: 'loading' });
     const [taskName, setTaskName] = useState<string | null>(null);
     const [loads, setLoads] = useState(0);
+    const [options, setOptions] = useState<OptionsState>({ kind: 'loading' });
+    const [optionLoads, setOptionLoads] = useState(0);
     const [submitting, setSubmitting] = useState(false);
     const [startError, setStartError] = useState<GatewayError | null>(null);
     const [tab, setTab] = useState<'train' | 'models'>('train');
@@ -53,10 +57,24 @@ export function TrainDialog({ source, client, onClose }: Props): JSX.Element {
         };
     }, [client, source, loads]);
 
+    useEffect(() => {
+        let live = true;
+        setOptions({ kind: 'loading' });
+        client.getOptions().then((schema) => {
+            if (live) setOptions({ kind: 'ready', dialog: dialogOptions(schema) });
+        }).catch((error) => {
+            if (live) setOptions({ kind: 'error', error: asGatewayError(error) });
+        });
+        return () => {
+            live = false;
+        };
+    }, [client, optionLoads]);
+
     const reload = useCallback(() => {
         setStartError(null);
         setLoads((value) => value + 1);
     }, []);
+    const reloadOptions = useCallback(() => setOptionLoads((value) => value + 1), []);
     const close = useCallback(() => setOpen(false), []);
     const clearStartError = useCallback(() => setStartError(null), []);
 
@@ -100,6 +118,8 @@ export function TrainDialog({ source, client, onClose }: Props): JSX.Element {
             <TrainForm
                 summary={view.summary}
                 lastJob={view.lastJob}
+                options={options}
+                onRetryOptions={reloadOptions}
                 submitting={submitting}
                 error={startError}
                 onSubmit={start}
