@@ -247,7 +247,8 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
     annotations = function["metadata"]["annotations"]
     assert function["metadata"]["name"] == f"detr-project-{project.id}-v1" and annotations["version"] == "1"
     assert [label["name"] for label in json.loads(annotations["spec"])] == ["circle", "square"]
-    assert "DETR · shapes v1 ·" in annotations["name"] and f"CVAT project {project.id}" in function["spec"]["description"]
+    assert "DETR · shapes v1 ·" in annotations["name"]
+    assert f"CVAT project {project.id}" in function["spec"]["description"]
 
 
 def test_export_a_project(fake_cvat, alice, tmp_path, capsys):

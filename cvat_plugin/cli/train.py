@@ -176,8 +176,9 @@ def _train_here(args: argparse.Namespace, options: dict, seed: int, stdout: Text
     spec = plan(home, request)
     print(spec.reason, file=stdout)
     result = _fit_with_progress(spec, pbar)
-    if not result.model_path.is_file():
-        print(f"Training stopped before the first evaluation; checkpoint: {result.checkpoint_path}", file=stdout)
+    if result.status == "cancelled":  # as for the trainer's cancelled jobs: no model joins the line
+        print(f"Interrupted: no model was registered; the run keeps its checkpoint: {result.checkpoint_path}",
+              file=stdout)
         return EXIT_INTERRUPTED
     entry = register(home, request, result)
     metrics = entry.metrics
@@ -185,7 +186,7 @@ def _train_here(args: argparse.Namespace, options: dict, seed: int, stdout: Text
           f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})", file=stdout)
     print(f"Run: {spec.out_dir}", file=stdout)
     print(f"Publish it as a CVAT detector with `cvat-detr publish {entry.id}`", file=stdout)
-    return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK
+    return EXIT_OK
 
 
 def _local_setup(options: dict) -> TrainingSetup:
@@ -212,7 +213,7 @@ def _local_start(setup: TrainingSetup, args: argparse.Namespace, home: DetrHome)
                          f"that holds {e.path.name}, or pass the file (or its URL) as --pretrained (a DETR "
                          f"checkpoint) or --backbone-weights (ImageNet weights)") from e
     except WeightsError as e:
-        raise UsageError(f"--weights {setup.weights}: {e}") from e
+        raise UsageError(str(e)) from e
 
 
 def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,

@@ -112,7 +112,7 @@ class TrainedModel:
     metrics: dict[str, Any]
     """The best epoch's validation metrics."""
     status: str
-    """How the run ended: completed, early_stopped or cancelled."""
+    """How the run ended: completed or early_stopped (a cancelled run registers no model)."""
     epochs_done: int
     config: dict[str, Any]
     """``{"model": ModelConfig fields, "train": TrainConfig fields}`` of the run."""
@@ -132,8 +132,8 @@ def keep_report(run_report: Path, model_folder: Path) -> None:
 
 
 def starting_weights(card: dict) -> str:
-    """Where a model's training started, in words: the trainer's ``weights`` option, else the
-    file names the CLI's card records (never their folders)."""
+    """Where a model's training started, in words: its ``weights`` option, else the names (never the
+    folders) of the files ``cvat-detr train --local --pretrained / --backbone-weights`` started from."""
     weights = (card.get("options") or {}).get("weights")
     if weights:
         return str(weights)
