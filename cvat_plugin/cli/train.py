@@ -68,7 +68,7 @@ class ExportCommand:
 class TrainCommand:
     description = ("Export a CVAT task or project, build its training set under $DETR_HOME/datasets and train DETR "
                    "on it: "
-                   "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
+                   "--local in this process (the model goes to $DETR_HOME/models/task-<id>-v<n>/), or --trainer in the "
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
