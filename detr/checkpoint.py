@@ -8,14 +8,10 @@ with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists a
 from __future__ import annotations
 
 import argparse
-import errno
-import json
 import logging
 import math
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .files import DISK_FULL_ERRNOS, dump_json, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +31,6 @@ FORMAT_VERSION = 1
 #: Parameters that depend on the number of classes and are re-initialised when fine-tuning:
 #: DETR's class head, and the fast architecture's per-layer class heads and dense class convolutions.
 CLASS_HEAD_PATTERN = re.compile(r"^(class_embed(\.\d+)?|dense_head\.class_pred\.\d+)\.(weight|bias)$")
-#: Permissions of the files we write (before the umask): readable by the function containers.
-FILE_MODE = 0o644
-
-
-#: What ``write`` raises when the disk fills: OSError, or a RuntimeError from torch's zip writer
-#: (``[enforce fail at inline_container.cc:...] . unexpected pos``), which names no cause.
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 MB = 1024 * 1024
 
 
@@ -58,35 +48,30 @@ class DiskFullError(CheckpointError):
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
-    """Write through ``write(file)`` to a temporary file, then rename over ``path``."""
+    """Write through ``write(file)`` to a temporary file, then rename over ``path``; a failure raises
+    :class:`DiskFullError` when the disk is full, else :class:`CheckpointError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600 files; model files are read by other users (function containers)
-        os.chmod(tmp, FILE_MODE)
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        full = _disk_full(e, path, Path(tmp))
-        Path(tmp).unlink(missing_ok=True)
-        if full is not None:
-            raise full from e
-        if isinstance(e, OSError):
-            raise CheckpointError(
-                f"{path}: could not be written ({e.strerror or e}); the previous version is kept. "
-                "Free disk space or choose another output folder"
-            ) from e
-        raise
+    write_atomic(path, write, binary=binary, on_failure=lambda error, written: _write_error(error, path, written))
 
 
-def _disk_full(error: BaseException, path: Path, tmp: Path) -> DiskFullError | None:
-    """The error as a :class:`DiskFullError` when the disk is what failed, else None."""
+def _write_error(error: BaseException, path: Path, written: int) -> CheckpointError | None:
+    """A failed write as the engine reports it; None for errors that are not about the file (a bug, Ctrl-C)."""
+    full = _disk_full(error, path, written)
+    if full is not None:
+        return full
+    if isinstance(error, OSError):
+        return CheckpointError(
+            f"{path}: could not be written ({error.strerror or error}); the previous version is kept. "
+            "Free disk space or choose another output folder"
+        )
+    return None
+
+
+def _disk_full(error: BaseException, path: Path, written: int) -> DiskFullError | None:
+    """The error as a :class:`DiskFullError` when the disk is what failed, else None. A full disk raises
+    OSError, or a RuntimeError from torch's zip writer (``[enforce fail at inline_container.cc:...] .
+    unexpected pos``), which names no cause: then the free space tells."""
     free = shutil.disk_usage(path.parent).free
-    written = tmp.stat().st_size if tmp.exists() else 0
     if isinstance(error, OSError):
         if error.errno not in DISK_FULL_ERRNOS:
             return None
@@ -102,7 +87,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
+    atomic_write(path, lambda f: dump_json(obj, f), binary=False)
 
 
 def safe_load(path: str | Path, what: str = "file") -> Any:

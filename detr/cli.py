@@ -22,17 +22,10 @@ from .images import ImageError
 from .official import ZOO_THRESHOLD, import_checkpoint
 from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
 from .progress import TrainProgressBar
-from .recipes import (
-    MODEL_PRESETS,
-    PRESET_HELP,
-    RECIPES,
-    SMALL_DATA_IMAGES,
-    count_training_images,
-    plan_training,
-    starting_point,
-)
+from .recipes import MODEL_PRESETS, PRESET_HELP, RECIPES, SMALL_DATA_IMAGES
+from .runs import plan_run
 from .tasks import evaluate_model_file, predict_images
-from .train import TrainingError, fit, read_run_config
+from .train import TrainingError
 
 logger = logging.getLogger("detr")
 
@@ -122,39 +115,22 @@ class TrainCommand(Command):
         add_config_flags(parser, TrainConfig)
 
     def execute(self, args: argparse.Namespace) -> int:
-        model_overrides = config_overrides(args, ModelConfig)
-        train_overrides = config_overrides(args, TrainConfig)
-        if args.resume:
-            saved_model, saved_train = read_run_config(args.out)
-            if model_overrides:
-                flags = ", ".join("--" + k.replace("_", "-") for k in model_overrides)
-                raise ConfigError(f"model options cannot change on --resume; drop {flags}")
-            model_config, train_config = saved_model, saved_train.replace(**train_overrides)
-        else:
-            start, base_model = starting_point(args.pretrained, args.backbone_weights)
-            plan = plan_training(
-                recipe=args.recipe,
-                preset=args.model_preset,
-                num_train_images=count_training_images(args.data, args.val_fraction),
-                start=start,
-                base_model=base_model,
-                model_overrides=model_overrides,
-                train_overrides=train_overrides,
-            )
-            print(plan.reason)
-            model_config, train_config = plan.model, plan.train
+        spec = plan_run(
+            args.data,
+            args.out,
+            resume=args.resume,
+            pretrained=args.pretrained,
+            backbone_weights=args.backbone_weights,
+            recipe=args.recipe,
+            preset=args.model_preset,
+            model_overrides=config_overrides(args, ModelConfig),
+            train_overrides=config_overrides(args, TrainConfig),
+            val_fraction=args.val_fraction,
+        )
+        if spec.reason:
+            print(spec.reason)
         with TrainProgressBar() as bar:
-            result = fit(
-                args.data,
-                args.out,
-                model_config=model_config,
-                train_config=train_config,
-                pretrained=args.pretrained,
-                backbone_weights=args.backbone_weights,
-                resume=args.resume,
-                val_fraction=args.val_fraction,
-                callbacks=[bar],
-            )
+            result = spec.fit(callbacks=[bar])
         print(f"{result.status}: {result.epochs_done} epoch(s); best {_metric_line(result.best_metrics)}")
         print(f"model: {result.model_path}\ncheckpoint: {result.checkpoint_path}\nreport: {result.out_dir / 'report'}")
         return 0

@@ -48,6 +48,9 @@ from .transforms import eval_transforms, train_transforms
 
 logger = logging.getLogger(__name__)
 
+#: A run folder's last training checkpoint: what a resume continues from.
+CHECKPOINT_FILE = "checkpoint.pt"
+
 #: Consecutive skipped (non-finite) steps after which training stops with advice.
 MAX_BAD_STEPS = 20
 #: Minimum seconds between two "step" events (each one costs a device sync for the loss value).
@@ -92,7 +95,7 @@ Callback = Callable[[TrainEvent], None]
 
 def read_run_config(out_dir: str | Path) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configuration stored in a run's last checkpoint (to resume with overrides)."""
-    ckpt = _load_checkpoint(Path(out_dir) / "checkpoint.pt")
+    ckpt = _load_checkpoint(Path(out_dir) / CHECKPOINT_FILE)
     return ModelConfig.from_dict(ckpt["model_config"]), TrainConfig.from_dict(ckpt["train_config"])
 
 
@@ -117,7 +120,7 @@ def fit(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = _load_checkpoint(out / "checkpoint.pt") if resume else None
+    ckpt = _load_checkpoint(out / CHECKPOINT_FILE) if resume else None
     if ckpt is not None:
         saved_model = ModelConfig.from_dict(ckpt["model_config"])
         if model_config is not None and model_config.replace(num_classes=saved_model.num_classes) != saved_model:
@@ -378,7 +381,7 @@ class _Loop:
         self._finish(cancelled=status == "cancelled")
         self._emit("train_end", step=self.start_step, metrics=self.best_metrics, status=status)
         return FitResult(
-            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / "checkpoint.pt", self.out,
+            status, self.epoch, self.best_metrics, self.out / "model.pt", self.out / CHECKPOINT_FILE, self.out,
             skipped_images=list(self.data.skipped),
         )
 
@@ -533,7 +536,7 @@ class _Loop:
                 "best_metrics": self.best_metrics,
                 "evals_since_best": self.evals_since_best,
             },
-            self.out / "checkpoint.pt",
+            self.out / CHECKPOINT_FILE,
         )
 
     def _emit(

@@ -101,6 +101,14 @@ def test_resume_extends_a_run(trained, shapes_zip):
     assert len((trained / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_resume_keeps_the_model_of_the_checkpoint(trained, shapes_zip, capsys):
+    metrics = (trained / "metrics.jsonl").read_text()
+    argv = ["train", "--data", str(shapes_zip), "--out", str(trained), "--resume", "--epochs", "5"]
+    assert main([*argv, "--hidden-dim", "64"]) == 1
+    assert "model options cannot change on --resume; drop --hidden-dim" in capsys.readouterr().err
+    assert (trained / "metrics.jsonl").read_text() == metrics, "refused before any training"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

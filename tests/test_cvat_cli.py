@@ -192,13 +192,15 @@ def test_train_local_end_to_end(fake_cvat, alice, tmp_path):
     assert code == exits.EXIT_OK, err
     home = tmp_path / "home"
     (model_dir,) = (home / "models").iterdir()
+    assert model_dir.name == f"task-{task.id}-v1"
     model = torch.load(model_dir / "model.pt", weights_only=True)
     assert model["labels"] == ["circle", "square", "triangle"]
 
     card = json.loads((model_dir / "model.json").read_text())
     assert card["labels"] == labels
     assert card["task_id"] == task.id and card["source_url"] == fake_cvat.url
-    assert card["dataset_id"] == card["run_id"] == model_dir.name
+    assert (card["id"], card["version"]) == (model_dir.name, 1)
+    assert card["dataset_id"].startswith(f"task-{task.id}-") and card["options"]["weights"] == "scratch"
     assert (home / "datasets" / card["dataset_id"] / "labels.json").is_file()
     assert (home / "runs" / card["run_id"] / "checkpoint.pt").is_file()
     assert card["config"]["train"]["epochs"] == 2 and card["config"]["model"]["hidden_dim"] == 128
@@ -230,7 +232,7 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
     )
     assert code == exits.EXIT_OK, err
     (model_dir,) = (tmp_path / "home" / "models").iterdir()
-    assert model_dir.name.startswith(f"project{project.id}-")
+    assert model_dir.name == f"project-{project.id}-v1"
     card = json.loads((model_dir / "model.json").read_text())
     assert card["labels"] == [{"id": 40, "name": "circle"}, {"id": project.labels[1].id, "name": "square"}]
     assert (card["project_id"], card["project_name"], card["task_id"]) == (project.id, "shapes", None)
@@ -245,8 +247,10 @@ def test_train_a_project_locally_and_publish_it_with_the_projects_labels(fake_cv
     assert code == exits.EXIT_OK, err
     (function,) = [f.config for f in fake_nuclio.functions.values() if f.name.startswith("detr-project")]
     annotations = function["metadata"]["annotations"]
+    assert function["metadata"]["name"] == f"detr-project-{project.id}-v1" and annotations["version"] == "1"
     assert [label["name"] for label in json.loads(annotations["spec"])] == ["circle", "square"]
-    assert "DETR · shapes ·" in annotations["name"] and f"CVAT project {project.id}" in function["spec"]["description"]
+    assert "DETR · shapes v1 ·" in annotations["name"]
+    assert f"CVAT project {project.id}" in function["spec"]["description"]
 
 
 def test_export_a_project(fake_cvat, alice, tmp_path, capsys):

@@ -111,7 +111,7 @@ def test_a_task_is_trained_published_and_annotated(fake_cvat, fake_nuclio, tmp_p
     ((), exits.EXIT_USAGE, "pass --local to train in this process, or --trainer URL"),
     (("--trainer", "http://127.0.0.1:9", "--pretrained", "detr.pth"), exits.EXIT_USAGE,
      "pass --weights coco|imagenet|scratch|previous instead"),
-    (("--local", "--publish"), exits.EXIT_USAGE, "--weights and --publish are for --trainer"),
+    (("--local", "--publish"), exits.EXIT_USAGE, "--publish is for --trainer"),
     (("--trainer", "http://127.0.0.1:9"), exits.EXIT_UNREACHABLE, "cannot reach the trainer"),
 ])
 def test_train_options_are_checked_before_any_work(fake_cvat, argv, code, message, monkeypatch):

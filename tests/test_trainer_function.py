@@ -529,7 +529,7 @@ def test_a_cancel_up_to_the_models_registration_ends_cancelled_without_a_model(t
 
 def test_a_cancel_once_registration_began_is_refused_and_the_job_succeeds(trainer, home, monkeypatch):
     answers: list = []
-    _cancel_inside(trainer, monkeypatch, "cvat_plugin.training.models.ModelRegistry.register", answers)
+    _cancel_inside(trainer, monkeypatch, "cvat_plugin.trainer.runner.register", answers)
     job = trainer.submit(options=TINY_OPTIONS)
     done = trainer.wait_final(job["id"])
     status, error = answers[0]

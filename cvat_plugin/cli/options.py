@@ -20,7 +20,7 @@ from cvat_plugin.cvat.client import (
     CvatError,
 )
 from cvat_plugin.cvat.dataset import export_task
-from cvat_plugin.home.layout import detr_home, new_id
+from cvat_plugin.home.layout import detr_home
 from cvat_plugin.nuclio.client import (
     DEFAULT_DEPLOY_TIMEOUT,
     NuclioClient,
@@ -139,11 +139,6 @@ def export_source(client: CvatClient, args: argparse.Namespace, out_dir: Path, *
                               overwrite=overwrite, pbar=pbar)
     return export_task(client, args.task, out_dir, val_fraction=args.val_fraction, seed=seed, overwrite=overwrite,
                        pbar=pbar)
-
-
-def new_source_id(args: argparse.Namespace) -> str:
-    """A new dataset / run / model id that names the task or project."""
-    return new_id(args.task) if args.project is None else f"project{args.project}-{new_id()}"
 
 
 def add_split_options(parser: argparse.ArgumentParser) -> None:

@@ -4,15 +4,13 @@ the trainer function."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
 import signal
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cvat_plugin.cli.exits import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from cvat_plugin.cli.jobs import follow_job, report_job
@@ -23,23 +21,31 @@ from cvat_plugin.cli.options import (
     add_split_options,
     export_source,
     make_client,
-    new_source_id,
     print_dataset_summary,
     redact_argv,
     trainer_client,
 )
-from cvat_plugin.home.layout import Storage, copy_atomic, write_json_atomic
-from cvat_plugin.home.models import keep_report
+from cvat_plugin.home.layout import DetrHome, new_id, source_name
+from cvat_plugin.home.models import ModelStore
 from cvat_plugin.progress import ProgressReporter
 from cvat_plugin.training.options import training_setup
 from cvat_plugin.training.schema import MODEL, option, options_in
 from detr.config import OptionError
+
+if TYPE_CHECKING:  # torch comes with them: imported when a training starts
+    from cvat_plugin.training.options import TrainingSetup
+    from cvat_plugin.training.weights import StartingPoint
+    from detr import FitResult
+    from detr.runs import RunSpec
 
 logger = logging.getLogger(__name__)
 
 #: Model options the flags leave out: the training set's labels set the number of classes.
 UNFLAGGED = ("num_classes",)
 
+#: Where ``--local`` starts without ``--weights``: random init (the COCO and ImageNet files are the trainer
+#: image's; here ``--weights coco|imagenet`` finds them in $DETR_WEIGHTS).
+LOCAL_WEIGHTS = "scratch"
 
 class ExportCommand:
     description = ("Export a CVAT task or project (COCO 1.0 with images) and build its training set: images/, "
@@ -66,7 +72,7 @@ class ExportCommand:
 class TrainCommand:
     description = ("Export a CVAT task or project, build its training set under $DETR_HOME/datasets and train DETR "
                    "on it: "
-                   "--local in this process (the model goes to $DETR_HOME/models/<id>/), or --trainer in the "
+                   "--local in this process (the model goes to $DETR_HOME/models/task-<id>-v<n>/), or --trainer in the "
                    "trainer function, which shares $DETR_HOME, follows the job and publishes the model.")
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
@@ -83,72 +89,102 @@ class TrainCommand:
         start = parser.add_argument_group("recipe and model (unset model options: the preset's)")
         for name in ("recipe", "model_preset"):
             add_option_flag(start, option(name), default=option(name).default)
-        start.add_argument("--pretrained", help="official DETR checkpoint or a model.pt of ours (file or URL) to "
-                                                "fine-tune from")
-        start.add_argument("--backbone-weights", help="torchvision ImageNet weights of the backbone (file) to start "
-                                                      "from")
+        add_option_flag(start, option("weights"), unset=f"the trainer's; {LOCAL_WEIGHTS} with --local")
+        start.add_argument("--pretrained", help="with --local: official DETR checkpoint or a model.pt of ours (file "
+                                                "or URL) to fine-tune from, instead of --weights")
+        start.add_argument("--backbone-weights", help="with --local: torchvision ImageNet weights of the backbone "
+                                                      "(file) to start from, instead of --weights")
         for model_option in options_in("model"):
             if model_option.name not in UNFLAGGED:
                 add_option_flag(start, model_option, unset="the preset's")
         remote = parser.add_argument_group("trainer function (--trainer)")
-        add_option_flag(remote, option("weights"), unset="the trainer's")
         add_option_flag(remote, option("publish"), unset="the trainer publishes when it has a Nuclio dashboard")
         train = parser.add_argument_group("training (detr.TrainConfig fields; unset: the recipe's, else the default)")
         for train_option in options_in("train"):
             add_option_flag(train, train_option)
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
-        from detr.recipes import count_training_images, plan_training, starting_point
-
         # Check every option before any work starts.
         train_options, model_options = _checked_options(args)
         if args.pretrained and args.backbone_weights:
             raise UsageError("pass either --pretrained or --backbone-weights, not both")
         if not args.local and not args.trainer:
             raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
+        # The trainer's job options, whichever path trains: the model card records them either way.
+        options: dict[str, Any] = {**train_options, "recipe": args.recipe, "model_preset": args.model_preset}
+        if model_options:
+            options["model"] = model_options
         if args.trainer:
             if args.pretrained or args.backbone_weights:
                 raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
                                  "instead of --pretrained/--backbone-weights")
-            options: dict[str, Any] = {**train_options, "recipe": args.recipe, "model_preset": args.model_preset}
-            if model_options:
-                options["model"] = model_options
             if args.weights:
                 options["weights"] = args.weights
             return _train_on_trainer(args, options, train_options.get("seed", 0), stdout, pbar)
-        if args.weights or args.publish is not None:
-            raise UsageError("--weights and --publish are for --trainer; locally use --pretrained or "
-                             "--backbone-weights, and publish with `cvat-detr publish`")
+        if args.publish is not None:
+            raise UsageError("--publish is for --trainer; publish a model trained with --local with `cvat-detr publish "
+                             "<model id>`")
+        return _train_here(args, options, train_options.get("seed", 0), stdout, pbar)
 
-        storage = Storage(args.home)
-        run_id = new_source_id(args)
-        dataset_dir = storage.dataset_dir(run_id)
-        run_dir, model_dir = storage.run_dir(run_id), storage.model_dir(run_id)
-        with make_client(args) as client:
-            manifest = export_source(client, args, dataset_dir, seed=train_options.get("seed", 0), overwrite=False,
-                               pbar=pbar)
-        print_dataset_summary(manifest, dataset_dir, stdout)
-        start, base_model = starting_point(args.pretrained, args.backbone_weights)
-        plan = plan_training(recipe=args.recipe, preset=args.model_preset,
-                             num_train_images=count_training_images(dataset_dir), start=start,
-                             base_model=base_model, model_overrides=model_options, train_overrides=train_options)
-        print(plan.reason, file=stdout)
-        model_config, train_config = plan.model, plan.train
 
-        result = _fit_with_progress(dataset_dir, run_dir, model_config, train_config, args, pbar)
-        if not result.model_path.is_file():
-            print(f"Training stopped before the first evaluation; checkpoint: {result.checkpoint_path}", file=stdout)
-            return EXIT_INTERRUPTED
-        copy_atomic(result.model_path, model_dir / "model.pt")
-        keep_report(run_dir / "report", model_dir)
-        card = _model_card(run_id, manifest, result, model_dir / "model.pt", args)
-        write_json_atomic(model_dir / "model.json", card)
-        metrics = card["metrics"]
-        print(f"Model: {model_dir / 'model.pt'} ({result.status} after {result.epochs_done} epochs; "
-              f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})",
+def _train_here(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO, pbar: ProgressReporter) -> int:
+    """Build the training set under $DETR_HOME/datasets, train in this process and register the model as the
+    next version of the task's (or project's) line, as the trainer does."""
+    from cvat_plugin.training.run import RunRequest, plan, register
+    from cvat_plugin.training.weights import StartingPoint
+
+    files = bool(args.pretrained or args.backbone_weights)
+    if files and args.weights:
+        raise UsageError("--weights and --pretrained/--backbone-weights both choose the starting weights: pass one "
+                         "of them")
+    if not files:
+        options = {**options, "weights": args.weights or LOCAL_WEIGHTS}
+    home = DetrHome(args.home)
+    setup = _local_setup(options)
+    start = (StartingPoint(pretrained=args.pretrained, backbone_weights=args.backbone_weights) if files
+             else _local_start(setup, args, home))
+    dataset_id = _build_training_set(args, home, seed, stdout, pbar)
+    request = RunRequest(dataset_id=dataset_id, run_id=new_id(), task_id=args.task, project_id=args.project,
+                         options=options, start=start,
+                         command="cvat-detr " + " ".join(shlex.quote(a) for a in redact_argv(args.argv)))
+    spec = plan(home, request)
+    print(spec.reason, file=stdout)
+    result = _fit_with_progress(spec, pbar)
+    if result.status == "cancelled":  # as for the trainer's cancelled jobs: no model joins the line
+        print(f"Interrupted: no model was registered; the run keeps its checkpoint: {result.checkpoint_path}",
               file=stdout)
-        print(f"Run: {run_dir}", file=stdout)
-        return EXIT_INTERRUPTED if result.status == "cancelled" else EXIT_OK
+        return EXIT_INTERRUPTED
+    entry = register(home, request, result)
+    metrics = entry.metrics
+    print(f"Model: {entry.model_path} ({result.status} after {result.epochs_done} epochs; "
+          f"AP {metrics.get('AP', float('nan')):.3f}, AP50 {metrics.get('AP50', float('nan')):.3f})", file=stdout)
+    print(f"Run: {spec.out_dir}", file=stdout)
+    print(f"Publish it as a CVAT detector with `cvat-detr publish {entry.id}`", file=stdout)
+    return EXIT_OK
+
+
+def _local_setup(options: dict) -> TrainingSetup:
+    """The options as the trainer reads them (``training_setup``), checked before the export."""
+    try:
+        return training_setup(options)
+    except OptionError as e:
+        raise UsageError(str(e)) from e
+
+
+def _local_start(setup: TrainingSetup, args: argparse.Namespace, home: DetrHome) -> StartingPoint:
+    """The files of ``--weights`` here, found before the export: the baked ones in $DETR_WEIGHTS, or the newest
+    model of the task or project in DETR_HOME."""
+    from cvat_plugin.training.weights import MissingWeightsFile, WeightsError, starting_point
+
+    try:
+        return starting_point(setup.weights, setup.backbone, task_id=args.task, project_id=args.project,
+                              models=ModelStore(home))
+    except MissingWeightsFile as e:
+        raise UsageError(f"--weights {e.weights} needs {e.path}, which is not there: set DETR_WEIGHTS to the folder "
+                         f"that holds {e.path.name}, or pass the file (or its URL) as --pretrained (a DETR "
+                         f"checkpoint) or --backbone-weights (ImageNet weights)") from e
+    except WeightsError as e:
+        raise UsageError(str(e)) from e
 
 
 def _checked_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -170,11 +206,7 @@ def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout
     """Build the training set on the shared volume, submit a job to the trainer and follow it."""
     trainer = trainer_client(args)
     trainer.health()  # before the export: an unreachable trainer fails fast
-    dataset_id = new_source_id(args)
-    dataset_dir = Storage(args.home).dataset_dir(dataset_id)
-    with make_client(args) as client:
-        manifest = export_source(client, args, dataset_dir, seed=seed, overwrite=False, pbar=pbar)
-    print_dataset_summary(manifest, dataset_dir, stdout)
+    dataset_id = _build_training_set(args, DetrHome(args.home), seed, stdout, pbar)
     job = trainer.submit(dataset_id, task_id=args.task, project_id=args.project, options=options,
                          publish=args.publish)
     print(f"Job {job['id']} submitted to the trainer at {args.trainer}", file=stdout)
@@ -182,12 +214,19 @@ def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout
     return EXIT_INTERRUPTED if final is None else report_job(final, stdout)
 
 
+def _build_training_set(args: argparse.Namespace, home: DetrHome, seed: int, stdout: TextIO,
+                        pbar: ProgressReporter) -> str:
+    """Export ``--task`` or ``--project`` into a new training set under DETR_HOME/datasets; returns its id."""
+    dataset_id = new_id(source_name(args.task, args.project))
+    dataset_dir = home.dataset_dir(dataset_id)
+    with make_client(args) as client:
+        manifest = export_source(client, args, dataset_dir, seed=seed, overwrite=False, pbar=pbar)
+    print_dataset_summary(manifest, dataset_dir, stdout)
+    return dataset_id
 
-def _fit_with_progress(dataset_dir: Path, run_dir: Path, model_config, train_config, args: argparse.Namespace,
-                       pbar: ProgressReporter):
-    """Run ``detr.train.fit``; the first Ctrl-C asks the loop to stop after saving a checkpoint."""
-    from detr import fit
 
+def _fit_with_progress(spec: RunSpec, pbar: ProgressReporter) -> FitResult:
+    """Run ``spec`` in this process; the first Ctrl-C asks the loop to stop after saving a checkpoint."""
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -198,9 +237,7 @@ def _fit_with_progress(dataset_dir: Path, run_dir: Path, model_config, train_con
             stop.set()
         previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        return fit(dataset_dir, run_dir, model_config=model_config, train_config=train_config,
-                   pretrained=args.pretrained, backbone_weights=args.backbone_weights, val_fraction=args.val_fraction,
-                   callbacks=[_TrainProgress(pbar)], should_stop=stop.is_set)
+        return spec.fit(callbacks=[_TrainProgress(pbar)], should_stop=stop.is_set)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -227,36 +264,3 @@ class _TrainProgress:
                             event.metrics.get("AP", float("nan")))
         elif event.kind == "train_end":
             self.pbar.finish()
-
-
-def _model_card(model_id: str, manifest: dict, result, model_path: Path, args: argparse.Namespace) -> dict:
-    """``model.json``: what the model predicts, how good it is, and what produced it."""
-    from detr import load_model_file
-
-    model = load_model_file(model_path)
-    run_config = json.loads((result.out_dir / "config.json").read_text(encoding="utf-8"))
-    source = manifest["source"]
-    return {
-        "id": model_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task_id": source["task_id"],
-        "task_name": source["task_name"],
-        **({"project_id": source["project_id"], "project_name": source.get("project_name"),
-            "tasks": source.get("tasks", [])} if source.get("project_id") is not None else {}),
-        "source_url": source["url"],
-        "server_version": source["server_version"],
-        "labels": [{"id": label["id"], "name": label["name"]} for label in manifest["labels"]],
-        "metrics": result.best_metrics,
-        "threshold": model.get("threshold"),
-        "status": result.status,
-        "epochs_done": result.epochs_done,
-        "config": {"model": run_config["model"], "train": run_config["train"]},
-        "pretrained": args.pretrained,
-        "backbone_weights": args.backbone_weights,
-        "dataset_id": model_id,
-        "run_id": model_id,
-        "command": "cvat-detr " + " ".join(shlex.quote(a) for a in redact_argv(args.argv)),
-    }
-
-
-

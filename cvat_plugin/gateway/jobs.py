@@ -37,7 +37,7 @@ from cvat_plugin.gateway.preparations import (
 )
 from cvat_plugin.gateway.settings import GATEWAY_OPTIONS, GatewaySettings
 from cvat_plugin.home.jobs import utc_now
-from cvat_plugin.home.layout import Storage, new_id
+from cvat_plugin.home.layout import DetrHome, new_id, source_name
 from cvat_plugin.home.models import REPORT_IMAGES, ModelEntry, ModelNotFound, ModelStore
 from cvat_plugin.trainer.client import TrainerClient, TrainerError, TrainerRequestError
 from cvat_plugin.training.options import training_setup
@@ -60,7 +60,7 @@ class TrainingService:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.storage = Storage(settings.home)
+        self.home = DetrHome(settings.home)
         self.models = ModelStore(settings.home)
         self.preparations = PreparationStore(settings.home / "gateway")
         self.preparations.load()
@@ -318,7 +318,7 @@ class TrainingService:
                 raise GatewayError(409, f"{source} is already training (job {active['id']}, "
                                         f"{active['state']}); follow that job, or cancel it to start another",
                                    job=active)
-            dataset_id = new_id(source.id) if source.kind == "task" else f"project{source.id}-{new_id()}"
+            dataset_id = new_id(source_name(**source.ids))
             prep = Preparation(new_preparation_id(), source.ids["task_id"], dataset_id, options, trigger=trigger,
                                project_id=source.ids["project_id"])
             self.preparations.save(prep)
@@ -364,7 +364,7 @@ class TrainingService:
             cancelled = self._cancel_events.setdefault(prep_id, threading.Event())
         if prep is None or prep.state != "preparing":
             return
-        dataset_dir = self.storage.dataset_dir(prep.dataset_id)
+        dataset_dir = self.home.dataset_dir(prep.dataset_id)
         try:
             with self.cvat(credentials, background=True) as client:
                 export = export_task if prep.task_id is not None else export_project

@@ -1,6 +1,6 @@
 """Trainings on their way to the trainer: the gateway's records of them.
 
-A preparation is a job in the trainer's Job shape (``serverless/trainer/jobs.py``) whose
+A preparation is a job in the trainer's Job shape (``cvat_plugin/home/jobs.py``) whose
 ``state`` is ``preparing`` while the gateway exports the task and builds its training set, then
 ``submitted`` (it stands for the trainer's job from then on), ``failed`` (the reason in
 ``error``) or ``cancelled``. Records live in ``$DETR_HOME/gateway/<id>.json``, so a failure stays
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 # The trainer's id and timestamp formats (no torch there), so that preparations and jobs sort together.
-from cvat_plugin.home.jobs import new_job_id, utc_now
-from cvat_plugin.home.layout import write_json_atomic
+from cvat_plugin.home.jobs import utc_now
+from cvat_plugin.home.layout import new_id, write_json_atomic
 from cvat_plugin.progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Source(NamedTuple):
 
 def new_preparation_id() -> str:
     """A trainer-style job id with a prefix: sortable by time, never mistaken for the trainer's."""
-    return PREPARATION_PREFIX + new_job_id()
+    return new_id(PREPARATION_PREFIX.rstrip("-"))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cvat_plugin.home.layout import write_json_atomic
-from cvat_plugin.responses import RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +31,6 @@ JOB_FILE = "job.json"
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def new_job_id() -> str:
-    """Sortable by creation time and unique: ``20250131-142501-3f9a1c``."""
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -96,9 +89,16 @@ class Job:
         return job
 
 
-class JobNotFound(RequestError):
+class JobNotFound(LookupError):
+    """No job has this id."""
+
     def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id!r}; list jobs with GET /jobs", status=404)
+        super().__init__(f"no job {job_id!r}")
+        self.job_id = job_id
+
+
+class JobUnreadable(ValueError):
+    """The job's ``job.json`` cannot be read; the message says how to clear it."""
 
 
 class JobStore:
@@ -151,10 +151,10 @@ class JobStore:
             self._jobs[job.id] = job
 
     def get(self, job_id: str) -> Job:
-        """A copy of the job; raises :class:`JobNotFound` (404) or, for a corrupted file, a 500."""
+        """A copy of the job; raises :class:`JobNotFound`, or :class:`JobUnreadable` for a corrupted file."""
         with self._lock:
             if job_id in self._problems:
-                raise RequestError(self._problems[job_id], status=500)
+                raise JobUnreadable(self._problems[job_id])
             if job_id not in self._jobs:
                 raise JobNotFound(job_id)
             return dataclasses.replace(self._jobs[job_id])

@@ -1,13 +1,17 @@
-"""Trained models on the shared volume: find one by model id, run id or path, list them all,
-and record in each model card where the model is published.
+"""Trained models on the shared volume: register one, find one by model id, run id or path, list them
+all, and record in each model card where the model is published.
 
 A model is ``$DETR_HOME/models/<id>/model.pt`` plus its card ``model.json`` and the report of
-its run's best model (``report/*.png``, kept beside it so that it outlives the run). Cards come from
-``cvat-detr train --local`` and from the trainer function; both carry ``id``, ``task_id``,
-``labels``, ``metrics`` and ``threshold``; the trainer's add ``version`` (per task) and
-``job_id``, the CLI's ``task_name`` and ``run_id``. This module only reads and writes JSON
-(no torch): the gateway lists and describes models with it (:meth:`ModelStore.describe`, the
-model view's one shape, for the gateway, the UI and ``cvat-detr models show``).
+its run's best model (``report/*.png``, kept beside it so that it outlives the run). Model ids are
+``task-<task id>-v<version>`` or ``project-<project id>-v<version>``: each task or project is one model
+line, its versions counting up, whether ``cvat-detr train --local`` or the trainer function trained
+them (:meth:`ModelStore.add` is the one card writer; ``run-<run id>`` for a run of neither). Weights
+``previous`` continue a line's newest model (:meth:`ModelStore.latest`). Cards written before model
+lines existed (ids such as ``task42-20250729-101500-3f2a``, no ``version``) are still read.
+
+This module only reads and writes JSON (no torch): the gateway lists and describes models with it
+(:meth:`ModelStore.describe`, the model view's one shape, for the gateway, the UI and ``cvat-detr
+models show``); ``cvat_plugin.training.run`` reads a finished run's files into a :class:`TrainedModel`.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Optional, Union
 
-from cvat_plugin.home.layout import Storage, copy_atomic, write_json_atomic
+from cvat_plugin.home.jobs import utc_now
+from cvat_plugin.home.layout import DetrHome, InvalidId, copy_atomic, source_name, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +78,7 @@ class ModelEntry:
 
     @property
     def version(self) -> Optional[int]:
-        """The model's version among those of its task (trainer models), or None."""
+        """The model's version in its task's or project's line; None for a model of neither, or an old card."""
         return self.card.get("version")
 
     @property
@@ -89,6 +96,34 @@ class ModelEntry:
         return path if path.is_file() else None
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """What a model card records of a finished run, whichever path trained it."""
+
+    task_id: Optional[int]
+    project_id: Optional[int]
+    """Set instead of ``task_id`` for a model trained on a whole CVAT project."""
+    dataset_id: str
+    run_id: str
+    """The run (``runs/<run_id>``) that trained it: a trainer job's id, or a local run's."""
+    labels: list[str]
+    """The model's class names in class order, as its ``model.pt`` holds them."""
+    threshold: float
+    metrics: dict[str, Any]
+    """The best epoch's validation metrics."""
+    status: str
+    """How the run ended: completed or early_stopped (a cancelled run registers no model)."""
+    epochs_done: int
+    config: dict[str, Any]
+    """``{"model": ModelConfig fields, "train": TrainConfig fields}`` of the run."""
+    pretrained: Optional[str]
+    backbone_weights: Optional[str]
+    options: dict[str, Any]
+    """The training options (``cvat_plugin.training.options``) the run was asked for."""
+    command: Optional[str] = None
+    """The ``cvat-detr`` command line that trained it (secrets redacted), for a model trained with ``--local``."""
+
+
 def keep_report(run_report: Path, model_folder: Path) -> None:
     """Copy a run's report images beside its model (the run folder may be cleaned up; the model stays)."""
     for file_name in REPORT_IMAGES.values():
@@ -97,8 +132,8 @@ def keep_report(run_report: Path, model_folder: Path) -> None:
 
 
 def starting_weights(card: dict) -> str:
-    """Where a model's training started, in words: the trainer's ``weights`` option, else the
-    file names the CLI's card records (never their folders)."""
+    """Where a model's training started, in words: its ``weights`` option, else the names (never the
+    folders) of the files ``cvat-detr train --local --pretrained / --backbone-weights`` started from."""
     weights = (card.get("options") or {}).get("weights")
     if weights:
         return str(weights)
@@ -112,10 +147,9 @@ def starting_weights(card: dict) -> str:
 class ModelStore:
     """The ``models/`` folder of one ``DETR_HOME``."""
 
-    def __init__(self, home: Union[str, os.PathLike, None] = None) -> None:
-        self.storage = Storage(home)
-        self.home = self.storage.home
-        self.models_dir = self.home / "models"
+    def __init__(self, home: Union[DetrHome, str, os.PathLike, None] = None) -> None:
+        self.home = home if isinstance(home, DetrHome) else DetrHome(home)
+        self.models_dir = self.home.models
 
     def entries(self) -> list[ModelEntry]:
         """Every model with a readable card, newest first; unreadable cards are logged and skipped."""
@@ -128,16 +162,16 @@ class ModelStore:
 
     def entry(self, model_id: str) -> ModelEntry:
         """The model ``models/<model_id>``; :class:`ModelNotFound` if it has no readable card."""
-        folder = self.storage.model_dir(model_id)
-        entry = self._read(folder) if folder.parent == self.models_dir else None
+        folder = self._folder(model_id)
+        entry = self._read(folder) if folder is not None else None
         if entry is None:
             raise ModelNotFound(f"no model {model_id!r} in {self.models_dir}; list models with `cvat-detr models`")
         return entry
 
     def resolve(self, reference: str) -> ModelEntry:
         """A model by id, by the run or job that trained it, or by its folder or model.pt path."""
-        by_id = self.storage.model_dir(reference)
-        if by_id.parent == self.models_dir and (by_id / CARD_FILE).is_file():
+        by_id = self._folder(reference)
+        if by_id is not None and (by_id / CARD_FILE).is_file():
             return self.entry(reference)
         for entry in self.entries():
             if reference in (entry.card.get("run_id"), entry.card.get("job_id")):
@@ -145,14 +179,97 @@ class ModelStore:
         path = Path(reference).expanduser()
         if path.exists():
             folder = (path.parent if path.is_file() else path).resolve()
-            if folder.parent != self.models_dir.resolve():
+            if folder.parent != self.models_dir:
                 raise ModelNotFound(
                     f"{reference} is not a model folder under {self.models_dir}: published models are read by "
                     f"the detector from the shared volume, so they must live there (train with `cvat-detr train`, "
                     f"or set DETR_HOME to the volume that holds this model)")
             return self.entry(folder.name)
-        raise ModelNotFound(f"no model, run or job {reference!r} in {self.home}; give a model id, a run id or "
-                            f"a model folder (list models with `cvat-detr models`; DETR_HOME selects the storage)")
+        raise ModelNotFound(f"no model, run or job {reference!r} in {self.home.root}; give a model id, a run id "
+                            f"or a model folder (list models with `cvat-detr models`; DETR_HOME selects the storage)")
+
+    def latest(self, *, task_id: Optional[int] = None, project_id: Optional[int] = None) -> Optional[ModelEntry]:
+        """The newest model of a task's line (or of a project's), however it was trained; None if it has none."""
+        key, value = ("task_id", task_id) if task_id is not None else ("project_id", project_id)
+        line = [entry for entry in self.entries() if value is not None and entry.card.get(key) == value]
+        # Versions order a line; cards from before versions existed rank below every versioned one.
+        return max(line, key=lambda e: (e.version or 0, str(e.card.get("created", ""))), default=None)
+
+    def add(self, model: TrainedModel, *, model_file: Path, report_dir: Path) -> ModelEntry:
+        """Register a finished run's best model as the next version of its task's (or project's) line: copy
+        ``model_file`` and the report images in ``report_dir``, then write the card. A model exists once its
+        card is written: when a write fails, nothing of it is left and the ``OSError`` is raised."""
+        has_source = model.task_id is not None or model.project_id is not None
+        line = source_name(model.task_id, model.project_id) if has_source else None
+        version, folder = self._new_folder(line, model.run_id)
+        try:
+            copy_atomic(model_file, folder / MODEL_FILE)
+            keep_report(report_dir, folder)
+            card = self._card(model, folder.name, version)
+            write_json_atomic(folder / CARD_FILE, card)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        logger.info("Run %s: model saved as %s", model.run_id, folder.name)
+        return ModelEntry(folder, card)
+
+    def _new_folder(self, line: Optional[str], run_id: str) -> tuple[Optional[int], Path]:
+        """Claim ``models/<line>-v<next version>`` (``run-<run id>`` outside a line); mkdir makes the claim
+        atomic, so two registrations on the shared volume never take the same version."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        if line is None:
+            folder = self.home.model_dir(f"run-{run_id}")
+            folder.mkdir()
+            return None, folder
+        pattern = re.compile(rf"{re.escape(line)}-v(\d+)")
+        used = [int(m.group(1)) for m in map(pattern.fullmatch, (f.name for f in self.models_dir.iterdir())) if m]
+        version = max(used, default=0) + 1
+        while True:
+            folder = self.models_dir / f"{line}-v{version}"
+            try:
+                folder.mkdir()
+                return version, folder
+            except FileExistsError:
+                version += 1
+
+    def _card(self, model: TrainedModel, model_id: str, version: Optional[int]) -> dict[str, Any]:
+        """``model.json``: what the model predicts (with the CVAT ids of its labels), how good it is, and what
+        produced it (source, dataset, run, configuration, starting weights, options)."""
+        source = self._dataset_file(model.dataset_id, "manifest.json", dict).get("source") or {}
+        cvat_labels = self._dataset_file(model.dataset_id, "labels.json", list)
+        ids = {label.get("name"): label.get("id") for label in cvat_labels if isinstance(label, dict)}
+        return {
+            "id": model_id,
+            "version": version,
+            "created": utc_now(),
+            "task_id": model.task_id,
+            "task_name": source.get("task_name"),
+            "project_id": model.project_id,
+            "project_name": source.get("project_name"),
+            "tasks": source.get("tasks", []),
+            "source_url": source.get("url"),
+            "server_version": source.get("server_version"),
+            "labels": [{"id": ids.get(name), "name": name} for name in model.labels],
+            "metrics": model.metrics,
+            "threshold": model.threshold,
+            "status": model.status,
+            "epochs_done": model.epochs_done,
+            "config": model.config,
+            "pretrained": model.pretrained,
+            "backbone_weights": model.backbone_weights,
+            "dataset_id": model.dataset_id,
+            "run_id": model.run_id,
+            "options": model.options,
+            "command": model.command,
+            "function": None,
+        }
+
+    def _folder(self, model_id: str) -> Optional[Path]:
+        """``models/<model_id>``, or None when the id cannot name a model folder."""
+        try:
+            return self.home.model_dir(model_id)
+        except InvalidId:
+            return None
 
     def task_name(self, entry: ModelEntry) -> Optional[str]:
         """The CVAT task's name: from the card, else from the manifest of the dataset it was trained on."""
@@ -205,14 +322,15 @@ class ModelStore:
         return {"train": images["train"], "val": images["val"]}
 
     def _manifest(self, entry: ModelEntry) -> dict:
-        dataset_id = entry.card.get("dataset_id")
-        if not isinstance(dataset_id, str) or not dataset_id:
-            return {}
+        return self._dataset_file(entry.card.get("dataset_id"), "manifest.json", dict)
+
+    def _dataset_file(self, dataset_id: Any, name: str, kind: type) -> Any:
+        """A JSON file of a training set, empty when it is missing or unreadable (cards are best effort)."""
         try:
-            manifest = json.loads((self.storage.dataset_dir(dataset_id) / "manifest.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return manifest if isinstance(manifest, dict) else {}
+            content = json.loads((self.home.dataset_dir(dataset_id) / name).read_text(encoding="utf-8"))
+        except (InvalidId, OSError, ValueError):
+            return kind()
+        return content if isinstance(content, kind) else kind()
 
     def record_publication(self, entry: ModelEntry, published: Optional[dict[str, Any]]) -> ModelEntry:
         """Write ``function`` and ``published`` (None: not published) into the model's card."""

@@ -183,9 +183,10 @@ def detector_config(entry: ModelEntry, model: Mapping[str, Any], base: Mapping[s
         "type": "detector",
         "framework": "pytorch",
         "spec": json.dumps(label_spec(model["labels"])),
-        "version": str(entry.version or 1),
         MODEL_ANNOTATION: entry.id,
     }
+    if entry.version is not None:  # CVAT reads it as the model's version (1 when absent)
+        annotations["version"] = str(entry.version)
     if entry.task_id is not None:
         annotations[TASK_ANNOTATION] = str(entry.task_id)
     return {"metadata": {"name": name, "annotations": annotations}, "spec": spec}

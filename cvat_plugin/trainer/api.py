@@ -14,7 +14,10 @@ GET  /health               {"status", "version", "device", "precision", "running
 Every route but ``/health`` needs the trainer's shared token (``Authorization: Bearer <token>``,
 ``cvat_plugin.trainer.auth``); without it the answer is a 401, whatever the path.
 Every error is ``{"error": "<what is wrong and what to do>"}`` with a 4xx (a 500 only for
-state the trainer itself cannot read).
+state the trainer itself cannot read, a 507 or 503 when the shared volume is full or cannot be
+written). The volume, job and weights code raise their own errors (an invalid id, an unknown or
+unreadable job, missing weights, the ``OSError`` of a failed write); :meth:`TrainerApi.handle` is
+where they become these statuses.
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from cvat_plugin.home.jobs import STATES, Job, JobStore, new_job_id
-from cvat_plugin.home.volume import DetrHome
+from cvat_plugin.home.jobs import STATES, Job, JobNotFound, JobStore, JobUnreadable
+from cvat_plugin.home.layout import DetrHome, InvalidId, new_id
 from cvat_plugin.nuclio.publish import replace_option
 from cvat_plugin.responses import RequestError
 from cvat_plugin.trainer.auth import HOW_TO_SET, token_matches
 from cvat_plugin.trainer.publishing import ModelPublisher
-from cvat_plugin.trainer.runner import CHECKPOINT_FILE, JobRunner
+from cvat_plugin.trainer.runner import JobRunner
 from cvat_plugin.training.options import REQUEST_EXAMPLE, parse_job_request, training_setup
-from cvat_plugin.training.weights import available_weights, starting_point
+from cvat_plugin.training.weights import WeightsError, available_weights, starting_point
 from detr.config import OptionError
+from detr.files import DISK_FULL_ERRNOS
 from detr.precision import resolve_precision
+from detr.train import CHECKPOINT_FILE
 
 Reply = tuple[int, Any]
 
@@ -83,13 +88,27 @@ class TrainerApi:
                 return routes[method](*match.groups(), query=query, body=body)
             except OptionError as e:  # a wrong training option: its message as the gateway and the CLI give it
                 raise RequestError(str(e)) from e
+            except (InvalidId, WeightsError) as e:
+                raise RequestError(str(e)) from e
+            except JobNotFound as e:
+                raise RequestError(f"{e}; list jobs with GET /jobs", status=404) from e
+            except JobUnreadable as e:
+                raise RequestError(str(e), status=500) from e
             except OSError as e:  # the volume: full (507) or unwritable (503), said in JSON
-                raise self.home.write_error(e, writing=f"the job files of {method} {path}") from e
+                raise self._write_error(e, writing=f"the job files of {method} {path}") from e
         raise RequestError(
             f"no route {method} {path}; the trainer serves POST /jobs, GET /jobs, GET /jobs/<id>, "
             "GET /jobs/<id>/metrics, POST /jobs/<id>/cancel, POST /models/<id>/publish, "
             "POST /models/<id>/unpublish and GET /health", status=404
         )
+
+    def _write_error(self, error: OSError, *, writing: str) -> RequestError:
+        """A failed write on the volume as an answer: 507 when it is full, else 503."""
+        if error.errno in DISK_FULL_ERRNOS:
+            return RequestError(self.home.disk_full(1, writing=writing, then="try again"), status=507)
+        return RequestError(f"cannot write {writing} on the shared volume DETR_HOME {self.home.root} "
+                            f"({error.strerror or error}); check the volume's mount and permissions, then try "
+                            "again", status=503)
 
     def _routes(self) -> list[tuple[str, dict[str, Callable[..., Reply]]]]:
         return [
@@ -190,9 +209,9 @@ class TrainerApi:
         else:
             setup = training_setup(request.options)
             starting_point(setup.weights, setup.backbone, task_id=request.task_id, project_id=request.project_id,
-                           registry=self.runner.registry)
+                           models=self.runner.models)
         job = Job(
-            id=new_job_id(), dataset_id=request.dataset_id, task_id=request.task_id, project_id=request.project_id,
+            id=new_id(), dataset_id=request.dataset_id, task_id=request.task_id, project_id=request.project_id,
             options=request.options,
             resume_from=request.resume_from, publish=publish,
         )

@@ -21,22 +21,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from cvat_plugin.home.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, utc_now
-from cvat_plugin.home.layout import copy_atomic
-from cvat_plugin.home.volume import DetrHome
+from cvat_plugin.home.layout import DetrHome, copy_atomic
+from cvat_plugin.home.models import ModelStore
 from cvat_plugin.responses import RequestError
 from cvat_plugin.trainer.progress import JobProgress
-from cvat_plugin.training.models import ModelRegistry
-from cvat_plugin.training.options import training_setup
-from cvat_plugin.training.weights import starting_point
-from detr import FitResult, fit
-from detr.checkpoint import DISK_FULL_ERRNOS, DiskFullError
-from detr.recipes import count_training_images
-from detr.recipes import starting_point as starting_point_kind
-from detr.train import read_run_config
+from cvat_plugin.training.run import RunRequest, plan, register
+from detr import FitResult
+from detr.checkpoint import DiskFullError
+from detr.files import DISK_FULL_ERRNOS
+from detr.train import CHECKPOINT_FILE
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 #: How many names of skipped images a job lists (all are in the trainer's log).
 SKIPPED_NAMES = 5
 
@@ -52,7 +48,7 @@ class JobRunner:
     def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None):
         self.store = store
         self.home = home
-        self.registry = ModelRegistry(home.models)
+        self.models = ModelStore(home)
         self.on_success = on_success
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
@@ -193,29 +189,14 @@ class JobRunner:
             self.store.update(job_id, state="cancelled", finished=utc_now(), eta_s=None)
 
     def _fit(self, job: Job, run_dir: Path) -> FitResult:
-        setup = training_setup(job.options)
         checkpoint = run_dir / CHECKPOINT_FILE
         if job.resume_from and not checkpoint.exists():
             copy_atomic(self.home.runs / job.resume_from / CHECKPOINT_FILE, checkpoint)
-        dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
-        progress = JobProgress(self.store, job.id)
-        if checkpoint.exists():
-            # Resuming: the checkpoint holds the weights and the settings; options override them.
-            _, saved = read_run_config(run_dir)
-            train_config = saved.replace(**setup.train_options)
-            return fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
-                       should_stop=self._should_stop)
-        start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, project_id=job.project_id,
-                               registry=self.registry)
-        _, base_model = starting_point_kind(start.pretrained, start.backbone_weights)
-        model_config, train_config, reason = setup.plan(
-            num_train_images=count_training_images(dataset), base_model=base_model
-        )
-        logger.info("Job %s: %s", job.id, reason)
-        self.store.update(job.id, recipe=reason)
-        return fit(dataset, run_dir, model_config=model_config, train_config=train_config,
-                   pretrained=start.pretrained, backbone_weights=start.backbone_weights,
-                   callbacks=[progress], should_stop=self._should_stop)
+        spec = plan(self.home, _request(job))
+        if spec.reason is not None:
+            logger.info("Job %s: %s", job.id, spec.reason)
+            self.store.update(job.id, recipe=spec.reason)
+        return spec.fit(callbacks=[JobProgress(self.store, job.id)], should_stop=self._should_stop)
 
     def _fail(self, job_id: str, error: str) -> None:
         """Record a failure; when the volume cannot take even job.json, the job still answers as failed
@@ -237,12 +218,12 @@ class JobRunner:
                 needed_mb, writing=str(where or f"the files of job {job_id}"),
                 then=f'continue from the last checkpoint with a job of "resume_from": "{job_id}"')
         text = str(error).strip() or type(error).__name__
-        plain = isinstance(error, (ValueError, RuntimeError, RequestError))
+        plain = isinstance(error, (ValueError, RuntimeError))
         return text if plain else f"{type(error).__name__}: {text}"
 
     def _succeed(self, job: Job, result: FitResult) -> None:
-        dataset = self.home.resolve(self.home.datasets, job.dataset_id, what="dataset_id", nested=True)
-        model_id, folder = self.registry.register(job, result, dataset)
+        entry = register(self.home, _request(job), result)
+        model_id, folder = entry.id, entry.folder
         best_metrics = result.best_metrics
         changes: dict = {"state": "succeeded", "finished": utc_now(), "eta_s": None, "progress": 1.0,
                          "model_id": model_id, "best_metrics": best_metrics}
@@ -254,6 +235,12 @@ class JobRunner:
                 changes["error"] = f"model {model_id} was saved, but publishing it failed: {self._describe(e, job.id)}"
         self.store.update(job.id, **changes)
         logger.info("Job %s succeeded: model %s, AP %s", job.id, model_id, best_metrics.get("AP"))
+
+
+def _request(job: Job) -> RunRequest:
+    """The training a job asks for: its run folder is ``runs/<job id>``."""
+    return RunRequest(dataset_id=job.dataset_id, run_id=job.id, task_id=job.task_id, project_id=job.project_id,
+                      options=job.options)
 
 
 def _disk_full(error: BaseException) -> tuple[int | None, Path | None]:

@@ -1,8 +1,9 @@
-"""Starting weights of a job (option ``weights``): files baked into the trainer image.
+"""Starting weights of a training (option ``weights``): files baked into the trainer image, or the
+newest model of the same task or project.
 
 The trainer never downloads at run time: ``function-gpu.yaml`` fetches the official DETR
 checkpoint and torchvision's ImageNet ResNet-50 into ``DETR_WEIGHTS`` (default
-``/opt/detr/weights``) when the image is built.
+``/opt/detr/weights``) when the image is built; ``cvat-detr train --local`` reads the same folder.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cvat_plugin.responses import RequestError
-from cvat_plugin.training.models import ModelRegistry
+from cvat_plugin.home.models import ModelStore
 from cvat_plugin.training.options import WEIGHTS
 from detr.config import DETR_R50_URL
 from detr.recipes import DEFAULT_PRESETS, MODEL_PRESETS
@@ -35,6 +35,19 @@ IMAGENET_FILES = {
 }
 
 
+class WeightsError(ValueError):
+    """The starting weights asked for are not there; the message says what to choose instead."""
+
+
+class MissingWeightsFile(WeightsError):
+    """A baked weights file (``coco``, ``imagenet``) is not in :func:`weights_dir`."""
+
+    def __init__(self, weights: str, path: Path):
+        super().__init__(f"weights {weights!r} need {path}, which this trainer does not have; rebuild the trainer "
+                         f"image (it downloads the file), put the file there, or choose weights 'scratch'")
+        self.weights, self.path = weights, path
+
+
 @dataclass(frozen=True)
 class StartingPoint:
     """Keyword arguments of ``detr.fit`` for a choice of ``weights``."""
@@ -48,23 +61,23 @@ def weights_dir() -> Path:
 
 
 def starting_point(
-    weights: str, backbone: str, *, task_id: int | None, registry: ModelRegistry, project_id: int | None = None
+    weights: str, backbone: str, *, task_id: int | None, models: ModelStore, project_id: int | None = None
 ) -> StartingPoint:
-    """Resolve ``weights`` to files; raises :class:`RequestError` (400) when they are not there.
-    ``previous`` continues the newest model of the job's task, or of its project."""
+    """Resolve ``weights`` to files; raises :class:`WeightsError` when they are not there.
+    ``previous`` continues the newest model of the task, or of the project, however it was trained."""
     if weights == "scratch":
         return StartingPoint()
     if weights == "previous":
         if task_id is None and project_id is None:
-            raise RequestError("weights 'previous' needs the job's task_id or project_id; send one or choose "
+            raise WeightsError("weights 'previous' needs the job's task_id or project_id; send one or choose "
                                "weights 'coco'")
-        previous = registry.latest(task_id, project_id=project_id)
+        previous = models.latest(task_id=task_id, project_id=project_id)
         if previous is None:
             source = f"task {task_id}" if task_id is not None else f"project {project_id}"
-            raise RequestError(
+            raise WeightsError(
                 f"weights 'previous': {source} has no trained model yet; choose weights 'coco' for its first run"
             )
-        return StartingPoint(pretrained=str(previous))
+        return StartingPoint(pretrained=str(previous.model_path))
     if weights == "coco":
         return StartingPoint(pretrained=str(_baked(COCO_FILE, weights)))
     return StartingPoint(backbone_weights=str(_baked(IMAGENET_FILES[backbone], weights)))
@@ -83,8 +96,5 @@ def available_weights() -> list[str]:
 def _baked(file_name: str, weights: str) -> Path:
     path = weights_dir() / file_name
     if not path.is_file():
-        raise RequestError(
-            f"weights {weights!r} need {path}, which this trainer does not have; rebuild the trainer image "
-            f"(it downloads the file), put the file there, or choose weights 'scratch'"
-        )
+        raise MissingWeightsFile(weights, path)
     return path

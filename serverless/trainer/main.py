@@ -13,8 +13,8 @@ import sys
 from typing import Any
 
 from cvat_plugin.home.jobs import JobStore
+from cvat_plugin.home.layout import DetrHome
 from cvat_plugin.home.models import ModelStore
-from cvat_plugin.home.volume import DetrHome
 from cvat_plugin.nuclio.publish import PublishSettings, success_hook
 from cvat_plugin.responses import RequestError, error_response, json_body, json_response
 from cvat_plugin.trainer.api import TrainerApi
@@ -52,7 +52,7 @@ def init_context(context: Any) -> None:
     runner = JobRunner(store, home, on_success=success_hook(publishing, home.root) if publishing.enabled else None)
     runner.recover()
     runner.start()
-    publisher = ModelPublisher(publishing, ModelStore(home.root)) if publishing.enabled else None
+    publisher = ModelPublisher(publishing, ModelStore(home)) if publishing.enabled else None
     if publisher is not None:
         publisher.recover()
     context.platform.set_termination_callback(lambda: _terminate(runner))
