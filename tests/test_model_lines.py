@@ -123,7 +123,8 @@ def test_local_and_trainer_models_share_one_line_one_card_and_one_publish_name(h
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--weights", "imagenet21k"), "argument --weights: option 'weights' must be one of coco, imagenet, scratch, previous, got 'imagenet21k'"),
+    (("--weights", "imagenet21k"),
+     "argument --weights: option 'weights' must be one of coco, imagenet, scratch, previous, got 'imagenet21k'"),
     (("--weights", "previous"), "weights 'previous': task {task} has no trained model yet"),
     (("--weights", "coco"), "--weights coco needs {weights}/detr-r50-e632da11.pth, which is not there: set "
                             "DETR_WEIGHTS to the folder that holds detr-r50-e632da11.pth, or pass the file"),

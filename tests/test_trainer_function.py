@@ -378,11 +378,14 @@ def test_a_job_that_cannot_train_fails_with_the_engines_message(trainer, home):
      ("coco", "detr-r50", "detr", "resnet50")],
 )
 def test_a_jobs_starting_weights_choose_the_architecture_through_the_recipe(weights, preset, architecture, backbone):
+    from detr.recipes import plan_training
+
     setup = training_setup({"weights": weights})
     assert setup.backbone == backbone  # the ImageNet file a job needs follows the preset auto picks
-    model, train, reason = setup.plan(num_train_images=120, base_model=None)
-    assert model.architecture == architecture and model.backbone == backbone
-    assert f"model preset {preset}" in reason and "small-data recipe" in reason
+    plan = plan_training(recipe=setup.recipe, preset=setup.model_preset, num_train_images=120, start=setup.start,
+                         base_model=None, model_overrides=setup.model_options, train_overrides=setup.train_options)
+    assert plan.model.architecture == architecture and plan.model.backbone == backbone
+    assert f"model preset {preset}" in plan.reason and "small-data recipe" in plan.reason
 
 
 def test_the_best_metrics_follow_the_run_epoch_by_epoch(tmp_path):

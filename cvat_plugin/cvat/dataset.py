@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from cvat_plugin.cvat.split import split_by_subsets, subset_role
+from cvat_plugin.home.layout import write_json_atomic
 from cvat_plugin.progress import NullProgressReporter, ProgressReporter
 
 if TYPE_CHECKING:
@@ -232,10 +233,6 @@ class _CocoWriter:
                 shutil.copyfileobj(spool, out)
                 spool.close()
             out.write('],\n"categories": ' + json.dumps(self.categories, ensure_ascii=False) + "}\n")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _image_size(path: Path, size: Optional[tuple[int, int]]) -> tuple[int, int]:
@@ -463,8 +460,8 @@ def _build(parts: list[ExportPart], staging: Path, *, labels, source: dict, val_
     if source.get("project_id") is not None:
         manifest["source"].update(project_id=source["project_id"], project_name=source.get("project_name"),
                                   tasks=source.get("tasks", []))
-    _write_json(out / "labels.json", labels)
-    _write_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "labels.json", labels)
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 

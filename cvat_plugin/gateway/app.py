@@ -29,7 +29,7 @@ API, under ``/detr/api`` (JSON in and out; every error is ``{"error": "<what hap
     POST /models/{id}/unpublish  model
     POST /webhooks/cvat          CVAT's webhook, signed (``cvat_plugin.gateway.webhooks``)
 
-A job is the trainer's Job object (``serverless/trainer/jobs.py``); before it reaches the trainer
+A job is the trainer's Job object (``cvat_plugin.home.jobs``); before it reaches the trainer
 the gateway answers for it with ``state`` ``preparing`` (``cvat_plugin.gateway.preparations``).
 
 Every request except ``/health`` and the webhook is authorized by CVAT: the caller's credentials

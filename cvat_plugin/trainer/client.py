@@ -1,4 +1,4 @@
-"""Client of the trainer function's job API (``serverless/trainer``): submit, watch, cancel.
+"""Client of the trainer function's job API (``cvat_plugin.trainer.api``): submit, watch, cancel.
 
 Our exception hierarchy:
 

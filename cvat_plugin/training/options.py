@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from cvat_plugin.responses import RequestError, json_type
 from cvat_plugin.training.schema import MODEL, TRAINER_SECTIONS, WEIGHTS, option, options_in, parse_options
-from detr.config import ConfigError, ModelConfig, OptionError, TrainConfig, cpu_count
-from detr.recipes import MODEL_PRESETS, check_settings, plan_training, resolve_preset
+from detr.config import ConfigError, OptionError, TrainConfig, cpu_count
+from detr.recipes import MODEL_PRESETS, check_settings, resolve_preset
 
 __all__ = ["WEIGHTS", "JobRequest", "TrainingSetup", "parse_job_request", "training_setup"]
 
@@ -59,14 +59,6 @@ class TrainingSetup:
     def backbone(self) -> str:
         preset = resolve_preset(self.model_preset, self.start)
         return self.model_options.get("backbone", MODEL_PRESETS[preset].backbone)
-
-    def plan(self, *, num_train_images: int, base_model: ModelConfig | None) -> tuple[ModelConfig, TrainConfig, str]:
-        """The model and training settings for a new run on this many images, and why (one line);
-        ``base_model``: the configuration stored in the model file the run starts from, if one of ours."""
-        plan = plan_training(recipe=self.recipe, preset=self.model_preset, num_train_images=num_train_images,
-                             start=self.start, base_model=base_model, model_overrides=self.model_options,
-                             train_overrides=self.train_options)
-        return plan.model, plan.train, plan.reason
 
 
 def parse_job_request(body: Mapping[str, Any]) -> JobRequest:
