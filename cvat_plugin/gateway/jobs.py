@@ -191,28 +191,19 @@ class TrainingService:
     def job(self, credentials: Optional[Credentials], job_id: str) -> dict[str, Any]:
         """One job, if the caller may see its task or project; a submitted preparation answers with the
         trainer's job."""
-        require_credentials(credentials)
-        if job_id.startswith(PREPARATION_PREFIX):
-            prep = self._preparation(job_id)
-            self._authorize_job(credentials, job_id, prep.source)
-            return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
-        job = self._trainer_job(job_id)
-        self._authorize_job(credentials, job_id, self._source_of(job))
-        return job
+        prep, job, _ = self._visible_job(credentials, job_id)
+        if prep is None:
+            return job
+        return self._trainer_job(prep.job_id) if prep.job_id else prep.to_job()
 
     def job_metrics(self, credentials: Optional[Credentials], job_id: str) -> list[dict[str, Any]]:
         """The job's loss and validation metrics per epoch (none while it is being prepared)."""
-        require_credentials(credentials)
-        if job_id.startswith(PREPARATION_PREFIX):
-            prep = self._preparation(job_id)
-            self._authorize_job(credentials, job_id, prep.source)
-            if prep.job_id is None:
-                return []
-            job_id = prep.job_id
-        else:
-            self._authorize_job(credentials, job_id, self._source_of(self._trainer_job(job_id)))
+        prep, _, _ = self._visible_job(credentials, job_id)
+        trainer_job_id = job_id if prep is None else prep.job_id
+        if trainer_job_id is None:
+            return []
         try:
-            return self.trainer().metrics(job_id)
+            return self.trainer().metrics(trainer_job_id)
         except TrainerError as e:
             raise from_trainer(e) from e
 
@@ -330,11 +321,9 @@ class TrainingService:
 
     def cancel(self, credentials: Optional[Credentials], job_id: str) -> dict[str, Any]:
         """Cancel a preparation (its work stops at the next step) or the trainer's job."""
-        require_credentials(credentials)
-        if job_id.startswith(PREPARATION_PREFIX):
-            prep = self._preparation(job_id)
-            self._authorize_job(credentials, job_id, prep.source)
-            self.authorize_change(credentials, prep.source)
+        prep, _, source = self._visible_job(credentials, job_id)
+        self.authorize_change(credentials, source)
+        if prep is not None:
             with self._lock:
                 prep = self._preparation(job_id)
                 if prep.state == "preparing":
@@ -346,10 +335,6 @@ class TrainingService:
             if prep.job_id is None:
                 raise GatewayError(409, f"job {job_id} already {prep.state}; there is nothing to cancel")
             job_id = prep.job_id
-        else:
-            source = self._source_of(self._trainer_job(job_id))
-            self._authorize_job(credentials, job_id, source)
-            self.authorize_change(credentials, source)
         try:
             return self.trainer().cancel(job_id)
         except TrainerError as e:
@@ -432,9 +417,19 @@ class TrainingService:
         """Whether a model was trained on the task or project (what weights ``previous`` continues from)."""
         return any(source_of_model(entry) == source for entry in self.models.entries())
 
-    def _authorize_job(self, credentials: Optional[Credentials], job_id: str, source: Optional[Source]) -> None:
-        """The caller may see a job only if CVAT lets them see its task or project. Otherwise the answer is the
-        one for a job that does not exist, so that nobody learns which job ids exist by probing them."""
+    def _visible_job(self, credentials: Optional[Credentials],
+                     job_id: str) -> tuple[Optional[Preparation], Optional[dict[str, Any]], Source]:
+        """The preparation (ids ``prep-...``) or the trainer's job behind ``job_id``, and its task or project,
+        once CVAT lets the caller see that. Otherwise the answer is the one for a job that does not exist, so
+        that nobody learns which job ids exist by probing them."""
+        require_credentials(credentials)
+        prep, job = None, None
+        if job_id.startswith(PREPARATION_PREFIX):
+            prep = self._preparation(job_id)
+            source: Optional[Source] = prep.source
+        else:
+            job = self._trainer_job(job_id)
+            source = self._source_of(job)
         if source is None:  # started without a task or project (cvat-detr): not shown through the gateway
             raise _no_such_job(job_id)
         try:
@@ -443,6 +438,7 @@ class TrainingService:
             if e.status in (403, 404):
                 raise _no_such_job(job_id) from None
             raise
+        return prep, job, source
 
     def _preparation(self, prep_id: str) -> Preparation:
         with self._lock:
