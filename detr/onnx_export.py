@@ -20,7 +20,9 @@ unless the longer side would exceed ``max_size`` (then the longer side is ``max_
 kept; divide by 255, subtract ``mean``, divide by ``std`` (ImageNet). Because the aspect ratio is
 kept, multiplying the boxes by the *original* width and height gives original pixels.
 Postprocessing: probabilities = softmax without its last column, or sigmoid; each query's score is
-its best class; keep scores >= ``threshold``; an empty label name is an unused class slot, never reported.
+its best class; keep scores >= ``threshold``; an empty label name is an unused class slot, never reported;
+a box whose IoU with a better-scored box of the same class exceeds ``duplicate_iou`` is a duplicate and
+is dropped (class-wise NMS).
 
 There is no padding-mask input: one image, or a batch of images of one size (video frames), needs
 none, and without it attention skips masking altogether, as ``Detector`` does for a single image.
@@ -49,12 +51,12 @@ from torch import Tensor, nn
 from .checkpoint import atomic_write, atomic_write_json
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .inference import Detector
-from .postprocess import class_probabilities
+from .postprocess import DUPLICATE_IOU, class_probabilities
 
 logger = logging.getLogger(__name__)
 
 ONNX_FORMAT = "cvat-detr/onnx"
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2
 DEFAULT_OPSET = 18
 MIN_OPSET = 18
 INPUT_NAME = "images"
@@ -117,6 +119,7 @@ def onnx_metadata(detector: Detector) -> dict:
         "version": ONNX_FORMAT_VERSION,
         "labels": detector.labels,
         "threshold": detector.threshold,
+        "duplicate_iou": DUPLICATE_IOU,
         "classifier": detector.model.config.classifier,
         "image_size": detector.image_size,
         "max_size": detector.max_size,

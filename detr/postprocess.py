@@ -1,7 +1,10 @@
 """Turn raw model outputs into scored boxes in image pixels.
 
-Keeps every query (no threshold, no NMS), like the reference ``PostProcess``: evaluation
-needs them all, and thresholds belong to the ``Detector``.
+Keeps every query but near-duplicates (no threshold): evaluation needs them all, and thresholds
+belong to the ``Detector``. A set-prediction model trained on a few hundred images may still put two
+queries on one object; an annotator would have to delete the second box by hand, so a box that overlaps
+a better-scored box of its class by more than ``DUPLICATE_IOU`` is dropped, for evaluation (so the
+calibrated threshold fits what is served) and serving alike.
 """
 
 from __future__ import annotations
@@ -15,17 +18,26 @@ from torchvision.ops import batched_nms
 from .box_ops import cxcywh_to_xyxy, scale_boxes
 
 
+#: IoU above which a box is a duplicate of a better-scored box of the same class (Ultralytics' NMS default).
+DUPLICATE_IOU = 0.7
+
+
 @torch.no_grad()
 def postprocess(outputs: dict, target_sizes: Tensor, *, classifier: str = "softmax") -> list[dict[str, Tensor]]:
     """target_sizes [B, 2] as (h, w) of the image the boxes should refer to.
 
-    Returns per image ``scores`` [Q], ``labels`` [Q] (each query's best class; the softmax
-    no-object column is excluded) and ``boxes`` [Q, 4] absolute xyxy.
+    Returns per image ``scores`` [N], ``labels`` [N] (each query's best class; the softmax
+    no-object column is excluded) and ``boxes`` [N, 4] absolute xyxy, best first: the Q queries
+    but their duplicates (``DUPLICATE_IOU``).
     """
     prob = class_probabilities(outputs["pred_logits"], classifier)
     scores, labels = prob.max(-1)
     boxes = scale_boxes(cxcywh_to_xyxy(outputs["pred_boxes"].float()), target_sizes.to(prob.device))
-    return [{"scores": s, "labels": c, "boxes": b} for s, c, b in zip(scores, labels, boxes)]
+    results = []
+    for s, c, b in zip(scores, labels, boxes):
+        keep = batched_nms(b, s, c, DUPLICATE_IOU)
+        results.append({"scores": s[keep], "labels": c[keep], "boxes": b[keep]})
+    return results
 
 
 def class_probabilities(logits: Tensor, classifier: str) -> Tensor:

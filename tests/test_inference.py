@@ -83,3 +83,22 @@ def test_bad_images_raise_clear_errors(detector):
         decode_bytes(b"\x89PNG\r\n\x1a\nbroken")
     with pytest.raises(ImageError, match="empty"):
         decode_bytes(b"")
+
+
+def test_postprocess_drops_a_duplicate_of_a_better_box_of_its_class_only():
+    """Two queries on one object give one box; overlapping objects of other classes, or of the same class
+    overlapping less than DUPLICATE_IOU, all stay."""
+    from detr.postprocess import DUPLICATE_IOU, postprocess
+
+    boxes = torch.tensor([[[0.50, 0.50, 0.40, 0.40],    # an object
+                           [0.51, 0.50, 0.40, 0.40],    # the same object again, lower score: dropped
+                           [0.50, 0.50, 0.40, 0.40],    # the same place, another class: kept
+                           [0.70, 0.50, 0.40, 0.40]]])  # same class, IoU 0.33 < DUPLICATE_IOU: kept
+    logits = torch.full((1, 4, 3), -9.0)
+    for query, (cls, logit) in enumerate([(0, 4.0), (0, 3.0), (1, 2.0), (0, 1.0)]):
+        logits[0, query, cls] = logit
+    [det] = postprocess({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[100, 100]]), classifier="sigmoid")
+    assert DUPLICATE_IOU < 0.9
+    assert det["labels"].tolist() == [0, 1, 0]
+    assert det["scores"].tolist() == sorted(det["scores"].tolist(), reverse=True)
+    torch.testing.assert_close(det["boxes"][0], torch.tensor([30.0, 30.0, 70.0, 70.0]))
