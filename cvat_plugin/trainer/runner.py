@@ -1,6 +1,7 @@
-"""One background worker that runs queued jobs one after another (FIFO) with ``detr.fit``.
+"""One background worker that runs queued jobs one after another (FIFO) with ``detr.fit``, through a
+launcher (``cvat_plugin.trainer.launch``: in this process, one process per GPU, or on a cluster).
 
-The trainer function owns one GPU, so jobs never run side by side. The HTTP handler
+The trainer function owns its GPUs, so jobs never run side by side. The HTTP handler
 only enqueues and returns; this thread trains. It stops cleanly in two ways:
 
 - ``cancel(job)``: the request is written to the job at once and its ``should_stop`` turns
@@ -24,11 +25,12 @@ from cvat_plugin.home.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, u
 from cvat_plugin.home.layout import copy_atomic
 from cvat_plugin.home.volume import DetrHome
 from cvat_plugin.responses import RequestError
+from cvat_plugin.trainer.launch import Launcher, LocalLauncher
 from cvat_plugin.trainer.progress import JobProgress
 from cvat_plugin.training.models import ModelRegistry
 from cvat_plugin.training.options import training_setup
 from cvat_plugin.training.weights import starting_point
-from detr import FitResult, fit
+from detr import FitResult
 from detr.checkpoint import DISK_FULL_ERRNOS, DiskFullError
 from detr.recipes import count_training_images
 from detr.recipes import starting_point as starting_point_kind
@@ -49,9 +51,12 @@ An exception is recorded in the job's ``error``; the job still succeeded.
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None):
+    def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None,
+                 launcher: Launcher | None = None):
+        """``launcher``: where jobs train (``cvat_plugin.trainer.launch``); by default in this process."""
         self.store = store
         self.home = home
+        self.launcher = launcher or LocalLauncher()
         self.registry = ModelRegistry(home.models)
         self.on_success = on_success
         self._queue: deque[str] = deque()
@@ -203,8 +208,8 @@ class JobRunner:
             # Resuming: the checkpoint holds the weights and the settings; options override them.
             _, saved = read_run_config(run_dir)
             train_config = saved.replace(**setup.train_options)
-            return fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
-                       should_stop=self._should_stop)
+            return self.launcher.fit(dataset, run_dir, train_config=train_config, resume=True, callbacks=[progress],
+                                     should_stop=self._should_stop)
         start = starting_point(setup.weights, setup.backbone, task_id=job.task_id, project_id=job.project_id,
                                registry=self.registry)
         _, base_model = starting_point_kind(start.pretrained, start.backbone_weights)
@@ -213,9 +218,9 @@ class JobRunner:
         )
         logger.info("Job %s: %s", job.id, reason)
         self.store.update(job.id, recipe=reason)
-        return fit(dataset, run_dir, model_config=model_config, train_config=train_config,
-                   pretrained=start.pretrained, backbone_weights=start.backbone_weights,
-                   callbacks=[progress], should_stop=self._should_stop)
+        return self.launcher.fit(dataset, run_dir, model_config=model_config, train_config=train_config,
+                                 pretrained=start.pretrained, backbone_weights=start.backbone_weights,
+                                 callbacks=[progress], should_stop=self._should_stop)
 
     def _fail(self, job_id: str, error: str) -> None:
         """Record a failure; when the volume cannot take even job.json, the job still answers as failed
