@@ -40,8 +40,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_shapes_dataset(Path(tmp) / "data", num_images=round(args.images / 0.85), seed=0,
                                    image_size=(args.size, args.size), layout="cvat-folder")
-        train = TrainConfig(epochs=args.epochs, batch_size=args.batch, image_size=args.size, max_size=args.size * 4 // 3,
-                            num_workers=args.workers, device=args.device, eval_every=args.epochs)
+        train = TrainConfig(epochs=args.epochs, batch_size=args.batch, image_size=args.size,
+                            max_size=args.size * 4 // 3, num_workers=args.workers, device=args.device,
+                            eval_every=args.epochs)
         print(f"{args.preset}, {args.size} px, batch {args.batch}, {args.epochs} epochs, {args.device}")
         for processes in args.processes:
             steps: list[TrainEvent] = []

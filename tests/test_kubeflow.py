@@ -8,7 +8,9 @@ import json
 import re
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -37,14 +39,17 @@ def home(tmp_path, monkeypatch) -> Path:
     return home
 
 
-def cluster(tmp_path: Path, monkeypatch, *, nodes: int = 1, **fake_options) -> FakeKubeApi:
-    fake = FakeKubeApi(logs_dir=tmp_path, **fake_options)
-    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    for name, value in {"DETR_TRAIN_BACKEND": "kubeflow", "DETR_KUBE_NAMESPACE": NAMESPACE, "DETR_KUBE_IMAGE": IMAGE,
-                        "DETR_KUBE_PVC": PVC, "DETR_KUBE_NODES": str(nodes), "DETR_KUBE_GPUS_PER_NODE": "1"}.items():
-        monkeypatch.setenv(name, value)
-    return fake
+@contextmanager
+def cluster(tmp_path: Path, monkeypatch, *, nodes: int = 1, **fake_options) -> Iterator[FakeKubeApi]:
+    """A fake cluster, and the trainer's environment for it."""
+    with FakeKubeApi(logs_dir=tmp_path, **fake_options) as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        for name, value in {"DETR_TRAIN_BACKEND": "kubeflow", "DETR_KUBE_NAMESPACE": NAMESPACE,
+                            "DETR_KUBE_IMAGE": IMAGE, "DETR_KUBE_PVC": PVC, "DETR_KUBE_NODES": str(nodes),
+                            "DETR_KUBE_GPUS_PER_NODE": "1"}.items():
+            monkeypatch.setenv(name, value)
+        yield fake
 
 
 @pytest.mark.slow
@@ -184,6 +189,10 @@ def test_a_trainer_restarted_while_its_job_runs_follows_that_job(tmp_path, home,
         thread, out = in_thread(trainers_launcher.fit, home / "datasets" / "task-7", run,
                                 train_config=TrainConfig(batch_size=2), resume=True, callbacks=[events.append])
         EventLog(RunFiles(run))(TrainEvent("epoch_end", 0, 1, 3, 3, 3, 3, metrics={"AP": 0.5}))
+        deadline = time.monotonic() + 30
+        while not events:  # the launcher follows the job
+            assert time.monotonic() < deadline and thread.is_alive(), out
+            time.sleep(0.02)
         finish(fake, run, name)
         thread.join(30)
         assert out["result"].status == "completed" and out["result"].out_dir == run

@@ -31,16 +31,20 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.fakes.serving import ServedFake, utc_now
 
 TOKEN = "fake-kube-token"
 _PATH = re.compile(r"/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?")
 
 
-class FakeKubeApi:
+class FakeKubeApi(ServedFake):
+    thread_name = "fake-kube-api"
+
     def __init__(self, *, run_pods: bool = False, installed: bool = True, forbidden: tuple[str, ...] = (),
                  logs_dir: Path | None = None, grace_s: float = 30.0):
         self.run_pods = run_pods
@@ -54,15 +58,6 @@ class FakeKubeApi:
         self.requests: list[tuple[str, str]] = []
         self.pods: dict[str, list[subprocess.Popen]] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._request_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig for this server (``KUBECONFIG``)."""
@@ -74,13 +69,8 @@ class FakeKubeApi:
         }))
         return path
 
-    def __enter__(self) -> FakeKubeApi:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def stop(self) -> None:
+        super().stop()
         for name in list(self.pods):
             self._stop_pods(name, grace_s=5.0)
 
@@ -101,7 +91,7 @@ class FakeKubeApi:
         with self._lock:
             job = self.jobs[(namespace, name)]
             conditions = job.setdefault("status", {}).setdefault("conditions", [])
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            now = utc_now()
             if kind in ("Succeeded", "Failed"):
                 for condition in conditions:
                     if condition["type"] == "Running":
@@ -124,8 +114,7 @@ class FakeKubeApi:
     # --- the API ------------------------------------------------------------------------------
     def _stored(self, manifest: dict) -> dict:
         job = copy.deepcopy(manifest)
-        job["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1",
-                               creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        job["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1", creationTimestamp=utc_now())
         job.setdefault("status", {})
         return job
 
@@ -220,30 +209,29 @@ class FakeKubeApi:
                 process.kill()
                 process.wait()
 
-    def _request_class(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
 
-        class Request(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-            def _serve(self) -> None:
-                url = urlsplit(self.path)
-                fake.requests.append((self.command, url.path))
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.loads(raw) if raw else None
-                status, answer = fake._answer(self.command, url.path, url.query, body,
-                                              self.headers.get("Authorization"))
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def _serve(self) -> None:
+        fake: FakeKubeApi = self.server.fake  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        fake.requests.append((self.command, url.path))
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, answer = fake._answer(self.command, url.path, url.query, json.loads(raw) if raw else None,
+                                      self.headers.get("Authorization"))
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 
-        return Request
+
+FakeKubeApi.handler_class = _Handler
 
 
 def _status(code: int, reason: str, message: str, name: str | None = None) -> tuple[int, dict]:
