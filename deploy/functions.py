@@ -85,9 +85,14 @@ def _build(kind: str, gpu: bool, settings: Mapping[str, Any]) -> dict:
                              'Starting weights (option "weights"): the official DETR-R50 COCO checkpoint and',
                              "torchvision's ImageNet ResNet-50, downloaded at build time; jobs never download"))
     pre_copy.append({"kind": "WORKDIR", "value": "/opt/nuclio"})
-    post_copy: list[Any] = [
-        Item({"kind": "RUN", "value": "pip install --no-cache-dir /opt/nuclio"},
-             "The project (copied from the build path to /opt/nuclio) and its remaining dependencies")]
+    if kind == "detector":
+        project = Item({"kind": "RUN", "value": "pip install --no-cache-dir /opt/nuclio"},
+                       "The project (copied from the build path to /opt/nuclio) and its remaining dependencies")
+    else:
+        project = Item({"kind": "RUN", "value": "pip install --no-cache-dir '/opt/nuclio[kubeflow]'"},
+                       "The project (copied from the build path to /opt/nuclio) and its remaining dependencies, with",
+                       "the Kubernetes client of DETR_TRAIN_BACKEND=kubeflow")
+    post_copy: list[Any] = [project]
     if kind == "detector":
         post_copy.append(Item({"kind": "RUN", "value": f"detr import-checkpoint {weights}/detr-r50-e632da11.pth "
                                                        f"--labels coco --out {names.BASE_MODEL}"},

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou
-from .criterion import average_over_processes
 from .dense_head import DenseOutputs
+from .distributed import average_over_processes
 
 #: TOOD / YOLOv8 defaults.
 TOP_K = 10

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from .box_ops import box_iou, cxcywh_to_xyxy, generalized_box_iou
+from .distributed import average_over_processes
 from .matcher import HungarianMatcher
 
 #: Varifocal loss: weight of the negatives and the power of their score (VarifocalNet, RT-DETR).
@@ -33,18 +33,6 @@ def count_boxes(targets: list[dict], device: torch.device) -> Tensor:
     """Target boxes in the batch, averaged over processes; a tensor, so that no host sync is needed."""
     num_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
     return average_over_processes(num_boxes).clamp(min=1.0)
-
-
-def average_over_processes(value: Tensor) -> Tensor:
-    """The mean of ``value`` over data-parallel processes (itself in a single process).
-
-    Normalising each process's sums by this global mean, then letting DDP average the
-    gradients, gives exactly the single-process loss of the whole batch."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value)
-        value = value / dist.get_world_size()
-    return value
 
 
 class SetCriterion(nn.Module):

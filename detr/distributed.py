@@ -42,6 +42,19 @@ class Distributed:
             dist.barrier()
 
 
+def average_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over data-parallel processes (itself in a single process).
+
+    Normalising each process's sums by this global mean, then letting DDP average the
+    gradients, gives exactly the single-process loss of the whole batch; averaging the
+    processes' losses the same way gives the single-process loss values."""
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
 def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     """Join the process group torchrun describes (or one already initialised) and pick this
     process's device; a single process otherwise."""
@@ -65,3 +78,15 @@ def _single_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
     return device
+
+
+def processes_for_batch(batch_size: int, nodes: int, per_node: int) -> tuple[int, int]:
+    """The most processes, as (nodes, processes per node) within those available, among which
+    ``batch_size`` splits into equal shares (``fit`` requires it); fewer nodes on a tie, as they
+    exchange gradients faster. The training is the same with any count: only its speed changes."""
+    best = (1, 1)
+    for n in range(1, nodes + 1):
+        for p in range(1, per_node + 1):
+            if batch_size % (n * p) == 0 and n * p > best[0] * best[1]:
+                best = (n, p)
+    return best

@@ -17,7 +17,6 @@ from torchvision.ops import batched_nms
 
 from .box_ops import cxcywh_to_xyxy, scale_boxes
 
-
 #: IoU above which a box is a duplicate of a better-scored box of the same class (Ultralytics' NMS default).
 DUPLICATE_IOU = 0.7
 

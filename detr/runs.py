@@ -37,6 +37,19 @@ class RunSpec:
     reason: str | None = None
     """A new run's recipe and model, and how to override them (one line); None when resuming."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON, for a run launched in other processes (``from_dict`` reads it back)."""
+        return {"data": str(self.data), "out_dir": str(self.out_dir), "model_config": self.model_config.to_dict(),
+                "train_config": self.train_config.to_dict(), "pretrained": self.pretrained,
+                "backbone_weights": self.backbone_weights, "resume": self.resume, "val_fraction": self.val_fraction,
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        return cls(**{**data, "data": Path(data["data"]), "out_dir": Path(data["out_dir"]),
+                      "model_config": ModelConfig.from_dict(data["model_config"]),
+                      "train_config": TrainConfig.from_dict(data["train_config"])})
+
     def fit(self, *, callbacks: Sequence[Callback] = (), should_stop: Callable[[], bool] | None = None) -> FitResult:
         """Run it in this process."""
         return fit(self.data, self.out_dir, model_config=self.model_config, train_config=self.train_config,

@@ -37,7 +37,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, ModelConfig, TrainConfig, cpu_count
 from .data import DatasetError, DetectionData, DetectionDataset, collate, load_detection_data
-from .distributed import Distributed, setup_distributed
+from .distributed import Distributed, average_over_processes, setup_distributed
 from .engine import predict, predict_heads, train_step
 from .evaluate import DEFAULT_THRESHOLD, EvalResult, coco_map, evaluate_predictions
 from .model import build_model_from_config
@@ -426,7 +426,9 @@ class _Loop:
                 sums[k] = sums[k] + v if k in sums else v.clone()
             count += 1
             now = time.monotonic()
-            if now - last_event >= STEP_EVENT_INTERVAL_S or step == self.steps_per_epoch:
+            # Every process takes part in averaging the losses, so they decide together when to report.
+            due = now - last_event >= STEP_EVENT_INTERVAL_S
+            if step == self.steps_per_epoch or self.dist.any(due, self.device):
                 last_event = now
                 self._emit("step", step=step, losses=_means(sums, count))
         self.start_step = 0
@@ -577,11 +579,17 @@ class _Loop:
 
 
 def _means(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Running means of the losses over the epoch's steps and over the processes.
+
+    Each process's loss covers its share of the batch, normalised by the whole batch's boxes;
+    their mean is the loss one process would have computed on the whole batch. Every process
+    calls this at the same step (a collective call under DDP); all have the same keys and count.
+    """
     if not sums:
         return {}
     keys = list(sums)
-    values = torch.stack([sums[k].float() for k in keys]).div(max(count, 1)).tolist()  # one host sync
-    return dict(zip(keys, values))
+    values = torch.stack([sums[k].float() for k in keys]).div(max(count, 1))
+    return dict(zip(keys, average_over_processes(values).tolist()))  # one host sync
 
 
 def _load_checkpoint(path: Path) -> dict:

@@ -1,5 +1,6 @@
 """Data-parallel training: two gloo processes on the CPU train the same model as one process."""
 
+import json
 import os
 import socket
 
@@ -51,5 +52,9 @@ def test_two_processes_train_like_one(tmp_path, tiny_model, tiny_train):
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (1, 0)
     worst = max((a["model"][k].float() - b["model"][k].float()).abs().max().item() for k in a["model"])
     assert worst < 1e-4, worst
+    # The losses the run reports are the whole batch's, as one process computes them, not rank 0's share.
+    one, two = (json.loads((tmp_path / run / "metrics.jsonl").read_text()) for run in ("single", "ddp"))
+    losses = [key for key in one if key.startswith("train_loss")]
+    assert losses and all(abs(one[key] - two[key]) < 1e-4 for key in losses), [(one[k], two[k]) for k in losses]
     assert (tmp_path / "ddp" / "model.pt").is_file() and (tmp_path / "ddp" / "report" / "samples.png").is_file()
     assert single.status == "completed"

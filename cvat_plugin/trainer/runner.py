@@ -1,6 +1,7 @@
-"""One background worker that runs queued jobs one after another (FIFO) with ``detr.fit``.
+"""One background worker that runs queued jobs one after another (FIFO) with ``detr.fit``, through a
+launcher (``cvat_plugin.trainer.launch``: in this process, one process per GPU, or on a cluster).
 
-The trainer function owns one GPU, so jobs never run side by side. The HTTP handler
+The trainer function owns its GPUs, so jobs never run side by side. The HTTP handler
 only enqueues and returns; this thread trains. It stops cleanly in two ways:
 
 - ``cancel(job)``: the request is written to the job at once and its ``should_stop`` turns
@@ -24,6 +25,7 @@ from cvat_plugin.home.jobs import FINAL_STATES, WAITING_STATES, Job, JobStore, u
 from cvat_plugin.home.layout import DetrHome, copy_atomic
 from cvat_plugin.home.models import ModelStore
 from cvat_plugin.responses import RequestError
+from cvat_plugin.trainer.launch import Launcher, LocalLauncher
 from cvat_plugin.trainer.progress import JobProgress
 from cvat_plugin.training.run import RunRequest, plan, register
 from detr import FitResult
@@ -45,10 +47,13 @@ An exception is recorded in the job's ``error``; the job still succeeded.
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None):
+    def __init__(self, store: JobStore, home: DetrHome, *, on_success: SuccessHook | None = None,
+                 launcher: Launcher | None = None):
+        """``launcher``: where jobs train (``cvat_plugin.trainer.launch``); by default in this process."""
         self.store = store
         self.home = home
         self.models = ModelStore(home)
+        self.launcher = launcher or LocalLauncher()
         self.on_success = on_success
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
@@ -196,7 +201,7 @@ class JobRunner:
         if spec.reason is not None:
             logger.info("Job %s: %s", job.id, spec.reason)
             self.store.update(job.id, recipe=spec.reason)
-        return spec.fit(callbacks=[JobProgress(self.store, job.id)], should_stop=self._should_stop)
+        return self.launcher.fit(spec, callbacks=[JobProgress(self.store, job.id)], should_stop=self._should_stop)
 
     def _fail(self, job_id: str, error: str) -> None:
         """Record a failure; when the volume cannot take even job.json, the job still answers as failed

@@ -19,6 +19,7 @@ from cvat_plugin.nuclio.publish import PublishSettings, success_hook
 from cvat_plugin.responses import RequestError, error_response, json_body, json_response
 from cvat_plugin.trainer.api import TrainerApi
 from cvat_plugin.trainer.auth import TrainerTokenError, token_from_env
+from cvat_plugin.trainer.launch import LaunchConfigError, launcher_from_env
 from cvat_plugin.trainer.publishing import ModelPublisher
 from cvat_plugin.trainer.runner import JobRunner
 
@@ -44,12 +45,17 @@ def init_context(context: Any) -> None:
         raise RuntimeError(str(e)) from None
     home = DetrHome(root)
     home.create()
+    try:  # where jobs train: this process, one process per GPU, or a cluster (DETR_TRAIN_BACKEND)
+        launcher = launcher_from_env(home.root)
+    except LaunchConfigError as e:
+        raise RuntimeError(str(e)) from None
     store = JobStore(home.runs)
     store.load()
     # With a Nuclio dashboard configured, a successful job's model is published as a CVAT detector
     # (unless the job said "publish": false).
     publishing = PublishSettings.from_env()
-    runner = JobRunner(store, home, on_success=success_hook(publishing, home.root) if publishing.enabled else None)
+    runner = JobRunner(store, home, on_success=success_hook(publishing, home.root) if publishing.enabled else None,
+                       launcher=launcher)
     runner.recover()
     runner.start()
     publisher = ModelPublisher(publishing, ModelStore(home)) if publishing.enabled else None
@@ -60,7 +66,7 @@ def init_context(context: Any) -> None:
     context.user_data.runner = runner
     context.logger.info_with(
         "Trainer ready", home=str(home.root), jobs=len(store.jobs()), waiting=len(runner.queued),
-        problems=len(store.problems), publishing=publishing.enabled,
+        problems=len(store.problems), publishing=publishing.enabled, training=launcher.description,
     )
 
 
