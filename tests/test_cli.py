@@ -75,7 +75,8 @@ def test_predict_writes_annotated_images_and_json(trained, shapes_zip, tmp_path,
     )
     result = json.loads((out / "predictions.json").read_text())
     assert len(result["images"]) == 3 and result["threshold"] == 0
-    assert all(len(entry["detections"]) == 20 for entry in result["images"])  # every query at threshold 0
+    # at threshold 0, every query but the duplicates of a better box of its class
+    assert all(1 <= len(entry["detections"]) <= 20 for entry in result["images"])
     assert all((out / entry["annotated"]).is_file() for entry in result["images"])
 
 
@@ -90,7 +91,7 @@ def test_predict_and_eval_take_a_precision(trained, shapes_zip, tmp_path, capsys
         found[precision] = json.loads((out / "predictions.json").read_text())["images"][0]["detections"]
         assert main(["eval", "--data", str(shapes_zip), *common, "--split", "all"]) == 0
         metrics[precision] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert len(found["fp32"]) == len(found["bf16"]) == 20
+    assert 1 <= len(found["fp32"]) <= 20 and 1 <= len(found["bf16"]) <= 20
     assert abs(metrics["fp32"]["AP50"] - metrics["bf16"]["AP50"]) <= 0.02
     with pytest.raises(SystemExit):
         main(["predict", str(image), "--model", "m.pt", "--out", "o", "--precision", "fp16"])
