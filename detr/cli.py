@@ -21,10 +21,10 @@ from .data import DatasetError
 from .images import ImageError
 from .official import ZOO_THRESHOLD, import_checkpoint
 from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
+from .predict import evaluate_model_file, predict_images
 from .progress import TrainProgressBar
 from .recipes import MODEL_PRESETS, PRESET_HELP, RECIPES, SMALL_DATA_IMAGES
 from .runs import plan_run
-from .tasks import evaluate_model_file, predict_images
 from .train import TrainingError
 
 logger = logging.getLogger("detr")

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 
 from .data import load_detection_data
+from .predict import predict_images
 from .progress import TrainProgressBar
 from .recipes import count_training_images, plan_training
 from .synthetic import make_shapes_dataset
-from .tasks import predict_images
 from .train import fit
 
 logger = logging.getLogger(__name__)

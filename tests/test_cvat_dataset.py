@@ -13,7 +13,7 @@ import pytest
 from cvat_plugin.cvat.auth import LegacyToken
 from cvat_plugin.cvat.client import CvatClient
 from cvat_plugin.cvat.dataset import (
-    DatasetError,
+    TrainingSetError,
     build_training_set,
     clip_box,
     count_unsupported,
@@ -265,7 +265,7 @@ def test_a_task_without_data_is_refused_before_the_export(fake_cvat, alice, tmp_
     """CVAT answers error pages for such a task's annotations and frames: ask for neither."""
     task = fake_cvat.add_task("empty", owner=alice, labels=["car"], frames=[])
     with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
-            pytest.raises(DatasetError, match=f"task {task.id} \\('empty'\\) has no images: upload images"):
+            pytest.raises(TrainingSetError, match=f"task {task.id} \\('empty'\\) has no images: upload images"):
         export_task(client, task.id, tmp_path / "dataset")
     assert fake_cvat.count("GET", rf"/api/tasks/{task.id}/(annotations|data/meta)") == 0
     assert not (tmp_path / "dataset").exists()
@@ -273,7 +273,7 @@ def test_a_task_without_data_is_refused_before_the_export(fake_cvat, alice, tmp_
 
 def test_an_empty_export(tmp_path):
     zipfile.ZipFile(tmp_path / "empty.zip", "w").close()
-    with pytest.raises(DatasetError, match="is empty: the task has no frames to export"):
+    with pytest.raises(TrainingSetError, match="is empty: the task has no frames to export"):
         build_training_set(tmp_path / "empty.zip", tmp_path / "dataset")
     assert not (tmp_path / "dataset").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -281,7 +281,7 @@ def test_an_empty_export(tmp_path):
 
 def test_a_single_image_cannot_be_split(fake_cvat, alice, tmp_path):
     task = add_shapes_task(fake_cvat, alice, num_frames=1)
-    with pytest.raises(DatasetError, match=f"task {task.id}: a train/validation split needs at least 2 images"):
+    with pytest.raises(TrainingSetError, match=f"task {task.id}: a train/validation split needs at least 2 images"):
         build(fake_cvat, alice, task, tmp_path / "dataset")
 
 
@@ -289,13 +289,13 @@ def test_labels_without_boxes(fake_cvat, alice, tmp_path):
     frames, _ = make_frames(4, 2)
     task = fake_cvat.add_task("no boxes", owner=alice, labels=["car", "person"], frames=frames,
                               shapes=[Shape("points", 0, -1, [1, 1, 2, 2])], tags=[Tag(1, -2)])
-    with pytest.raises(DatasetError, match="has no boxes to train on: none of its 4 images"):
+    with pytest.raises(TrainingSetError, match="has no boxes to train on: none of its 4 images"):
         build(fake_cvat, alice, task, tmp_path / "dataset")
 
 
 def test_export_without_images(fake_cvat, alice, tmp_path):
     task = add_shapes_task(fake_cvat, alice, num_frames=3)
-    with pytest.raises(DatasetError, match="export with images"):
+    with pytest.raises(TrainingSetError, match="export with images"):
         build_training_set(fake_cvat.export_file(task, save_images=False), tmp_path / "dataset")
 
 
@@ -304,7 +304,7 @@ def test_truncated_zip(fake_cvat, alice, tmp_path):
     data = fake_cvat.export_file(task, save_images=True).read_bytes()
     broken = tmp_path / "broken.zip"
     broken.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DatasetError, match="not a readable zip .*export the task again"):
+    with pytest.raises(TrainingSetError, match="not a readable zip .*export the task again"):
         build_training_set(broken, tmp_path / "dataset")
 
 
@@ -313,7 +313,7 @@ def test_zip_entries_outside_the_archive_are_refused(tmp_path):
     with zipfile.ZipFile(evil, "w") as archive:
         archive.writestr("annotations/instances_default.json", "{}")
         archive.writestr("../../escape.txt", "x")
-    with pytest.raises(DatasetError, match="points outside the archive"):
+    with pytest.raises(TrainingSetError, match="points outside the archive"):
         build_training_set(evil, tmp_path / "dataset")
     assert not (tmp_path.parent / "escape.txt").exists()
 
@@ -322,7 +322,7 @@ def test_not_a_coco_export(tmp_path):
     other = tmp_path / "yolo.zip"
     with zipfile.ZipFile(other, "w") as archive:
         archive.writestr("obj.names", "car\n")
-    with pytest.raises(DatasetError, match="not a CVAT 'COCO 1.0' export"):
+    with pytest.raises(TrainingSetError, match="not a CVAT 'COCO 1.0' export"):
         build_training_set(other, tmp_path / "dataset")
 
 
@@ -332,7 +332,7 @@ def test_existing_output_is_kept_unless_overwrite(fake_cvat, alice, tmp_path):
     out = tmp_path / "dataset"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="already exists and is not empty"):
+    with pytest.raises(TrainingSetError, match="already exists and is not empty"):
         build_training_set(export, out)
     assert (out / "keep.txt").read_text() == "mine"
     build_training_set(export, out, overwrite=True)
@@ -340,7 +340,7 @@ def test_existing_output_is_kept_unless_overwrite(fake_cvat, alice, tmp_path):
 
 
 def test_bad_val_fraction(tmp_path):
-    with pytest.raises(DatasetError, match="val_fraction=1.5 is invalid"):
+    with pytest.raises(TrainingSetError, match="val_fraction=1.5 is invalid"):
         build_training_set(tmp_path / "x.zip", tmp_path / "dataset", val_fraction=1.5)
 
 
@@ -377,5 +377,5 @@ def test_a_project_without_images_says_so(fake_cvat, alice, tmp_path):
     project = fake_cvat.add_project("empty", owner=alice, labels=["car"])
     fake_cvat.add_task("no data", owner=alice, frames=[], project=project)
     with CvatClient(fake_cvat.url, LegacyToken(alice.token)) as client, \
-            pytest.raises(DatasetError, match=f"project {project.id} \\('empty'\\) has no task with images"):
+            pytest.raises(TrainingSetError, match=f"project {project.id} \\('empty'\\) has no task with images"):
         export_project(client, project.id, tmp_path / "dataset")

@@ -17,7 +17,8 @@ from cvat_plugin.cvat.client import (
     NotFoundError,
     PermissionDeniedError,
 )
-from cvat_plugin.cvat.dataset import DatasetError
+from cvat_plugin.cvat.dataset import TrainingSetError
+from cvat_plugin.home.jobs import JobNotFound
 from cvat_plugin.home.models import ModelNotFound
 from cvat_plugin.nuclio.client import (
     DashboardUnreachable,
@@ -70,10 +71,6 @@ class TrainerJobFailed(Exception):
 
 
 
-class JobNotFound(Exception):
-    """The trainer has no job by that id."""
-
-
 
 def exit_code(error: BaseException) -> Optional[int]:
     """The exit code of an error the commands expect (its message says what to do); None for a bug."""
@@ -93,7 +90,7 @@ def exit_code(error: BaseException) -> Optional[int]:
         return EXIT_UNREACHABLE
     if isinstance(error, CvatError):
         return EXIT_EXPORT
-    if isinstance(error, (DatasetError, EngineDatasetError)):
+    if isinstance(error, (TrainingSetError, EngineDatasetError)):
         return EXIT_DATA
     if isinstance(error, TrainerUnavailable):
         return EXIT_UNREACHABLE

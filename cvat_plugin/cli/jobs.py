@@ -7,8 +7,9 @@ import json
 import logging
 from typing import Optional, TextIO
 
-from cvat_plugin.cli.exits import EXIT_INTERRUPTED, EXIT_OK, JobNotFound, TrainerJobFailed, UsageError
+from cvat_plugin.cli.exits import EXIT_INTERRUPTED, EXIT_OK, TrainerJobFailed, UsageError
 from cvat_plugin.cli.options import add_trainer_option, trainer_client
+from cvat_plugin.home.jobs import JobNotFound
 from cvat_plugin.nuclio.publish import (
     PublishError,
 )
@@ -151,7 +152,7 @@ def _job_call(call, job_id: str) -> dict:
         return call(job_id)
     except TrainerRequestError as e:
         if e.status == 404:
-            raise JobNotFound(f"the trainer has no job {job_id!r}; list them with `cvat-detr status`") from e
+            raise JobNotFound(job_id, where="the trainer", hint="list them with `cvat-detr status`") from e
         raise
 
 

@@ -56,7 +56,7 @@ UNSUPPORTED_SHAPES = ("points", "polyline", "skeleton", "cuboid")
 SPLITS = ("train", "val")
 
 
-class DatasetError(Exception):
+class TrainingSetError(Exception):
     """The export cannot become a training set; the message says why and what to do in CVAT."""
 
 
@@ -127,14 +127,14 @@ def _extract(export_zip: Path, dest: Path) -> None:
             for member in archive.infolist():
                 parts = PurePosixPath(member.filename.replace("\\", "/")).parts
                 if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in member.filename.split("/")[0]:
-                    raise DatasetError(f"{export_zip.name}: entry {member.filename!r} points outside the archive; "
+                    raise TrainingSetError(f"{export_zip.name}: entry {member.filename!r} points outside the archive; "
                                        f"refusing it. Export the task from CVAT again")
                 if stat.S_ISLNK(member.external_attr >> 16):
-                    raise DatasetError(f"{export_zip.name}: entry {member.filename!r} is a link; refusing it. "
+                    raise TrainingSetError(f"{export_zip.name}: entry {member.filename!r} is a link; refusing it. "
                                        f"Export the task from CVAT again")
                 archive.extract(member, dest)
     except zipfile.BadZipFile as e:
-        raise DatasetError(f"{export_zip} is not a readable zip ({e}); the download may be incomplete: "
+        raise TrainingSetError(f"{export_zip} is not a readable zip ({e}); the download may be incomplete: "
                            f"export the task again") from e
 
 
@@ -143,25 +143,25 @@ def _import(root: Path, export_name: str):
         from datumaro.components.dataset import StreamDataset
         from datumaro.util.image import IMAGE_BACKEND, ImageBackend
     except ImportError as e:
-        raise DatasetError("reading CVAT exports needs Datumaro: pip install 'cvat-detr[cvat]'") from e
+        raise TrainingSetError("reading CVAT exports needs Datumaro: pip install 'cvat-detr[cvat]'") from e
     # Datumaro sets its image backend at import, in the importing thread's context only;
     # a build in another thread (the gateway's workers) would fail on the first image decode.
     if IMAGE_BACKEND.get(None) is None:
         IMAGE_BACKEND.set(ImageBackend.cv2)  # what Datumaro picks when OpenCV (its dependency) is present
 
     if not any(path.is_file() for path in root.rglob("*")):
-        raise DatasetError(f"{export_name} is empty: the task has no frames to export (or all were deleted); "
+        raise TrainingSetError(f"{export_name} is empty: the task has no frames to export (or all were deleted); "
                            f"add frames to the task in CVAT")
     if not list(root.glob("annotations/instances_*.json")):
-        raise DatasetError(f"{export_name} has no annotations/instances_<subset>.json: it is not a CVAT "
+        raise TrainingSetError(f"{export_name} has no annotations/instances_<subset>.json: it is not a CVAT "
                            f"'COCO 1.0' export. Export the task with format 'COCO 1.0' and images")
     if not (root / "images").is_dir():
-        raise DatasetError(f"{export_name} has no images/ folder: the export was made without images; export "
+        raise TrainingSetError(f"{export_name} has no images/ folder: the export was made without images; export "
                            f"with images ('Save images' / save_images=true)")
     try:
         return StreamDataset.import_from(str(root), "coco_instances")
     except Exception as e:  # Datumaro raises many types for malformed input
-        raise DatasetError(f"{export_name}: Datumaro cannot read the COCO annotations ({e}); "
+        raise TrainingSetError(f"{export_name}: Datumaro cannot read the COCO annotations ({e}); "
                            f"export the task again with format 'COCO 1.0'") from e
 
 
@@ -305,12 +305,12 @@ def build_from_parts(
     as ``build_training_set`` otherwise."""
     low, high = VAL_FRACTION_BOUNDS
     if not low <= val_fraction <= high:
-        raise DatasetError(f"val_fraction={val_fraction!r} is invalid; use a fraction from {low:g} to {high:g} such "
-                           f"as {DEFAULT_VAL_FRACTION:g}")
+        raise TrainingSetError(f"val_fraction={val_fraction!r} is invalid; use a fraction from {low:g} to {high:g} "
+                               f"such as {DEFAULT_VAL_FRACTION:g}")
     out_dir = Path(out_dir)
     pbar = pbar or NullProgressReporter()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DatasetError(f"{out_dir} already exists and is not empty; choose another folder or overwrite it")
+        raise TrainingSetError(f"{out_dir} already exists and is not empty; choose another folder or overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".building", dir=out_dir.parent))
     try:
@@ -330,7 +330,7 @@ def require_images(task: Mapping[str, Any]) -> None:
     """Refuse a task created without data (``size`` null on CVAT 2.42) before asking for its annotations,
     which CVAT answers with an error page for such a task."""
     if not task.get("size"):
-        raise DatasetError(f"task {task['id']} ({task.get('name')!r}) has no images: upload images or a video to "
+        raise TrainingSetError(f"task {task['id']} ({task.get('name')!r}) has no images: upload images or a video to "
                            f"it in CVAT (on the task's page), then try again")
 
 
@@ -374,17 +374,17 @@ def _build(parts: list[ExportPart], staging: Path, *, labels, source: dict, val_
     task = f"task {source['task_id']}" if source.get("task_id") is not None else (
         f"project {source['project_id']}" if source.get("project_id") is not None else parts[0].export_zip.name)
     if not records:
-        raise DatasetError(f"{task} has no images to train on ({dropped_deleted} deleted frames dropped); "
+        raise TrainingSetError(f"{task} has no images to train on ({dropped_deleted} deleted frames dropped); "
                            f"add frames to the task in CVAT")
     if not any(label_set for _, label_set in records):
-        raise DatasetError(f"{task} has no boxes to train on: none of its {len(records)} images has a rectangle, "
+        raise TrainingSetError(f"{task} has no boxes to train on: none of its {len(records)} images has a rectangle, "
                            f"polygon, mask or ellipse; draw boxes (or polygons) around the objects in CVAT")
 
     roles = [subset_role(subset) for subset, _ in records]
     try:
         is_val, method = split_by_subsets(roles, [label_set for _, label_set in records], val_fraction, seed)
     except ValueError as e:
-        raise DatasetError(f"{task}: {e}") from e
+        raise TrainingSetError(f"{task}: {e}") from e
     split: dict[str, Any] = {"method": method}
     for name, role in (("train_subsets", "train"), ("val_subsets", "val"), ("held_out_subsets", "test")):
         named = sorted({subset for (subset, _), r in zip(records, roles) if r == role})
@@ -482,7 +482,7 @@ def _read_part(part: ExportPart, export_root: Path, labels: Optional[Sequence[Ma
     class_of_name = {label["name"]: i for i, label in enumerate(labels)}
     unknown = [name for name in categories if name not in class_of_name]
     if unknown:
-        raise DatasetError(f"{part.export_zip.name}: label(s) {', '.join(map(repr, unknown))} of the export are "
+        raise TrainingSetError(f"{part.export_zip.name}: label(s) {', '.join(map(repr, unknown))} of the export are "
                            f"not labels of the task ({', '.join(class_of_name)}); the labels changed during the "
                            f"export: export again")
     classes = [class_of_name[name] for name in categories]
@@ -495,7 +495,7 @@ def _read_part(part: ExportPart, export_root: Path, labels: Optional[Sequence[Ma
             continue
         image_path = Path(item.media.path).resolve()
         if not image_path.is_file():
-            raise DatasetError(f"{part.export_zip.name}: image of {item.id!r} is missing; the export was made "
+            raise TrainingSetError(f"{part.export_zip.name}: image of {item.id!r} is missing; the export was made "
                                f"without images: export with images ('Save images' / save_images=true)")
         file_name = part.folder + image_path.relative_to(images_root).as_posix()
         width, height = _image_size(image_path, item.media.size)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
-from cvat_plugin.cvat.dataset import DEFAULT_VAL_FRACTION, DatasetError, ExportPart, build_from_parts
+from cvat_plugin.cvat.dataset import DEFAULT_VAL_FRACTION, ExportPart, TrainingSetError, build_from_parts
 from cvat_plugin.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def export_project(client: "CvatClient", project_id: int, out_dir: Union[str, os
             logger.warning("Task %d (%r) of project %d has no images: left out", task["id"], task.get("name"),
                            project_id)
     if not with_data:
-        raise DatasetError(f"project {project_id} ({name!r}) has no task with images ({len(tasks)} task(s) you "
+        raise TrainingSetError(f"project {project_id} ({name!r}) has no task with images ({len(tasks)} task(s) you "
                            f"can see): create a task in the project and upload images to it in CVAT")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from cvat_plugin.cvat.auth import Credentials, ForwardedAuthorization
 from cvat_plugin.cvat.client import CvatConnectionError, CvatError, CvatHTTPError
-from cvat_plugin.cvat.dataset import DatasetError
+from cvat_plugin.cvat.dataset import TrainingSetError
 from cvat_plugin.trainer.client import TrainerError, TrainerRequestError, TrainerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def failure_message(error: Exception, *, source: str) -> str:
         return from_cvat(error, action=f"export {source}").message
     if isinstance(error, TrainerError):
         return from_trainer(error).message
-    if isinstance(error, (CvatError, DatasetError, GatewayError)):
+    if isinstance(error, (CvatError, TrainingSetError, GatewayError)):
         return str(error)
     logger.error("Preparing a training of %s failed unexpectedly", source, exc_info=error)
     return (f"unexpected error while preparing the training ({type(error).__name__}: {error}); ask a CVAT admin "

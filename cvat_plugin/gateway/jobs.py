@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 
 from cvat_plugin.cvat.auth import Credentials
 from cvat_plugin.cvat.client import CvatClient, CvatError
-from cvat_plugin.cvat.dataset import DatasetError, export_task, require_images
+from cvat_plugin.cvat.dataset import TrainingSetError, export_task, require_images
 from cvat_plugin.cvat.project_export import export_project
 from cvat_plugin.cvat.task_summary import summarize_project, summarize_task
 from cvat_plugin.gateway.auth import authorize_project, authorize_task, require_change, require_credentials
@@ -477,7 +477,7 @@ def source_of_model(entry: ModelEntry) -> Optional[Source]:
 def _require_images(task: Mapping[str, Any]) -> None:
     try:
         require_images(task)
-    except DatasetError as e:
+    except TrainingSetError as e:
         raise GatewayError(422, str(e)) from None
 
 

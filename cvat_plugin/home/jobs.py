@@ -90,10 +90,10 @@ class Job:
 
 
 class JobNotFound(LookupError):
-    """No job has this id."""
+    """No job has this id; ``where`` names the trainer that has none, ``hint`` how to list them."""
 
-    def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id!r}")
+    def __init__(self, job_id: str, *, where: str = "", hint: str = ""):
+        super().__init__(f"{where + ' has ' if where else ''}no job {job_id!r}{'; ' + hint if hint else ''}")
         self.job_id = job_id
 
 

@@ -1,4 +1,4 @@
-"""Whole jobs run with a model file: evaluate it on a dataset, or predict on image files."""
+"""A model file run on files: predictions on image files, or predictions scored on a dataset (evaluation)."""
 
 from __future__ import annotations
 
