@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .checkpoint import CheckpointError
-from .config import PRECISIONS, ConfigError, ModelConfig, TrainConfig
+from .config import PRECISIONS, ConfigError, ModelConfig, TrainConfig, config_options
 from .data import DatasetError
+from .flags import add_option_flag
 from .images import ImageError
 from .official import ZOO_THRESHOLD, import_checkpoint
 from .onnx_export import DEFAULT_OPSET, OnnxExportError, check_onnx, export_onnx, require_onnx
@@ -46,20 +47,12 @@ class Command:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per config field; unset flags stay absent so explicit values can be told apart."""
-    group = parser.add_argument_group(f"{config_cls._section} options (defaults as shown)")
-    for f in dataclasses.fields(config_cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} Default: {f.default}."
-        if f.type in ("bool", bool):
-            group.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+    """One ``--flag`` per config field (``detr.flags``); unset flags stay absent so explicit values can be
+    told apart."""
+    group = parser.add_argument_group(f"{config_cls._section} options")
+    for option in config_options(config_cls):
+        if option.name not in skip:
+            add_option_flag(group, option, default=argparse.SUPPRESS)
 
 
 def add_precision_flag(parser: argparse.ArgumentParser) -> None:

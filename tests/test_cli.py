@@ -115,7 +115,6 @@ def test_resume_keeps_the_model_of_the_checkpoint(trained, shapes_zip, capsys):
     [
         (["train", "--data", "/nonexistent", "--out", "{tmp}/o", "--model-preset", "tiny"], "no such file or folder"),
         (["train", "--data", "{data}", "--out", "{tmp}/o", "--resume"], "training checkpoint not found"),
-        (["train", "--data", "{data}", "--out", "{tmp}/o", "--backbone", "resnet7"], "backbone='resnet7' is invalid"),
         (["eval", "--data", "{data}", "--model", "{tmp}/missing.pt"], "model file not found"),
         (["predict", "{tmp}/none.jpg", "--model", "{tmp}/m.pt", "--out", "{tmp}/p"], "no such image file"),
     ],
@@ -131,3 +130,17 @@ def test_bad_arguments_exit_2(capsys):
         main(["predict", "x.jpg", "--model", "m.pt", "--out", "o", "--threshold", "1.5"])
     assert exc.value.code == 2
     assert "must be between 0 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--backbone", "resnet7", "model option 'backbone' must be one of resnet18, resnet34, resnet50, resnet101, "
+                              "regnet_x_400mf, regnet_x_800mf, got 'resnet7'"),
+    ("--image-size", "5000", "option 'image_size' must be a whole number from 32 to 4096, got 5000"),
+    ("--lr", "nan", "option 'lr' must be a finite number from"),
+])
+def test_train_options_are_refused_as_cvat_detr_refuses_them(flag, value, message, capsys):
+    """`detr train` builds its flags from the same options as `cvat-detr train`: same rule, same message."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", "d", "--out", "o", flag, value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

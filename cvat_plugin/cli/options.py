@@ -8,7 +8,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Sequence, TextIO
 
 from cvat_plugin.cli.exits import UsageError
 from cvat_plugin.cvat.auth import credentials_from
@@ -37,7 +37,7 @@ from cvat_plugin.nuclio.publish import (
 )
 from cvat_plugin.progress import ProgressReporter
 from cvat_plugin.training.schema import option
-from detr.config import Option, OptionError
+from detr.flags import add_option_flag
 
 SECRET_OPTIONS = ("--access-token", "--token", "--password")
 
@@ -144,46 +144,6 @@ def export_source(client: CvatClient, args: argparse.Namespace, out_dir: Path, *
 def add_split_options(parser: argparse.ArgumentParser) -> None:
     val_fraction = option("val_fraction")
     add_option_flag(parser, val_fraction, default=val_fraction.default)
-
-
-def add_option_flag(group: Any, option: Option, *, default: Any = None, unset: str = "") -> None:
-    """``--<name>`` for an option of the schema (``cvat_plugin.training.schema``), with its help, range
-    and choices; a wrong value is refused with the schema's message (exit 2) before any work. Left out,
-    it is ``default`` (None: the trainer or the recipe decides; ``unset`` says how, for the help)."""
-    flag = "--" + option.name.replace("_", "-")
-    shown = unset or (option.default if default is None else default)
-    if option.kind == "boolean":
-        group.add_argument(flag, dest=option.name, action=argparse.BooleanOptionalAction, default=default,
-                           help=_escape(f"{option.help} (default: {shown})"))
-        return
-    metavar = "{" + ",".join(option.choices) + "}" if option.choices else option.name.upper()
-    group.add_argument(flag, dest=option.name, type=_option_value(option), default=default, metavar=metavar,
-                       help=_escape(f"{option.help} ({option.rule}; default: {shown})"))
-
-
-def _escape(text: str) -> str:
-    return text.replace("%", "%%")  # argparse formats help with %
-
-
-def _option_value(option: Option) -> Callable[[str], Any]:
-    """argparse's ``type``: the text read as JSON reads a number (5 an int, 5.0 or 1e-4 a float, inf and
-    nan as floats), then checked by the option, so that a value gets the message it gets as JSON."""
-    def parse(text: str) -> Any:
-        value: Any = text
-        if option.kind in ("integer", "number"):
-            for kind in (int, float):
-                try:
-                    value = kind(text)
-                    break
-                except ValueError:
-                    continue
-        try:
-            return option.parse(value)
-        except OptionError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = option.name  # argparse names the type in some messages
-    return parse
 
 
 def print_dataset_summary(manifest: dict, out_dir: Path, stdout: TextIO) -> None:

@@ -16,7 +16,6 @@ from cvat_plugin.cli.exits import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from cvat_plugin.cli.jobs import follow_job, report_job
 from cvat_plugin.cli.options import (
     add_home_option,
-    add_option_flag,
     add_source_options,
     add_split_options,
     export_source,
@@ -31,6 +30,7 @@ from cvat_plugin.progress import ProgressReporter
 from cvat_plugin.training.options import training_setup
 from cvat_plugin.training.schema import MODEL, option, options_in
 from detr.config import OptionError
+from detr.flags import add_option_flag
 
 if TYPE_CHECKING:  # torch comes with them: imported when a training starts
     from cvat_plugin.training.options import TrainingSetup
