@@ -105,44 +105,39 @@ class TrainCommand:
 
     def execute(self, args: argparse.Namespace, stdout: TextIO, pbar: ProgressReporter) -> int:
         # Check every option before any work starts.
-        train_options, model_options = _checked_options(args)
         if args.pretrained and args.backbone_weights:
             raise UsageError("pass either --pretrained or --backbone-weights, not both")
         if not args.local and not args.trainer:
             raise UsageError("pass --local to train in this process, or --trainer URL (or set DETR_TRAINER_URL)")
-        # The trainer's job options, whichever path trains: the model card records them either way.
-        options: dict[str, Any] = {**train_options, "recipe": args.recipe, "model_preset": args.model_preset}
-        if model_options:
-            options["model"] = model_options
-        if args.trainer:
-            if args.pretrained or args.backbone_weights:
-                raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
-                                 "instead of --pretrained/--backbone-weights")
-            if args.weights:
-                options["weights"] = args.weights
-            return _train_on_trainer(args, options, train_options.get("seed", 0), stdout, pbar)
-        if args.publish is not None:
+        files = bool(args.pretrained or args.backbone_weights)
+        if args.trainer and files:
+            raise UsageError("the trainer starts from its own files: pass --weights coco|imagenet|scratch|previous "
+                             "instead of --pretrained/--backbone-weights")
+        if args.local and args.publish is not None:
             raise UsageError("--publish is for --trainer; publish a model trained with --local with `cvat-detr publish "
                              "<model id>`")
-        return _train_here(args, options, train_options.get("seed", 0), stdout, pbar)
+        if files and args.weights:
+            raise UsageError("--weights and --pretrained/--backbone-weights both choose the starting weights: pass one "
+                             "of them")
+        # Locally, without --weights or a file, the run starts from random init.
+        weights = args.weights or (None if args.trainer or files else LOCAL_WEIGHTS)
+        options, setup = _checked_options(args, weights)
+        seed = setup.train_options.get("seed", 0)
+        if args.trainer:
+            return _train_on_trainer(args, options, seed, stdout, pbar)
+        return _train_here(args, options, setup, seed, stdout, pbar)
 
 
-def _train_here(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO, pbar: ProgressReporter) -> int:
+def _train_here(args: argparse.Namespace, options: dict, setup: TrainingSetup, seed: int, stdout: TextIO,
+                pbar: ProgressReporter) -> int:
     """Build the training set under $DETR_HOME/datasets, train in this process and register the model as the
     next version of the task's (or project's) line, as the trainer does."""
     from cvat_plugin.training.run import RunRequest, plan, register
     from cvat_plugin.training.weights import StartingPoint
 
-    files = bool(args.pretrained or args.backbone_weights)
-    if files and args.weights:
-        raise UsageError("--weights and --pretrained/--backbone-weights both choose the starting weights: pass one "
-                         "of them")
-    if not files:
-        options = {**options, "weights": args.weights or LOCAL_WEIGHTS}
     home = DetrHome(args.home)
-    setup = _local_setup(options)
-    start = (StartingPoint(pretrained=args.pretrained, backbone_weights=args.backbone_weights) if files
-             else _local_start(setup, args, home))
+    start = (StartingPoint(pretrained=args.pretrained, backbone_weights=args.backbone_weights)
+             if args.pretrained or args.backbone_weights else _local_start(setup, args, home))
     dataset_id = _build_training_set(args, home, seed, stdout, pbar)
     request = RunRequest(dataset_id=dataset_id, run_id=new_id(), task_id=args.task, project_id=args.project,
                          options=options, start=start,
@@ -163,14 +158,6 @@ def _train_here(args: argparse.Namespace, options: dict, seed: int, stdout: Text
     return EXIT_OK
 
 
-def _local_setup(options: dict) -> TrainingSetup:
-    """The options as the trainer reads them (``training_setup``), checked before the export."""
-    try:
-        return training_setup(options)
-    except OptionError as e:
-        raise UsageError(str(e)) from e
-
-
 def _local_start(setup: TrainingSetup, args: argparse.Namespace, home: DetrHome) -> StartingPoint:
     """The files of ``--weights`` here, found before the export: the baked ones in $DETR_WEIGHTS, or the newest
     model of the task or project in DETR_HOME."""
@@ -187,18 +174,22 @@ def _local_start(setup: TrainingSetup, args: argparse.Namespace, home: DetrHome)
         raise UsageError(str(e)) from e
 
 
-def _checked_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The train and model options the flags set: each flag was checked as it was parsed, here they are
-    checked together as the trainer checks them (``training_setup``); the CLI exits 2 with its message."""
+def _checked_options(args: argparse.Namespace, weights: str | None) -> tuple[dict[str, Any], TrainingSetup]:
+    """The job options the flags set, checked together as the trainer checks them (``training_setup``; each
+    flag was checked as it was parsed), and what they give; the CLI exits 2 with the trainer's message. The
+    options are what the trainer receives and what the model card records, whichever path trains."""
     train = {o.name: getattr(args, o.name) for o in options_in("train") if getattr(args, o.name) is not None}
     model = {o.name: getattr(args, o.name) for o in options_in("model")
              if o.name not in UNFLAGGED and getattr(args, o.name) is not None}
+    job = {"recipe": args.recipe, "model_preset": args.model_preset, **({"weights": weights} if weights else {})}
     try:
-        setup = training_setup({**train, "recipe": args.recipe, "model_preset": args.model_preset,
-                                **({MODEL: model} if model else {})})
+        setup = training_setup({**train, **job, **({MODEL: model} if model else {})})
     except OptionError as e:
         raise UsageError(str(e)) from e
-    return setup.train_options, setup.model_options
+    options: dict[str, Any] = {**setup.train_options, **job}
+    if setup.model_options:
+        options[MODEL] = setup.model_options
+    return options, setup
 
 
 def _train_on_trainer(args: argparse.Namespace, options: dict, seed: int, stdout: TextIO,
